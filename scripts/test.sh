@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install what the tests need into ./.venv, then run every check CI runs:
+# ruff lint, ruff format, mypy --strict on the package, and the whole pytest suite.
+source "$(dirname "$0")/_venv.sh"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "== ruff check" && .venv/bin/ruff check src tests benchmarks
+echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks
+echo "== mypy --strict" && .venv/bin/mypy --strict src/framebroker
+echo "== pytest" && .venv/bin/pytest "$@"

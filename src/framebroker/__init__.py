@@ -1,0 +1,73 @@
+"""framebroker: a real-time vision stream server, and the library it is built from.
+
+What runs in the server is importable and works without one::
+
+    from framebroker import ByteTrack
+    tracker = ByteTrack(track_thresh=0.5)
+    out = tracker.update(xyxy, scores)          # one frame
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from .core import (
+    Backpressure,
+    BaseModel,
+    BoxFormat,
+    Bus,
+    Detections,
+    Frame,
+    FrameResult,
+    Pipeline,
+    ProcessContext,
+    Processor,
+    Rate,
+    Session,
+    SessionManager,
+)
+from .errors import FramebrokerError
+
+if TYPE_CHECKING:
+    from .processors.bytetrack import ByteTrack, ByteTrackConfig, TrackOutput
+    from .processors.bytetrack.processor import ByteTrackProcessor
+
+# Processors load on first use, so `import framebroker.core` stays light.
+_LAZY = {
+    "ByteTrack": "framebroker.processors.bytetrack",
+    "ByteTrackConfig": "framebroker.processors.bytetrack",
+    "TrackOutput": "framebroker.processors.bytetrack",
+    "ByteTrackProcessor": "framebroker.processors.bytetrack.processor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'framebroker' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+__all__ = [
+    "Backpressure",
+    "BaseModel",
+    "BoxFormat",
+    "Bus",
+    "ByteTrack",
+    "ByteTrackConfig",
+    "ByteTrackProcessor",
+    "Detections",
+    "Frame",
+    "FrameResult",
+    "FramebrokerError",
+    "Pipeline",
+    "ProcessContext",
+    "Processor",
+    "Rate",
+    "Session",
+    "SessionManager",
+    "TrackOutput",
+    "__version__",
+]

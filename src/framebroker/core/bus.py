@@ -1,0 +1,112 @@
+"""Publish/subscribe for results, stats, events and frames, with a bounded queue per subscriber.
+
+A slow subscriber loses its oldest messages (counted in ``dropped``); it never slows the
+publisher or the other subscribers. The bus holds no event loop: a subscriber may pass a
+``wake`` callback that the publisher calls after queueing, which is how the async runtime
+turns it into an awaitable stream. Publishing is thread-safe (pipelines publish from worker
+threads).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Bus", "Message", "Subscription"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: Any
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A subscriber's bounded mailbox for topics matching ``pattern``.
+
+    ``pattern`` is a topic or a prefix ending in ``*`` (``"session/abc/*"``, ``"*"``).
+    """
+
+    pattern: str
+    maxlen: int
+    wake: Callable[[], None] | None = None
+    dropped: int = 0
+    _queue: deque[Message] = field(default_factory=deque)
+    _bus: Bus | None = None
+
+    def matches(self, topic: str) -> bool:
+        if self.pattern.endswith("*"):
+            return topic.startswith(self.pattern[:-1])
+        return topic == self.pattern
+
+    def put(self, message: Message) -> None:
+        if len(self._queue) >= self.maxlen:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(message)
+
+    def drain(self) -> list[Message]:
+        """Every queued message, oldest first."""
+        out = list(self._queue)
+        self._queue.clear()
+        return out
+
+    def get_nowait(self) -> Message | None:
+        return self._queue.popleft() if self._queue else None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def close(self) -> None:
+        if self._bus is not None:
+            self._bus.unsubscribe(self)
+
+
+class Bus:
+    def __init__(self, default_maxlen: int = 64) -> None:
+        if default_maxlen < 1:
+            raise ValueError(f"default_maxlen must be >= 1, got {default_maxlen}")
+        self.default_maxlen = default_maxlen
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+        self.published = 0
+
+    def subscribe(
+        self, pattern: str, *, maxlen: int | None = None, wake: Callable[[], None] | None = None
+    ) -> Subscription:
+        sub = Subscription(pattern, maxlen or self.default_maxlen, wake)
+        sub._bus = self
+        with self._lock:
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+        sub._bus = None
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def has_subscribers(self, topic: str) -> bool:
+        """Lets a publisher skip building a costly payload nobody will read."""
+        return any(s.matches(topic) for s in self._subs)
+
+    def publish(self, topic: str, payload: Any) -> int:
+        """Queue ``payload`` for every matching subscriber; returns how many got it."""
+        message = Message(topic, payload)
+        with self._lock:
+            targets = [s for s in self._subs if s.matches(topic)]
+            for s in targets:
+                s.put(message)
+            self.published += 1
+        for s in targets:
+            if s.wake is not None:
+                s.wake()
+        return len(targets)

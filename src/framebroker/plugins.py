@@ -1,0 +1,122 @@
+"""Finding processors by name: built-ins and installed plugins, or ``module:attr`` paths.
+
+Plugins register under the entry-point group ``framebroker.processors``; a user model that is
+not packaged is named by dotted path (``mymodels.pulse:PulseModel``), the way uvicorn loads
+``module:app``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from .core.manager import ProcessorSpec
+from .core.pipeline import Pipeline
+from .core.processor import Processor
+from .errors import ProcessorLoadError
+
+__all__ = ["ENTRY_POINT_GROUP", "ProcessorRegistry", "import_from_string"]
+
+ENTRY_POINT_GROUP = "framebroker.processors"
+
+Factory = Callable[..., Processor]
+
+
+def import_from_string(path: str) -> Any:
+    """Load ``"package.module:attr"`` (attr may be dotted); raises :class:`ProcessorLoadError`."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ProcessorLoadError(f'expected "module:attribute", got {path!r}')
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ProcessorLoadError(f"cannot import module {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ProcessorLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+class ProcessorRegistry:
+    """Names to processor factories, plus defaults applied to every instance of a name.
+
+    ``defaults`` lets the server configure built-ins (tracker thresholds from the settings)
+    while a request may still override single parameters.
+    """
+
+    def __init__(self, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._factories: dict[str, Factory] = {}
+        self._defaults = {k: dict(v) for k, v in (defaults or {}).items()}
+        self._scanned = False
+
+    def register(self, name: str, factory: Factory) -> None:
+        self._factories[name] = factory
+
+    def _scan_entry_points(self) -> None:
+        if self._scanned:
+            return
+        self._scanned = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            self._factories.setdefault(ep.name, _LazyEntryPoint(ep.name, ep.value))
+
+    def names(self) -> list[str]:
+        self._scan_entry_points()
+        return sorted(self._factories)
+
+    def resolve(self, name: str) -> Factory:
+        self._scan_entry_points()
+        factory = self._factories.get(name)
+        if factory is not None:
+            return factory
+        if ":" in name:
+            obj = import_from_string(name)
+            if not callable(obj):
+                raise ProcessorLoadError(f"{name!r} is not a class or factory")
+            return obj  # type: ignore[no-any-return]
+        known = ", ".join(self.names()) or "none"
+        raise ProcessorLoadError(f"unknown processor {name!r}; known: {known}")
+
+    def build(self, spec: ProcessorSpec) -> Processor:
+        """A fresh processor instance for one session."""
+        if isinstance(spec, str):
+            name, params = spec, {}
+        else:
+            params = dict(spec)
+            name = params.pop("name", None)
+            if not isinstance(name, str):
+                raise ProcessorLoadError(f"a processor spec needs a string 'name', got {spec!r}")
+        factory = self.resolve(name)
+        kwargs = {**self._defaults.get(name, {}), **params}
+        try:
+            proc = factory(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ProcessorLoadError(f"cannot build processor {name!r}: {exc}") from exc
+        if not isinstance(proc, Processor):
+            raise ProcessorLoadError(
+                f"{name!r} built a {type(proc).__name__}, expected a framebroker Processor"
+            )
+        return proc
+
+    def pipeline(self, specs: Sequence[ProcessorSpec]) -> Pipeline:
+        try:
+            return Pipeline([self.build(s) for s in specs])
+        except ValueError as exc:
+            raise ProcessorLoadError(str(exc)) from exc
+
+
+class _LazyEntryPoint:
+    """Imports a plugin only when a session first asks for it."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self.value = value
+        self._target: Factory | None = None
+
+    def __call__(self, **kwargs: Any) -> Processor:
+        if self._target is None:
+            self._target = import_from_string(self.value)
+        return self._target(**kwargs)

@@ -1,0 +1,246 @@
+"""The async face of the core, shared by every transport of one server process.
+
+The core is synchronous and knows nothing of event loops. The broker gives each session a
+*lane*: the session's :class:`~framebroker.core.inbox.Inbox` plus at most one task pumping it
+into a worker pool. So frames of one session run one at a time in arrival order, different
+sessions run in parallel, and the event loop never runs decoding, tracking or drawing.
+Blocking store calls go through the same pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..core.bus import Bus
+from ..core.frame import Frame
+from ..core.inbox import Backpressure, Inbox
+from ..core.manager import ProcessorSpec, SessionManager, SessionPolicy
+from ..core.pipeline import FrameResult
+from ..core.session import Session, SessionSummary
+from ..core.store import Store
+from ..errors import SessionNotFound
+from ..plugins import ProcessorRegistry
+
+__all__ = ["Broker", "BrokerConfig"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Item = tuple[Frame, "asyncio.Future[FrameResult]"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    max_workers: int = 4
+    max_pending_frames: int = 64
+    bus_queue: int = 64
+    sweep_interval_s: float = 5.0
+    default_pipeline: tuple[ProcessorSpec, ...] = ("bytetrack",)
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
+
+
+@dataclass(eq=False)
+class _Lane:
+    session: Session
+    inbox: Inbox[_Item]
+    task: asyncio.Task[None] | None = None
+
+
+class Broker:
+    """Owns the session directory, the bus, the worker pool and the store of one process."""
+
+    def __init__(
+        self,
+        registry: ProcessorRegistry,
+        store: Store | None = None,
+        config: BrokerConfig | None = None,
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self.registry = registry
+        self.store = store
+        self.bus = Bus(self.config.bus_queue)
+        self.manager = SessionManager(self._build_pipeline, self.config.policy)
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.config.max_workers, thread_name_prefix="framebroker-worker"
+        )
+        self._lanes: dict[str, _Lane] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.store is not None:
+            recover = getattr(self.store, "recover", None)
+            if callable(recover):
+                n = await self.run_blocking(recover)
+                if n:
+                    log.info("marked %s sessions of a previous run as ended", n)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="framebroker-sweeper")
+
+    async def stop(self) -> None:
+        """End every session (summaries persisted), then release the pool and the store."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for sid in self.manager.ids():
+            with contextlib.suppress(Exception):
+                await self.end_session(sid, reason="server_stopped")
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        if self.store is not None:
+            self.store.close()
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in the worker pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    @property
+    def busy_sessions(self) -> set[str]:
+        return {sid for sid, lane in self._lanes.items() if lane.task is not None or lane.inbox}
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _build_pipeline(self, specs: Sequence[ProcessorSpec] | None) -> Any:
+        return self.registry.pipeline(
+            list(specs) if specs is not None else list(self.config.default_pipeline)
+        )
+
+    def _register(self, session: Session) -> Session:
+        capacity = (
+            self.config.max_pending_frames if session.backpressure is Backpressure.WAIT else 1
+        )
+        self._lanes[session.id] = _Lane(session, Inbox(session.backpressure, capacity))
+        if self.store is not None:
+            info = session.info()
+            store = self.store
+            self.executor.submit(store.session_started, session.id, info)
+        return session
+
+    async def create_session(
+        self,
+        *,
+        session_id: str | None = None,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        backpressure: Backpressure = Backpressure.WAIT,
+    ) -> Session:
+        """A new session; building its pipeline (which may load models) runs in the pool."""
+        session = await self.run_blocking(
+            lambda: self.manager.create(
+                session_id=session_id,
+                transport=transport,
+                pipeline=pipeline,
+                backpressure=backpressure,
+            )
+        )
+        return self._register(session)
+
+    async def attach(
+        self,
+        session_id: str,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+    ) -> Session:
+        """The live session with this id, created when it does not exist (seed 000)."""
+        lane = self._lanes.get(session_id)
+        if lane is not None:
+            return lane.session
+        self.manager.check_id(session_id)
+        session = await self.run_blocking(
+            lambda: self.manager.attach(session_id, transport=transport, pipeline=pipeline)
+        )
+        if session.id not in self._lanes:
+            self._register(session)
+        return session
+
+    def get(self, session_id: str) -> Session:
+        return self.manager.get(session_id)
+
+    async def end_session(self, session_id: str, *, reason: str = "ended") -> SessionSummary:
+        """Take the session out, let its queued frames finish, run ``end``, persist."""
+        session = self.manager.remove(session_id)
+        lane = self._lanes.pop(session_id, None)
+        if lane is not None and lane.task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(lane.task)
+        summary = await self.run_blocking(session.end, reason)
+        if self.store is not None:
+            try:
+                await self.run_blocking(self.store.session_ended, summary)
+            except Exception:
+                log.exception("could not persist the summary of session %s", session_id)
+        self.bus.publish(f"session/{session_id}/ended", summary.to_dict())
+        log.info("session %s ended (%s)", session_id, reason)
+        return summary
+
+    # -- frames ----------------------------------------------------------------------------
+
+    async def submit(self, session: Session, frame: Frame) -> FrameResult:
+        """Queue ``frame`` on its session and wait for its result.
+
+        Under ``latest`` backpressure a frame overtaken by a newer one resolves at once with
+        ``dropped=True``. Raises :class:`~framebroker.errors.CapacityExceeded` when a ``wait``
+        session already has its limit of frames queued.
+        """
+        lane = self._lanes.get(session.id)
+        if lane is None or session.ended:
+            raise SessionNotFound(session.id)
+        session.touch()
+        fut: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
+        for old_frame, old_fut in lane.inbox.offer((frame, fut)):
+            session.count_dropped()
+            if not old_fut.done():
+                old_fut.set_result(FrameResult(old_frame, dropped=True))
+        if lane.task is None:
+            lane.task = asyncio.create_task(self._pump(lane), name=f"lane-{session.id}")
+        return await fut
+
+    async def _pump(self, lane: _Lane) -> None:
+        loop = asyncio.get_running_loop()
+        session = lane.session
+        try:
+            while (item := lane.inbox.take()) is not None:
+                frame, fut = item
+                try:
+                    result = await loop.run_in_executor(self.executor, session.process, frame)
+                except Exception as exc:
+                    log.exception("session %s failed on a frame", session.id)
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    continue
+                if not fut.done():
+                    fut.set_result(result)
+                topic = f"session/{session.id}/result"
+                if self.bus.has_subscribers(topic):
+                    self.bus.publish(topic, result)
+        finally:
+            lane.task = None
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def expire_idle(self) -> list[str]:
+        """End sessions idle past the policy's timeout; returns their ids."""
+        ended = []
+        for sid in self.manager.idle(busy=self.busy_sessions):
+            with contextlib.suppress(SessionNotFound):  # ended meanwhile by its client
+                await self.end_session(sid, reason="idle")
+                ended.append(sid)
+        return ended
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                await self.expire_idle()
+            except Exception:
+                log.exception("idle-session sweep failed")

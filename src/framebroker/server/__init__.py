@@ -1,0 +1,8 @@
+"""Assembles the ASGI app and its listeners from the settings; the one place that knows every
+transport."""
+
+from __future__ import annotations
+
+from .app import build_app, build_broker, build_registry
+
+__all__ = ["build_app", "build_broker", "build_registry"]

@@ -1,0 +1,16 @@
+"""Persistent storage behind the core's ``Store`` protocol; the only package that speaks SQL."""
+
+from __future__ import annotations
+
+from .sqlstore import SCHEMA_VERSION, SQLStore
+
+__all__ = ["SCHEMA_VERSION", "SQLStore", "open_store"]
+
+
+def open_store(url: str) -> SQLStore:
+    """Open the store at the SQLAlchemy ``url`` (``sqlite:///path``, ``postgresql://...``).
+
+    The schema is created or migrated on open. Raises :class:`~framebroker.errors.ConfigError`
+    when the database was written by a newer framebroker.
+    """
+    return SQLStore(url)

@@ -1,0 +1,1 @@
+"""Thin adapters from wire formats to the core; one module per transport."""

@@ -1,0 +1,241 @@
+"""The versioned resource API: ``/v1/sessions``, ``/v1/sessions/{id}``, ``.../frames``.
+
+Everything the seed-000 API does, with resources, status codes and an OpenAPI document that
+tools can generate clients from. Frame bodies are validated by the same parser as seed 000
+(not by pydantic) so both APIs give the same answers to the same mistakes; the pydantic
+models below document the shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from ..core.pipeline import FrameResult
+from ..core.session import Session
+from ..errors import SessionNotFound
+from .context import ServerContext
+from .http import json_response, read_body
+from .tracking import (
+    BOX_FORMAT_HEADER,
+    INLINE_PARSE_BYTES,
+    TrackingRequest,
+    parse_tracking_request,
+    tracked_boxes,
+)
+
+__all__ = ["router"]
+
+TRANSPORT = "rest-v1"
+DEFAULT_PIPELINE: tuple[str, ...] = ("bytetrack", "annotate")
+FRAME_FIELDS = ("boxes", "box_format", "image")
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="what was wrong, naming the field")
+    code: str = Field(description="stable machine-readable error name")
+    field: str | None = None
+
+
+class ProcessorSpecIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="registered name or module:attr; other keys are parameters")
+
+
+class SessionCreateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipeline: list[str | ProcessorSpecIn] | None = Field(
+        None,
+        description="processors in order; default bytetrack then annotate",
+        examples=[["bytetrack", "annotate"], [{"name": "bytetrack", "track_thresh": 0.6}]],
+    )
+
+
+class SessionOut(BaseModel):
+    id: str
+    state: Literal["active", "ended"]
+    transport: str | None = None
+    pipeline: list[str] = []
+    created_at: float | None = None
+    stats: dict[str, Any] = {}
+    summary: dict[str, Any] | None = None
+
+
+class SessionListOut(BaseModel):
+    sessions: list[SessionOut]
+
+
+class FrameIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    boxes: list[list[float]] = Field(
+        description="rows [a, b, c, d, score, class]; scores above 1 are percents",
+        examples=[[[20, 23, 12, 24, 89, 0], [12, 34, 45, 56, 78, 1]]],
+    )
+    box_format: Literal["xyxy", "xywh", "cxcywh"] | None = Field(
+        None, description="how a, b, c, d describe a box (header Box-Format wins)"
+    )
+    image: str | None = Field(None, description="base64 JPEG or PNG; asks for annotated_image")
+
+
+class TrackOut(BaseModel):
+    track_id: int
+    row_index: int = Field(description="position of the detection in the request's boxes")
+    box: list[float] = Field(description="the detection's box in the request's box format")
+    score: float
+    class_id: int
+
+
+class FrameOut(BaseModel):
+    session_id: str
+    frame_index: int
+    tracks: list[TrackOut]
+    tracked_boxes: list[list[float]]
+    annotated_image: str | None = None
+    timings: dict[str, float] = Field(description="seconds per processor that ran")
+    outputs: dict[str, Any] = {}
+    errors: list[dict[str, str]] = []
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "invalid input"},
+    404: {"model": ErrorOut, "description": "no such session"},
+    413: {"model": ErrorOut, "description": "over a size limit"},
+    503: {"model": ErrorOut, "description": "server at capacity"},
+}
+
+
+def _session_out(session: Session) -> dict[str, Any]:
+    info = session.info()
+    return {
+        "id": session.id,
+        "state": "active",
+        "transport": info["transport"],
+        "pipeline": info["pipeline"],
+        "created_at": info["created_at"],
+        "stats": info["stats"],
+    }
+
+
+def _frame_out(session: Session, req: TrackingRequest, result: FrameResult) -> dict[str, Any]:
+    outputs = dict(result.outputs)
+    annotated = outputs.pop("annotated_image", None)
+    dets = result.frame.detections
+    tracks = []
+    if dets is not None and len(dets):
+        boxes = dets.boxes(req.box_format).tolist()
+        for i, tid, box, score, cls in zip(
+            dets.index.tolist(),
+            dets.track_id.tolist(),
+            boxes,
+            dets.score.tolist(),
+            dets.class_id.tolist(),
+            strict=True,
+        ):
+            tracks.append(
+                {"track_id": tid, "row_index": i, "box": box, "score": score, "class_id": cls}
+            )
+    return {
+        "session_id": session.id,
+        "frame_index": result.frame.index,
+        "tracks": tracks,
+        "tracked_boxes": tracked_boxes(req, result),
+        "annotated_image": annotated if req.image is not None else None,
+        "timings": result.timings,
+        "outputs": outputs,
+        "errors": result.errors,
+    }
+
+
+def router(ctx: ServerContext) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["sessions"], responses=_ERRORS)
+    broker, settings = ctx.broker, ctx.settings
+
+    @api.post("/sessions", status_code=201, response_model=SessionOut)
+    async def create_session(body: SessionCreateIn | None = None) -> Response:
+        """Start a session; the server makes its id."""
+        pipeline = None
+        if body is not None and body.pipeline is not None:
+            pipeline = [p if isinstance(p, str) else p.model_dump() for p in body.pipeline]
+        session = await broker.create_session(
+            transport=TRANSPORT, pipeline=pipeline or DEFAULT_PIPELINE
+        )
+        return json_response(_session_out(session), 201, {"Location": f"/v1/sessions/{session.id}"})
+
+    @api.get("/sessions", response_model=SessionListOut)
+    async def list_sessions() -> Response:
+        """Live sessions on this server."""
+        return json_response({"sessions": [_session_out(s) for s in broker.manager.list()]})
+
+    @api.get("/sessions/{session_id}", response_model=SessionOut)
+    async def get_session(session_id: str) -> Response:
+        """A live session, or the stored record of an ended one."""
+        if session_id in broker.manager:
+            return json_response(_session_out(broker.get(session_id)))
+        record = None
+        if broker.store is not None:
+            record = await broker.run_blocking(broker.store.get_session, session_id)
+        if record is None:
+            raise SessionNotFound(session_id, field="session_id")
+        summary = record.get("summary") or {}
+        return json_response(
+            {
+                "id": record["id"],
+                "state": record.get("state", "ended"),
+                "transport": record.get("transport"),
+                "pipeline": record.get("pipeline") or [],
+                "created_at": record.get("created_at"),
+                "stats": summary.get("stats", {}),
+                "summary": summary or None,
+            }
+        )
+
+    @api.delete("/sessions/{session_id}", response_model=SessionOut)
+    async def end_session(session_id: str) -> Response:
+        """End a session: every processor's ``end`` runs and the summary is stored."""
+        if session_id not in broker.manager:
+            raise SessionNotFound(session_id, field="session_id")
+        summary = await broker.end_session(session_id, reason="deleted")
+        return json_response(
+            {
+                "id": summary.id,
+                "state": "ended",
+                "transport": summary.transport,
+                "pipeline": summary.pipeline,
+                "created_at": summary.created_at,
+                "stats": summary.stats,
+                "summary": summary.to_dict(),
+            }
+        )
+
+    @api.post(
+        "/sessions/{session_id}/frames",
+        response_model=FrameOut,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": FrameIn.model_json_schema()}},
+            }
+        },
+    )
+    async def post_frame(session_id: str, request: Request) -> Response:
+        """Track one frame of boxes; with an image, also get it back annotated."""
+        session = broker.get(session_id)
+        body = await read_body(request, settings.limits.max_body_bytes)
+
+        def parse() -> TrackingRequest:
+            return parse_tracking_request(
+                body,
+                limits=settings.limits,
+                default_format=settings.box_format,
+                format_header=request.headers.get(BOX_FORMAT_HEADER),
+                allowed_fields=FRAME_FIELDS,
+            )
+
+        req = parse() if len(body) <= INLINE_PARSE_BYTES else await broker.run_blocking(parse)
+        result = await broker.submit(session, req.to_frame())
+        return json_response(_frame_out(session, req, result))
+
+    return api

@@ -1,0 +1,102 @@
+"""Seed 000: the ByteTrack HTTP server's API at ``/``, field for field.
+
+``GET /`` lists sessions, ``POST /`` tracks one frame of boxes for the session named by the
+``Session-Id`` header (created on first use; a new id is made and returned in the
+``Session-Id`` response header when the client sends none), ``DELETE /`` ends a session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..errors import InvalidInput, UnsupportedMediaType
+from ..runtime.broker import Broker
+from .context import ServerContext
+from .http import json_response, read_body
+from .tracking import (
+    BOX_FORMAT_HEADER,
+    INLINE_PARSE_BYTES,
+    TrackingRequest,
+    parse_tracking_request,
+    tracked_boxes,
+)
+
+__all__ = ["SEED_PIPELINE", "router"]
+
+SESSION_HEADER = "Session-Id"
+SEED_PIPELINE: tuple[str, ...] = ("bytetrack", "annotate")
+TRANSPORT = "rest"
+
+
+def _listing(broker: Broker) -> dict[str, Any]:
+    return {
+        "sessions": broker.manager.ids(),
+        "active_threads": threading.active_count(),
+        "timestamp": time.time(),
+    }
+
+
+def _is_json(content_type: str | None) -> bool:
+    return not content_type or "json" in content_type.lower()
+
+
+def router(ctx: ServerContext) -> APIRouter:
+    api = APIRouter()
+    broker, settings = ctx.broker, ctx.settings
+
+    @api.get("/", include_in_schema=False)
+    async def list_sessions() -> Response:
+        return json_response(_listing(broker))
+
+    @api.post("/", include_in_schema=False)
+    async def track(request: Request) -> Response:
+        content_type = request.headers.get("content-type")
+        if not _is_json(content_type):
+            raise UnsupportedMediaType(
+                f"expected Content-Type application/json, got {content_type!r}",
+                field="Content-Type",
+            )
+        body = await read_body(request, settings.limits.max_body_bytes)
+
+        def parse() -> TrackingRequest:
+            return parse_tracking_request(
+                body,
+                limits=settings.limits,
+                default_format=settings.box_format,
+                format_header=request.headers.get(BOX_FORMAT_HEADER),
+            )
+
+        req = parse() if len(body) <= INLINE_PARSE_BYTES else await broker.run_blocking(parse)
+        sid = request.headers.get(SESSION_HEADER)
+        if sid is None:
+            session = await broker.create_session(transport=TRANSPORT, pipeline=SEED_PIPELINE)
+        else:
+            session = await broker.attach(sid, transport=TRANSPORT, pipeline=SEED_PIPELINE)
+        result = await broker.submit(session, req.to_frame())
+        perf = [result.timings.get("bytetrack", 0.0)]
+        reply: dict[str, Any] = {"tracked_boxes": tracked_boxes(req, result)}
+        if req.image is not None:
+            reply["annotated_image"] = result.outputs.get("annotated_image")
+            perf.append(result.timings.get("annotate", 0.0))
+        reply["tracker_perf"] = perf
+        reply["timestamp"] = time.time()
+        if result.errors:
+            reply["errors"] = result.errors
+        return json_response(reply, headers={SESSION_HEADER: session.id})
+
+    @api.delete("/", include_in_schema=False)
+    async def end(request: Request) -> Response:
+        sid = request.headers.get(SESSION_HEADER)
+        if not sid:
+            raise InvalidInput(
+                f"the {SESSION_HEADER} header is required to end a session", field=SESSION_HEADER
+            )
+        await broker.end_session(sid, reason="deleted")
+        return json_response(_listing(broker))
+
+    return api
