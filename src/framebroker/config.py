@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     box_format: Literal["xyxy", "xywh", "cxcywh"] = "xywh"
     jpeg_quality: int = Field(90, ge=1, le=100)
     pipeline: list[str] = Field(default_factory=lambda: ["bytetrack"])
-    limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
-    tracker: TrackerSettings = Field(default_factory=TrackerSettings)  # type: ignore[arg-type]
+    limits: Limits = Field(default_factory=Limits)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
 
     @model_validator(mode="after")
     def _ssl_files(self) -> Settings:

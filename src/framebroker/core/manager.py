@@ -156,7 +156,7 @@ class SessionManager:
             except KeyError:
                 raise SessionNotFound(session_id) from None
 
-    def list(self) -> list[Session]:
+    def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
     def ids(self) -> list[str]:

@@ -167,7 +167,7 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.get("/sessions", response_model=SessionListOut)
     async def list_sessions() -> Response:
         """Live sessions on this server."""
-        return json_response({"sessions": [_session_out(s) for s in broker.manager.list()]})
+        return json_response({"sessions": [_session_out(s) for s in broker.manager.sessions()]})
 
     @api.get("/sessions/{session_id}", response_model=SessionOut)
     async def get_session(session_id: str) -> Response:

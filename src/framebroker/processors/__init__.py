@@ -1,0 +1,1 @@
+"""Built-in processors: tracking, drawing, and (later) detection, counting, faces."""

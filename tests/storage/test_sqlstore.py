@@ -1,0 +1,318 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from framebroker.core.session import SessionSummary
+from framebroker.errors import ConfigError
+from framebroker.storage import SCHEMA_VERSION, SQLStore, open_store
+
+OpenStore = Callable[[], SQLStore]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    # A directory that does not exist yet: the store must create it.
+    return tmp_path / "data" / "framebroker.sqlite3"
+
+
+@pytest.fixture
+def open_file_store(db_path: Path) -> Iterator[OpenStore]:
+    """Opens stores on one file and closes every one of them, even when a test fails."""
+    opened: list[SQLStore] = []
+
+    def _open() -> SQLStore:
+        store = open_store(f"sqlite:///{db_path}")
+        opened.append(store)
+        return store
+
+    yield _open
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_file_store: OpenStore) -> SQLStore:
+    return open_file_store()
+
+
+@pytest.fixture
+def memory_store() -> Iterator[SQLStore]:
+    store = SQLStore("sqlite://")
+    yield store
+    store.close()
+
+
+def info_for(session_id: str, created_at: float = 1000.0) -> dict[str, Any]:
+    return {
+        "id": session_id,
+        "transport": "live_ws",
+        "pipeline": ["bytetrack", "line_counter"],
+        "backpressure": "latest",
+        "created_at": created_at,
+        "idle_s": 0.0,
+        "stats": {"frames_in": 3, "nested": {"ünïcode": [1, 2.5, None, True]}},
+    }
+
+
+def summary_for(
+    session_id: str, *, created_at: float = 1000.0, ended_at: float = 1010.0, reason: str = "ended"
+) -> SessionSummary:
+    return SessionSummary(
+        id=session_id,
+        transport="live_ws",
+        pipeline=["bytetrack", "line_counter"],
+        created_at=created_at,
+        ended_at=ended_at,
+        reason=reason,
+        stats={"frames_in": 10, "frames_processed": 9, "mean_latency_ms": {"bytetrack": 1.5}},
+        results={"line_counter": {"in": 4, "out": 2, "by_class": {"0": 3, "2": 1}}},
+        errors=[{"processor": "line_counter", "error": "ValueError: boom"}],
+    )
+
+
+def test_data_survives_restart(open_file_store: OpenStore, db_path: Path) -> None:
+    first = open_file_store()
+    assert db_path.is_file()
+    first.session_started("a", info_for("a"))
+    first.session_ended(summary_for("a"))
+    first.session_started("b", info_for("b", created_at=2000.0))
+    first.save_snapshot("b", {"next_index": 7})
+    first.close()
+
+    second = open_file_store()
+    a = second.get_session("a")
+    assert a is not None
+    assert a["state"] == "ended"
+    assert a["summary"] == summary_for("a").to_dict()
+    b = second.get_session("b")
+    assert b is not None
+    assert b["state"] == "active"
+    assert second.load_snapshot("b") == {"next_index": 7}
+
+
+def test_sqlite_pragmas(store: SQLStore, db_path: Path) -> None:
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+    # WAL is a property of the file, seen by any other connection too.
+    with closing(sqlite3.connect(db_path)) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_round_trip_keeps_json(store: SQLStore) -> None:
+    info = info_for("s1")
+    store.session_started("s1", info)
+    started = store.get_session("s1")
+    assert started == {
+        "id": "s1",
+        "transport": "live_ws",
+        "pipeline": ["bytetrack", "line_counter"],
+        "state": "active",
+        "created_at": 1000.0,
+        "ended_at": None,
+        "info": info,
+        "summary": None,
+    }
+
+    summary = summary_for("s1")
+    store.session_ended(summary)
+    ended = store.get_session("s1")
+    assert ended is not None
+    assert ended["state"] == "ended"
+    assert ended["ended_at"] == 1010.0
+    assert ended["info"] == info
+    assert ended["summary"] == summary.to_dict()
+    assert store.list_sessions() == [ended]
+    assert store.get_session("nope") is None
+
+
+def test_ended_without_start(memory_store: SQLStore) -> None:
+    memory_store.session_ended(summary_for("late"))
+    record = memory_store.get_session("late")
+    assert record is not None
+    assert record["state"] == "ended"
+    assert record["transport"] == "live_ws"
+    assert record["created_at"] == 1000.0
+    assert record["summary"]["reason"] == "ended"
+    # The start recorded in the background after the end must not reopen the session.
+    memory_store.session_started("late", info_for("late"))
+    again = memory_store.get_session("late")
+    assert again is not None
+    assert again["state"] == "ended"
+
+
+def test_ended_twice_keeps_first(store: SQLStore) -> None:
+    store.session_started("x", info_for("x"))
+    store.session_ended(summary_for("x", ended_at=1010.0, reason="disconnected"))
+    store.session_ended(summary_for("x", ended_at=2020.0, reason="server_stopped"))
+    record = store.get_session("x")
+    assert record is not None
+    assert record["ended_at"] == 1010.0
+    assert record["summary"]["reason"] == "disconnected"
+
+
+def test_numpy_values_are_stored(memory_store: SQLStore) -> None:
+    summary = SessionSummary(
+        id="np",
+        transport="rest",
+        pipeline=["detect"],
+        created_at=1.0,
+        ended_at=2.0,
+        reason="ended",
+        stats={"mean": np.float32(0.5)},
+        results={"counts": np.array([1, 2, 3])},
+        errors=[],
+    )
+    memory_store.session_ended(summary)
+    record = memory_store.get_session("np")
+    assert record is not None
+    assert record["summary"]["stats"] == {"mean": 0.5}
+    assert record["summary"]["results"] == {"counts": [1, 2, 3]}
+
+
+def test_list_newest_first_with_paging(store: SQLStore) -> None:
+    for i in range(10):
+        store.session_started(f"s{i}", info_for(f"s{i}", created_at=1000.0 + i))
+    ids = [r["id"] for r in store.list_sessions()]
+    assert ids == [f"s{i}" for i in range(9, -1, -1)]
+    page = [r["id"] for r in store.list_sessions(limit=3, offset=2)]
+    assert page == ["s7", "s6", "s5"]
+    assert store.list_sessions(limit=5, offset=20) == []
+    assert store.list_sessions(limit=0) == []
+    with pytest.raises(ValueError, match="limit and offset"):
+        store.list_sessions(limit=-1)
+
+
+def test_snapshots(store: SQLStore) -> None:
+    assert store.load_snapshot("s") is None
+    store.save_snapshot("s", {"next_index": 1, "processors": {"bytetrack": {"tracks": [[1, 2]]}}})
+    assert store.load_snapshot("s") == {
+        "next_index": 1,
+        "processors": {"bytetrack": {"tracks": [[1, 2]]}},
+    }
+    store.save_snapshot("s", {"next_index": 42, "processors": {}})
+    assert store.load_snapshot("s") == {"next_index": 42, "processors": {}}
+    # An ended session is never resumed, so its snapshot goes.
+    store.session_started("s", info_for("s"))
+    store.session_ended(summary_for("s"))
+    assert store.load_snapshot("s") is None
+
+
+def test_recover_ends_orphans(open_file_store: OpenStore) -> None:
+    crashed = open_file_store()
+    crashed.session_started("orphan1", info_for("orphan1"))
+    crashed.session_started("orphan2", info_for("orphan2", created_at=1001.0))
+    crashed.session_started("done", info_for("done"))
+    crashed.session_ended(summary_for("done", reason="disconnected"))
+    crashed.close()
+
+    restarted = open_file_store()
+    assert restarted.recover() == 2
+    for sid in ("orphan1", "orphan2"):
+        record = restarted.get_session(sid)
+        assert record is not None
+        assert record["state"] == "ended"
+        assert record["ended_at"] is not None
+        assert record["info"] == info_for(sid, created_at=record["created_at"])
+        assert record["summary"]["reason"] == "server_restarted"
+        assert record["summary"]["id"] == sid
+        assert record["summary"]["stats"] == record["info"]["stats"]
+    done = restarted.get_session("done")
+    assert done is not None
+    assert done["summary"]["reason"] == "disconnected"
+    assert restarted.recover() == 0
+
+
+def test_newer_schema_is_refused(open_file_store: OpenStore, db_path: Path) -> None:
+    open_file_store().close()
+    with closing(sqlite3.connect(db_path)) as raw, raw:
+        raw.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        open_file_store()
+
+
+def test_schema_version_recorded(store: SQLStore) -> None:
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, version FROM schema_version")).all()
+    assert [tuple(r) for r in rows] == [(1, SCHEMA_VERSION)]
+
+
+def test_closed_store_refuses_calls(memory_store: SQLStore) -> None:
+    memory_store.close()
+    memory_store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        memory_store.get_session("x")
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_concurrent_writers(kind: str, db_path: Path) -> None:
+    url = f"sqlite:///{db_path}" if kind == "file" else "sqlite://"
+    store = SQLStore(url)
+    threads_n, per_thread = 8, 50
+    start = threading.Barrier(threads_n, timeout=30)
+    failures: list[BaseException] = []
+
+    def write(t: int) -> None:
+        try:
+            start.wait()
+            for i in range(per_thread):
+                sid = f"t{t}-{i}"
+                store.session_started(sid, info_for(sid, created_at=float(t * per_thread + i)))
+                if i % 2:
+                    store.session_ended(summary_for(sid))
+                store.save_snapshot(sid, {"i": i})
+        except BaseException as exc:
+            failures.append(exc)
+
+    try:
+        workers = [threading.Thread(target=write, args=(t,)) for t in range(threads_n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert not any(w.is_alive() for w in workers)
+        assert failures == []
+        records = store.list_sessions(limit=10_000)
+        assert len(records) == threads_n * per_thread
+        assert {r["id"] for r in records} == {
+            f"t{t}-{i}" for t in range(threads_n) for i in range(per_thread)
+        }
+        assert sum(r["state"] == "ended" for r in records) == threads_n * per_thread // 2
+    finally:
+        store.close()
+
+
+def test_portable_path_without_on_conflict(
+    memory_store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backends other than SQLite and PostgreSQL get plain UPDATE/INSERT with the same rules."""
+    monkeypatch.setattr(memory_store, "_upsert_insert", lambda table: None)
+    memory_store.session_ended(summary_for("late", reason="first"))
+    memory_store.session_started("late", info_for("late"))
+    memory_store.session_ended(summary_for("late", reason="second"))
+    late = memory_store.get_session("late")
+    assert late is not None
+    assert late["state"] == "ended"
+    assert late["summary"]["reason"] == "first"
+
+    memory_store.session_started("s", info_for("s"))
+    memory_store.session_started("s", info_for("s", created_at=5.0))
+    memory_store.session_ended(summary_for("s", reason="ended"))
+    s = memory_store.get_session("s")
+    assert s is not None
+    assert (s["state"], s["created_at"], s["summary"]["reason"]) == ("ended", 1000.0, "ended")
+
+    memory_store.save_snapshot("live", {"n": 1})
+    memory_store.save_snapshot("live", {"n": 2})
+    assert memory_store.load_snapshot("live") == {"n": 2}
