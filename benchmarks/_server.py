@@ -28,8 +28,19 @@ def framebroker_server(*args: str, timeout: float = 60) -> Iterator[tuple[str, i
     with tempfile.TemporaryDirectory() as data:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBROKER_")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "framebroker", "serve", "--port", str(port),
-             "--data-dir", data, "--log-level", "warning", *args],
+            [
+                sys.executable,
+                "-m",
+                "framebroker",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                data,
+                "--log-level",
+                "warning",
+                *args,
+            ],
             env=env,
         )
         url = f"http://127.0.0.1:{port}"

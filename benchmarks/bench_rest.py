@@ -63,16 +63,18 @@ async def load(url: str, sessions: int, seconds: float, image: str | None) -> di
     limits = httpx.Limits(max_connections=sessions, max_keepalive_connections=sessions)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         # Warm up: create the sessions.
-        await asyncio.gather(*(
-            client.post("/", json={"boxes": frame_boxes(0)}, headers={"Session-Id": f"b{i}"})
-            for i in range(sessions)
-        ))
+        await asyncio.gather(
+            *(
+                client.post("/", json={"boxes": frame_boxes(0)}, headers={"Session-Id": f"b{i}"})
+                for i in range(sessions)
+            )
+        )
         latencies: list[float] = []
         start = time.perf_counter()
         stop_at = start + seconds
-        await asyncio.gather(*(
-            one_session(client, f"b{i}", stop_at, image, latencies) for i in range(sessions)
-        ))
+        await asyncio.gather(
+            *(one_session(client, f"b{i}", stop_at, image, latencies) for i in range(sessions))
+        )
         elapsed = time.perf_counter() - start
         for i in range(sessions):
             await client.delete("/", headers={"Session-Id": f"b{i}"})
@@ -98,11 +100,13 @@ def main() -> None:
                 res = asyncio.run(load(url, n, args.seconds, image if with_image else None))
                 rows.append((n, "640x480 JPEG" if with_image else "none", res))
     print(f"\nREST /: {BOXES_PER_FRAME} boxes per frame, {args.seconds:.0f} s per row, loopback\n")
-    print(f"| sessions | image | requests | req/s | p50 ms | p99 ms |")
+    print("| sessions | image | requests | req/s | p50 ms | p99 ms |")
     print("|---:|---|---:|---:|---:|---:|")
     for n, img, r in rows:
-        print(f"| {n} | {img} | {r['requests']:.0f} | {r['req_s']:.0f} | {r['p50_ms']:.2f} "
-              f"| {r['p99_ms']:.2f} |")
+        print(
+            f"| {n} | {img} | {r['requests']:.0f} | {r['req_s']:.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -111,17 +111,22 @@ def main() -> None:
             missing.append(f"{name} ({exc.name} not installed)")
             continue
         best = min(runs, key=lambda r: float(np.median(r)))
-        rows.append((name, float(np.median(best)), float(np.percentile(best, 99)),
-                     1e6 / float(best.mean())))
+        rows.append(
+            (name, float(np.median(best)), float(np.percentile(best, 99)), 1e6 / float(best.mean()))
+        )
     ours_median = rows[0][1]
-    print(f"\nByteTrack update() per frame: {n_frames} MOT17 frames, demo config, "
-          f"best of {args.repeat}\n")
+    print(
+        f"\nByteTrack update() per frame: {n_frames} MOT17 frames, demo config, "
+        f"best of {args.repeat}\n"
+    )
     print("| implementation | median µs | p99 µs | fps | median vs framebroker |")
     print("|---|---:|---:|---:|---:|")
     for name, med, p99, fps in rows:
         print(f"| {name} | {med:.1f} | {p99:.1f} | {fps:.0f} | {med / ours_median:.1f}x |")
-    print(f"| reference ifzhang/ByteTrack (measured on these files, data README) "
-          f"| {REFERENCE_US:.0f} | | | {REFERENCE_US / ours_median:.1f}x |")
+    print(
+        f"| reference ifzhang/ByteTrack (measured on these files, data README) "
+        f"| {REFERENCE_US:.0f} | | | {REFERENCE_US / ours_median:.1f}x |"
+    )
     for m in missing:
         print(f"\nnot measured: {m}; install with benchmarks/requirements.txt")
 

@@ -26,7 +26,7 @@ def test_defaults_match_the_seed() -> None:
 
 def test_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "fb.toml"
-    cfg.write_text('port = 9000\nmax_workers = 2\n[limits]\nmax_boxes = 50\nmax_sessions = 7\n')
+    cfg.write_text("port = 9000\nmax_workers = 2\n[limits]\nmax_boxes = 50\nmax_sessions = 7\n")
     s = load_settings(cfg)
     assert (s.port, s.max_workers, s.limits.max_boxes, s.limits.max_sessions) == (9000, 2, 50, 7)
     monkeypatch.setenv("FRAMEBROKER_PORT", "9100")

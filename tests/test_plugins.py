@@ -23,9 +23,11 @@ def test_builds_by_name_path_and_spec_with_defaults() -> None:
     reg = ProcessorRegistry(defaults={"echo": {"out": {"d": 1}}})
     reg.register("echo", Echo)
     e = reg.build("echo")
-    assert isinstance(e, Echo) and e.out == {"d": 1}
+    assert isinstance(e, Echo)
+    assert e.out == {"d": 1}
     e2 = reg.build({"name": "echo", "out": {"d": 2}})
-    assert isinstance(e2, Echo) and e2.out == {"d": 2}
+    assert isinstance(e2, Echo)
+    assert e2.out == {"d": 2}
     assert isinstance(reg.build("tests.core.helpers:Counter"), Counter)
 
 

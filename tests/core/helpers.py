@@ -10,8 +10,9 @@ from framebroker.core import Frame, ProcessContext, Processor, Rate
 class Echo(Processor):
     """Outputs a fixed dict and counts its calls."""
 
-    def __init__(self, name: str = "echo", out: dict[str, Any] | None = None,
-                 rate: Rate | None = None) -> None:
+    def __init__(
+        self, name: str = "echo", out: dict[str, Any] | None = None, rate: Rate | None = None
+    ) -> None:
         self.name = name  # type: ignore[misc]
         self.out = out if out is not None else {name: True}
         self.calls: list[int] = []

@@ -70,7 +70,8 @@ def test_bad_rows_are_refused_with_the_place_named(rows: object, fragment: str) 
     with pytest.raises(InvalidBoxes) as err:
         Detections.from_rows(rows)
     assert fragment in err.value.message
-    assert err.value.field is not None and err.value.field.startswith("boxes")
+    assert err.value.field is not None
+    assert err.value.field.startswith("boxes")
 
 
 def test_xyxy_needs_ordered_corners() -> None:
@@ -103,11 +104,21 @@ def test_empty() -> None:
 
 def test_construction_checks_shapes() -> None:
     with pytest.raises(ValueError, match=r"xyxy must have shape \(N, 4\)"):
-        Detections(np.zeros((2, 3)), np.zeros(2), np.zeros(2, np.int64), np.zeros(2, np.int64),
-                   np.zeros(2, np.int64))
+        Detections(
+            np.zeros((2, 3)),
+            np.zeros(2),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.int64),
+        )
     with pytest.raises(ValueError, match=r"score must have shape \(2,\)"):
-        Detections(np.zeros((2, 4)), np.zeros(3), np.zeros(2, np.int64), np.zeros(2, np.int64),
-                   np.zeros(2, np.int64))
+        Detections(
+            np.zeros((2, 4)),
+            np.zeros(3),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.int64),
+        )
 
 
 def test_take_keeps_origin_rows() -> None:

@@ -43,7 +43,10 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(
-    data_dir: Path, *args: str, scheme: str = "http", verify: str | bool = False,
+    data_dir: Path,
+    *args: str,
+    scheme: str = "http",
+    verify: str | bool = False,
     timeout: float = 60,
 ) -> Iterator[RunningServer]:
     port = free_port()
@@ -52,9 +55,20 @@ def running_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBROKER_")}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "framebroker", "serve", "--port", str(port),
-             "--data-dir", str(data_dir), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "framebroker",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     server = RunningServer(proc, f"{scheme}://127.0.0.1:{port}", log)
     try:

@@ -21,8 +21,11 @@ def test_seed_example_over_the_network_and_summaries_survive_restart(tmp_path: P
         assert r.status_code == 200, r.text
         assert r.json()["tracked_boxes"] == SEED_TRACKED
         img = scene(640, 480)
-        r = c.post("/", json={"boxes": SEED_BOXES, "image": jpeg_b64(img)},
-                   headers={"Session-Id": "72d6be50"})
+        r = c.post(
+            "/",
+            json={"boxes": SEED_BOXES, "image": jpeg_b64(img)},
+            headers={"Session-Id": "72d6be50"},
+        )
         assert decode_b64(r.json()["annotated_image"]).shape == img.shape
         assert c.get("/").json()["sessions"] == ["72d6be50"]
         assert c.delete("/", headers={"Session-Id": "72d6be50"}).json()["sessions"] == []
@@ -64,10 +67,21 @@ def test_tls_with_the_seed_flag_spellings(tmp_path: Path) -> None:
     cert.private_key_pem.write_to_path(str(keyfile))
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
-    with running_server(
-        tmp_path / "data", "--ssl", "--ssl_certfile", str(certfile), "--ssl_keyfile",
-        str(keyfile), "--max_workers", "2", scheme="https", verify=ctx,
-    ) as server, httpx.Client(base_url=server.url, verify=ctx) as c:
+    with (
+        running_server(
+            tmp_path / "data",
+            "--ssl",
+            "--ssl_certfile",
+            str(certfile),
+            "--ssl_keyfile",
+            str(keyfile),
+            "--max_workers",
+            "2",
+            scheme="https",
+            verify=ctx,
+        ) as server,
+        httpx.Client(base_url=server.url, verify=ctx) as c,
+    ):
         r = c.post("/", json={"boxes": SEED_BOXES}, headers={"Session-Id": "tls"})
         assert r.json()["tracked_boxes"] == SEED_TRACKED
 
@@ -78,7 +92,11 @@ def test_bad_config_exits_with_a_message(tmp_path: Path) -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "framebroker", "serve", "--ssl"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 2
     assert "ssl needs both ssl_certfile and ssl_keyfile" in proc.stderr

@@ -37,7 +37,7 @@ def test_constant_velocity_is_followed_and_predicted() -> None:
 
 def test_lost_tracks_expire_after_the_buffer() -> None:
     t = ByteTrack(track_buffer=5, frame_rate=30)
-    for k in range(5):
+    for _ in range(5):
         t.update([person(100)], [0.9])
     for _ in range(4):
         t.update(np.zeros((0, 4)), np.zeros(0))

@@ -66,4 +66,5 @@ def test_end_reports_frames_and_tracks() -> None:
 def test_a_frame_without_detections_is_fine() -> None:
     s = session()
     out = s.process(Frame()).frame.detections
-    assert out is not None and len(out) == 0
+    assert out is not None
+    assert len(out) == 0

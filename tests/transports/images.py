@@ -9,8 +9,12 @@ import numpy as np
 
 
 def scene(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    """A smooth picture (gradients and a disc): JPEG keeps it close, so changes show."""
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack(
+        [(x * 200 // width + seed) % 256, y * 200 // height, (x + y) * 100 // (width + height)],
+        axis=2,
+    ).astype(np.uint8)
     cv2.circle(img, (width // 2, height // 2), min(width, height) // 4, (200, 180, 40), -1)
     return img
 

@@ -43,33 +43,98 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]], int, str, str]] = [
     ("not an object", lambda: as_json([1, 2]), 400, "invalid_input", "expected a JSON object"),
     ("boxes missing", lambda: as_json({"image": None}), 400, "invalid_input", "boxes"),
     ("boxes a string", lambda: as_json({"boxes": "1,2"}), 400, "invalid_boxes", "list of rows"),
-    ("row of five", lambda: as_json({"boxes": [[1, 2, 3, 4, 0.5]]}), 400, "invalid_boxes",
-     "boxes[0]: expected 6 numbers"),
-    ("string in a row", lambda: as_json({"boxes": [[1, 2, "3", 4, 0.5, 0]]}), 400,
-     "invalid_boxes", "boxes[0][2]"),
+    (
+        "row of five",
+        lambda: as_json({"boxes": [[1, 2, 3, 4, 0.5]]}),
+        400,
+        "invalid_boxes",
+        "boxes[0]: expected 6 numbers",
+    ),
+    (
+        "string in a row",
+        lambda: as_json({"boxes": [[1, 2, "3", 4, 0.5, 0]]}),
+        400,
+        "invalid_boxes",
+        "boxes[0][2]",
+    ),
     ("NaN", lambda: raw(b'{"boxes": [[1, 2, NaN, 4, 0.5, 0]]}'), 400, "invalid_json", "JSON"),
-    ("infinity", lambda: raw(b'{"boxes": [[1, 2, 1e999, 4, 0.5, 0]]}'), 400, "invalid_json",
-     "infinity"),
-    ("zero width", lambda: as_json({"boxes": [[1, 2, 0, 4, 0.5, 0]]}), 400, "invalid_boxes",
-     "width > 0"),
-    ("negative height", lambda: as_json({"boxes": [[1, 2, 3, -4, 0.5, 0]]}), 400,
-     "invalid_boxes", "height > 0"),
-    ("too many boxes", lambda: as_json({"boxes": [[1, 2, 3, 4, 0.5, 0]] * 101}), 413,
-     "payload_too_large", "limit of 100"),
-    ("bad base64", lambda: as_json({"boxes": SEED_BOXES, "image": "@@not base64@@"}), 400,
-     "invalid_image", "base64"),
-    ("image not a string", lambda: as_json({"boxes": SEED_BOXES, "image": 5}), 400,
-     "invalid_input", "image"),
-    ("not an image", lambda: as_json({"boxes": SEED_BOXES, "image": "aGVsbG8gd29ybGQ="}), 415,
-     "unsupported_media_type", "JPEG or PNG"),
-    ("truncated jpeg", lambda: as_json({"boxes": SEED_BOXES, "image": truncated_jpeg_b64()}),
-     400, "invalid_image", ""),
-    ("too many pixels", lambda: as_json({"boxes": SEED_BOXES, "image": big_png_b64()}), 413,
-     "payload_too_large", "pixels"),
-    ("body too large", lambda: raw(b'{"boxes": [], "pad": "' + b"x" * 2_100_000 + b'"}'), 413,
-     "payload_too_large", "limit of 2000000 bytes"),
-    ("unknown box format", lambda: as_json({"boxes": SEED_BOXES, "box_format": "ltrb"}), 400,
-     "invalid_boxes", "xyxy, xywh, cxcywh"),
+    (
+        "infinity",
+        lambda: raw(b'{"boxes": [[1, 2, 1e999, 4, 0.5, 0]]}'),
+        400,
+        "invalid_json",
+        "infinity",
+    ),
+    (
+        "zero width",
+        lambda: as_json({"boxes": [[1, 2, 0, 4, 0.5, 0]]}),
+        400,
+        "invalid_boxes",
+        "width > 0",
+    ),
+    (
+        "negative height",
+        lambda: as_json({"boxes": [[1, 2, 3, -4, 0.5, 0]]}),
+        400,
+        "invalid_boxes",
+        "height > 0",
+    ),
+    (
+        "too many boxes",
+        lambda: as_json({"boxes": [[1, 2, 3, 4, 0.5, 0]] * 101}),
+        413,
+        "payload_too_large",
+        "limit of 100",
+    ),
+    (
+        "bad base64",
+        lambda: as_json({"boxes": SEED_BOXES, "image": "@@not base64@@"}),
+        400,
+        "invalid_image",
+        "base64",
+    ),
+    (
+        "image not a string",
+        lambda: as_json({"boxes": SEED_BOXES, "image": 5}),
+        400,
+        "invalid_input",
+        "image",
+    ),
+    (
+        "not an image",
+        lambda: as_json({"boxes": SEED_BOXES, "image": "aGVsbG8gd29ybGQ="}),
+        415,
+        "unsupported_media_type",
+        "JPEG or PNG",
+    ),
+    (
+        "truncated jpeg",
+        lambda: as_json({"boxes": SEED_BOXES, "image": truncated_jpeg_b64()}),
+        400,
+        "invalid_image",
+        "",
+    ),
+    (
+        "too many pixels",
+        lambda: as_json({"boxes": SEED_BOXES, "image": big_png_b64()}),
+        413,
+        "payload_too_large",
+        "pixels",
+    ),
+    (
+        "body too large",
+        lambda: raw(b'{"boxes": [], "pad": "' + b"x" * 2_100_000 + b'"}'),
+        413,
+        "payload_too_large",
+        "limit of 2000000 bytes",
+    ),
+    (
+        "unknown box format",
+        lambda: as_json({"boxes": SEED_BOXES, "box_format": "ltrb"}),
+        400,
+        "invalid_boxes",
+        "xyxy, xywh, cxcywh",
+    ),
 ]
 
 
@@ -79,8 +144,9 @@ async def track(client: httpx.AsyncClient, sid: str, step: int) -> list[int]:
     return [row[-1] for row in r.json()["tracked_boxes"]]
 
 
-@pytest.mark.parametrize(("name", "request_kwargs", "status", "code", "text"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "request_kwargs", "status", "code", "text"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_bad_post_is_refused_and_nothing_is_lost(
     client: httpx.AsyncClient,
     name: str,
@@ -145,7 +211,5 @@ async def test_delete_unknown_or_missing_session(client: httpx.AsyncClient) -> N
 async def test_declared_length_over_the_limit_is_refused_before_reading(
     client: httpx.AsyncClient,
 ) -> None:
-    r = await client.post(
-        "/", content=b"{}", headers={**JSON, "Content-Length": "999999999"}
-    )
+    r = await client.post("/", content=b"{}", headers={**JSON, "Content-Length": "999999999"})
     assert r.status_code == 413

@@ -22,8 +22,9 @@ def walking(step: int) -> list[list[float]]:
     ]
 
 
-async def post(client: httpx.AsyncClient, body: Any, sid: str | None = None,
-               **headers: str) -> httpx.Response:
+async def post(
+    client: httpx.AsyncClient, body: Any, sid: str | None = None, **headers: str
+) -> httpx.Response:
     h = {"Content-Type": "application/json", **headers}
     if sid is not None:
         h["Session-Id"] = sid
@@ -36,7 +37,8 @@ async def test_get_lists_sessions_in_the_seed_shape(client: httpx.AsyncClient) -
     body = r.json()
     assert set(body) == {"sessions", "active_threads", "timestamp"}
     assert body["sessions"] == []
-    assert isinstance(body["active_threads"], int) and body["active_threads"] >= 1
+    assert isinstance(body["active_threads"], int)
+    assert body["active_threads"] >= 1
     assert isinstance(body["timestamp"], float)
 
 
@@ -46,7 +48,8 @@ async def test_the_seed_example_returns_the_seed_answer(client: httpx.AsyncClien
     body = r.json()
     assert body["tracked_boxes"] == SEED_TRACKED
     assert set(body) == {"tracked_boxes", "tracker_perf", "timestamp"}
-    assert len(body["tracker_perf"]) == 1 and 0 <= body["tracker_perf"][0] < 1
+    assert len(body["tracker_perf"]) == 1
+    assert 0 <= body["tracker_perf"][0] < 1
     assert r.headers["Session-Id"] == "72d6be50"
     assert (await client.get("/")).json()["sessions"] == ["72d6be50"]
 

@@ -160,7 +160,7 @@ def _iou_cost(a: F64, b: F64) -> float:
     inter = iw * ih
     area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
     area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
-    return 1.0 - inter / (area_a + area_b - inter)
+    return float(1.0 - inter / (area_a + area_b - inter))
 
 
 @_jit
@@ -356,9 +356,7 @@ def step(
             rt[nrt] = r
             tb[nrt] = tb[x]
             nrt += 1
-    nm = _associate(
-        tb, rt, nrt, boxes, scores, low, nl, params[P_SECOND], False, match_t, match_d
-    )
+    nm = _associate(tb, rt, nrt, boxes, scores, low, nl, params[P_SECOND], False, match_t, match_d)
     rt_done = np.zeros(max(nrt, 1), np.bool_)
     for x in range(nm):
         r = rt[match_t[x]]

@@ -116,7 +116,9 @@ class ByteTrack:
         )
         live_i = self._i[: self._n]
         out = np.flatnonzero(
-            (live_i[:, LIST] == IN_TRACKED) & (live_i[:, STATE] == TRACKED) & (live_i[:, ACTIVE] == 1)
+            (live_i[:, LIST] == IN_TRACKED)
+            & (live_i[:, STATE] == TRACKED)
+            & (live_i[:, ACTIVE] == 1)
         )
         return TrackOutput(
             track_id=live_i[out, TID],
