@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import time
+from pathlib import Path
 
 import cv2
 import httpx
@@ -59,7 +61,15 @@ async def one_session(
         step += 1
 
 
-async def load(url: str, sessions: int, seconds: float, image: str | None) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(
+    url: str, pid: int, sessions: int, seconds: float, image: str | None
+) -> dict[str, float]:
     limits = httpx.Limits(max_connections=sessions, max_keepalive_connections=sessions)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         # Warm up: create the sessions.
@@ -70,12 +80,14 @@ async def load(url: str, sessions: int, seconds: float, image: str | None) -> di
             )
         )
         latencies: list[float] = []
+        cpu0 = cpu_seconds(pid)
         start = time.perf_counter()
         stop_at = start + seconds
         await asyncio.gather(
             *(one_session(client, f"b{i}", stop_at, image, latencies) for i in range(sessions))
         )
         elapsed = time.perf_counter() - start
+        server_cpu = cpu_seconds(pid) - cpu0
         for i in range(sessions):
             await client.delete("/", headers={"Session-Id": f"b{i}"})
     lat = np.array(latencies) * 1000
@@ -84,6 +96,7 @@ async def load(url: str, sessions: int, seconds: float, image: str | None) -> di
         "req_s": len(latencies) / elapsed,
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
+        "cpu_ms": 1000 * server_cpu / len(latencies),
     }
 
 
@@ -94,18 +107,18 @@ def main() -> None:
     args = parser.parse_args()
     image = image_b64()
     rows = []
-    with framebroker_server() as (url, _):
+    with framebroker_server() as (url, pid):
         for with_image in (False, True):
             for n in args.sessions:
-                res = asyncio.run(load(url, n, args.seconds, image if with_image else None))
+                res = asyncio.run(load(url, pid, n, args.seconds, image if with_image else None))
                 rows.append((n, "640x480 JPEG" if with_image else "none", res))
     print(f"\nREST /: {BOXES_PER_FRAME} boxes per frame, {args.seconds:.0f} s per row, loopback\n")
-    print("| sessions | image | requests | req/s | p50 ms | p99 ms |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| sessions | image | requests | req/s | p50 ms | p99 ms | server CPU ms/req |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for n, img, r in rows:
         print(
             f"| {n} | {img} | {r['requests']:.0f} | {r['req_s']:.0f} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} |"
+            f"| {r['p99_ms']:.2f} | {r['cpu_ms']:.2f} |"
         )
 
 

@@ -1,31 +1,82 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import numpy as np
 import pytest
 import simplejpeg
 
 from framebroker.core import Detections, Frame, ProcessContext
+from framebroker.media import RawBGRImage, open_image
 from framebroker.processors.annotate import Annotator
 
 CTX = ProcessContext(session_id="s")
+ASTRONAUT = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "media" / "astronaut.png"
+)
 
 
-def test_returns_a_jpeg_of_the_same_size() -> None:
+def decoded(out: dict[str, object] | None) -> np.ndarray:
+    assert out is not None
+    text = out["annotated_image"]
+    assert isinstance(text, str)
+    return np.asarray(simplejpeg.decode_jpeg(base64.b64decode(text), colorspace="BGR"))
+
+
+def test_returns_a_jpeg_of_the_same_size_with_the_boxes() -> None:
     img = np.full((120, 160, 3), 90, np.uint8)
     frame = Frame.from_array(img, detections=Detections.from_arrays([[10, 10, 60, 80]], [0.9]))
-    out = Annotator(quality=80).process(frame, CTX)
-    assert out is not None
-    decoded = simplejpeg.decode_jpeg(base64.b64decode(out["annotated_image"]), colorspace="BGR")
-    assert decoded.shape == img.shape
-    assert np.abs(decoded.astype(int) - 90).max() > 50  # the box is there
+    annotator = Annotator(quality=80)
+    assert annotator.name == "annotate"
+    assert annotator.needs_image
+    out = decoded(annotator.process(frame, CTX))
+    assert out.shape == img.shape
+    assert np.abs(out.astype(int) - 90).max() > 50  # the box is there
+    assert (frame.image == 90).all()  # later processors still see the original pixels
+
+
+def test_real_photo_read_only_source() -> None:
+    if not ASTRONAUT.is_file():
+        pytest.skip(f"shared sample image not found at {ASTRONAUT}")
+    frame = Frame(
+        source=open_image(ASTRONAUT.read_bytes(), max_pixels=10**6),
+        detections=Detections.from_arrays([[150, 50, 350, 300]], [0.9], [0], [3]),
+    )
+    annotator = Annotator(class_names={"0": "person"})  # type: ignore[dict-item]
+    out = decoded(annotator.process(frame, CTX))
+    assert out.shape == (512, 512, 3)
+
+
+def test_raw_frame_from_bytes_is_drawn_on_a_copy() -> None:
+    data = bytes(64 * 48 * 3)
+    frame = Frame(
+        source=RawBGRImage(data, 64, 48), detections=Detections.from_arrays([[5, 5, 40, 40]], [0.9])
+    )
+    out = decoded(Annotator().process(frame, CTX))
+    assert out.shape == (48, 64, 3)
+    assert out.any()
+    assert not any(data)
+
+
+def test_frame_without_detections_is_encoded_as_is() -> None:
+    img = np.full((40, 50, 3), 200, np.uint8)
+    out = decoded(Annotator(quality=95).process(Frame.from_array(img), CTX))
+    assert out.shape == img.shape
+    assert np.abs(out.astype(int) - 200).max() <= 2
 
 
 def test_nothing_to_draw_on() -> None:
     assert Annotator().process(Frame(), CTX) is None
 
 
-def test_quality_checked() -> None:
+@pytest.mark.parametrize("quality", [0, 101, 2.5, True, "90"])
+def test_quality_checked(quality: object) -> None:
     with pytest.raises(ValueError, match="quality"):
-        Annotator(quality=0)
+        Annotator(quality=quality)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("names", [{"person": "x"}, {-1: "x"}])
+def test_class_names_checked(names: dict[object, str]) -> None:
+    with pytest.raises(ValueError, match="class_names"):
+        Annotator(class_names=names)  # type: ignore[arg-type]

@@ -13,25 +13,42 @@ from ..media.image import encode_jpeg_base64
 __all__ = ["Annotator"]
 
 
-class Annotator(Processor):
-    """Outputs ``annotated_image``: the frame, same size, boxes and ids drawn, JPEG base64.
+def _class_names(names: Mapping[Any, Any]) -> dict[int, str]:
+    # Names may come from a JSON request, where object keys are always strings ("0").
+    out: dict[int, str] = {}
+    for key, value in names.items():
+        try:
+            cls = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"class_names keys must be class numbers, got {key!r}") from None
+        if isinstance(key, bool) or cls < 0:
+            raise ValueError(f"class_names keys must be class numbers >= 0, got {key!r}")
+        out[cls] = str(value)
+    return out
 
-    Frames without an image produce nothing (a boxes-only request has nothing to draw on).
+
+class Annotator(Processor):
+    """Outputs ``annotated_image``: the frame at its own size, boxes and ids drawn, base64 JPEG.
+
+    The frame's image is never modified (later processors see the original pixels). A frame
+    without detections is encoded as it is; a frame without an image produces nothing (a
+    boxes-only request has nothing to draw on). The constructor raises ``ValueError`` for a
+    quality outside 1..100 or class names whose keys are not class numbers.
     """
 
     name = "annotate"
     needs_image = True
 
     def __init__(self, quality: int = 90, class_names: Mapping[int, str] | None = None) -> None:
-        if not 1 <= quality <= 100:
-            raise ValueError(f"quality must be in 1..100, got {quality}")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
         self.quality = quality
-        self.class_names = dict(class_names) if class_names else None
+        self.class_names = _class_names(class_names) if class_names else None
 
     def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
         if not frame.has_image:
             return None
         image = frame.image
-        if frame.detections is not None:
+        if frame.detections is not None and len(frame.detections) > 0:
             image = draw_detections(image, frame.detections, class_names=self.class_names)
         return {"annotated_image": encode_jpeg_base64(image, self.quality)}
