@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import time
 from pathlib import Path
 
 import cv2
-import httpx
 import numpy as np
 
 from _server import framebroker_server
@@ -45,20 +45,58 @@ def image_b64() -> str:
     return base64.b64encode(buf.tobytes()).decode()
 
 
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client, so the load generator costs less than the server.
+
+    httpx spends more CPU per request than the server does; on a shared 2-core machine that
+    would measure the client.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> Connection:
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def request(self, method: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = f"{method} / HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def one_session(
-    client: httpx.AsyncClient, sid: str, stop_at: float, image: str | None, out: list[float]
+    url: str, sid: str, stop_at: float, image: str | None, out: list[float]
 ) -> None:
-    step = 0
-    while time.perf_counter() < stop_at:
-        body: dict[str, object] = {"boxes": frame_boxes(step)}
-        if image is not None:
-            body["image"] = image
-        t0 = time.perf_counter()
-        r = await client.post("/", json=body, headers={"Session-Id": sid})
-        out.append(time.perf_counter() - t0)
-        if r.status_code != 200:
-            raise RuntimeError(f"{r.status_code}: {r.text}")
-        step += 1
+    conn = await Connection.open(url)
+    headers = {"Content-Type": "application/json", "Session-Id": sid}
+    try:
+        step = 0
+        while time.perf_counter() < stop_at:
+            body: dict[str, object] = {"boxes": frame_boxes(step)}
+            if image is not None:
+                body["image"] = image
+            payload = json.dumps(body).encode()
+            t0 = time.perf_counter()
+            status, reply = await conn.request("POST", payload, headers)
+            out.append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"{status}: {reply[:200]!r}")
+            step += 1
+        await conn.request("DELETE", b"", {"Session-Id": sid})
+    finally:
+        conn.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -70,26 +108,15 @@ def cpu_seconds(pid: int) -> float:
 async def load(
     url: str, pid: int, sessions: int, seconds: float, image: str | None
 ) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=sessions, max_keepalive_connections=sessions)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        # Warm up: create the sessions.
-        await asyncio.gather(
-            *(
-                client.post("/", json={"boxes": frame_boxes(0)}, headers={"Session-Id": f"b{i}"})
-                for i in range(sessions)
-            )
-        )
-        latencies: list[float] = []
-        cpu0 = cpu_seconds(pid)
-        start = time.perf_counter()
-        stop_at = start + seconds
-        await asyncio.gather(
-            *(one_session(client, f"b{i}", stop_at, image, latencies) for i in range(sessions))
-        )
-        elapsed = time.perf_counter() - start
-        server_cpu = cpu_seconds(pid) - cpu0
-        for i in range(sessions):
-            await client.delete("/", headers={"Session-Id": f"b{i}"})
+    latencies: list[float] = []
+    cpu0 = cpu_seconds(pid)
+    start = time.perf_counter()
+    stop_at = start + seconds
+    await asyncio.gather(
+        *(one_session(url, f"b{i}", stop_at, image, latencies) for i in range(sessions))
+    )
+    elapsed = time.perf_counter() - start
+    server_cpu = cpu_seconds(pid) - cpu0
     lat = np.array(latencies) * 1000
     return {
         "requests": len(latencies),
