@@ -50,3 +50,21 @@ def test_errors_are_clear() -> None:
     reg.register("echo", Echo)
     with pytest.raises(ProcessorLoadError, match="unique"):
         reg.pipeline(["echo", "echo"])
+
+
+def test_warm_up_runs_once_per_named_class() -> None:
+    calls: list[str] = []
+
+    class Warm(Counter):
+        @classmethod
+        def warm_up(cls) -> None:
+            calls.append(cls.__name__)
+
+    reg = ProcessorRegistry()
+    reg.register("warm", Warm)
+    def make_warm() -> Warm:
+        return Warm()
+
+    reg.register("factory", make_warm)
+    reg.warm_up(["warm", "factory"])
+    assert calls == ["Warm"]

@@ -8,7 +8,7 @@ not packaged is named by dotted path (``mymodels.pulse:PulseModel``), the way uv
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -55,6 +55,13 @@ class ProcessorRegistry:
 
     def register(self, name: str, factory: Factory) -> None:
         self._factories[name] = factory
+
+    def warm_up(self, names: Iterable[str]) -> None:
+        """Run ``warm_up`` of the named processors (those that are classes)."""
+        for name in names:
+            factory = self.resolve(name)
+            if isinstance(factory, type) and issubclass(factory, Processor):
+                factory.warm_up()
 
     def _scan_entry_points(self) -> None:
         if self._scanned:

@@ -100,3 +100,32 @@ def test_bad_config_exits_with_a_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "ssl needs both ssl_certfile and ssl_keyfile" in proc.stderr
+
+
+def test_a_server_restart_suspends_sessions_and_they_resume_with_their_tracks(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    alice = [100, 200, 40, 100, 90, 0]
+    bob = [400, 200, 40, 100, 90, 0]
+    with running_server(data) as server, httpx.Client(base_url=server.url) as c:
+        seed = {"Session-Id": "cam-7"}
+        assert c.post("/", json={"boxes": [alice]}, headers=seed).json()["tracked_boxes"] == [
+            [*alice, 1]
+        ]
+        c.post("/", json={"boxes": [alice, bob]}, headers=seed)
+        assert c.post("/", json={"boxes": [bob]}, headers=seed).json()["tracked_boxes"] == [
+            [*bob, 2]
+        ]
+        v1 = c.post("/v1/sessions").json()["id"]
+        for step in range(3):
+            c.post(f"/v1/sessions/{v1}/frames", json={"boxes": walking(step)})
+    with running_server(data) as server, httpx.Client(base_url=server.url) as c:
+        assert c.get("/v1/sessions/cam-7").json()["summary"]["reason"] == "server_stopped"
+        # A fresh tracker would call the only person in view 1; the resumed one knows Bob.
+        r = c.post("/", json={"boxes": [bob]}, headers={"Session-Id": "cam-7"})
+        assert r.json()["tracked_boxes"] == [[*bob, 2]]
+        assert c.get("/v1/sessions/cam-7").json()["state"] == "active"
+        r = c.post(f"/v1/sessions/{v1}/frames", json={"boxes": walking(3)})
+        assert r.json()["frame_index"] == 3
+        assert [t["track_id"] for t in r.json()["tracks"]] == [1, 2]

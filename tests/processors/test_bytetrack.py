@@ -147,3 +147,31 @@ def test_assignment_matches_scipy(shape: tuple[int, int]) -> None:
         assert cost[rows, cols].sum() == pytest.approx(cost[ref_rows, ref_cols].sum())
         assert rows.tolist() == ref_rows.tolist()
         assert cols.tolist() == ref_cols.tolist()
+
+
+class SupervisionLike:
+    """The part of supervision.Detections the adapter relies on (supervision is optional)."""
+
+    def __init__(self, xyxy: np.ndarray, confidence: np.ndarray | None) -> None:
+        self.xyxy = xyxy
+        self.confidence = confidence
+        self.tracker_id: np.ndarray | None = None
+
+    def __getitem__(self, index: np.ndarray) -> SupervisionLike:
+        conf = None if self.confidence is None else self.confidence[index]
+        return SupervisionLike(self.xyxy[index], conf)
+
+
+def test_track_accepts_framebroker_and_supervision_detections() -> None:
+    from framebroker.core import Detections
+
+    ours = ByteTrack().track(
+        Detections.from_arrays([person(10), person(300)], [0.9, 0.95], class_id=[3, 4])
+    )
+    assert ours.track_id.tolist() == [1, 2]
+    assert ours.class_id.tolist() == [3, 4]
+    theirs = ByteTrack().track(SupervisionLike(np.array([person(10), person(300)]), None))
+    assert theirs.tracker_id.tolist() == [1, 2]
+    np.testing.assert_array_equal(theirs.xyxy, [person(10), person(300)])
+    with pytest.raises(TypeError, match="expected framebroker or supervision Detections"):
+        ByteTrack().track([1, 2, 3])

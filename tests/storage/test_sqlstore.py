@@ -316,3 +316,36 @@ def test_portable_path_without_on_conflict(
     memory_store.save_snapshot("live", {"n": 1})
     memory_store.save_snapshot("live", {"n": 2})
     assert memory_store.load_snapshot("live") == {"n": 2}
+
+
+def test_session_resumed_takes_the_snapshot_once_and_reactivates(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'resume.sqlite3'}")
+    try:
+        assert store.session_resumed("nobody") is None
+        store.session_started("s", {"transport": "rest", "pipeline": ["bytetrack"]})
+        store.session_ended(_summary_for_resume("s"))
+        store.save_snapshot("s", {"state": {"next_index": 7}})
+        assert store.get_session("s")["state"] == "ended"  # type: ignore[index]
+        assert store.session_resumed("s") == {"state": {"next_index": 7}}
+        record = store.get_session("s")
+        assert record is not None
+        assert (record["state"], record["summary"], record["ended_at"]) == ("active", None, None)
+        assert store.session_resumed("s") is None
+        store.session_ended(_summary_for_resume("s", reason="deleted"))
+        assert store.get_session("s")["summary"]["reason"] == "deleted"  # type: ignore[index]
+    finally:
+        store.close()
+
+
+def _summary_for_resume(sid: str, reason: str = "server_stopped") -> SessionSummary:
+    return SessionSummary(
+        id=sid,
+        transport="rest",
+        pipeline=["bytetrack"],
+        created_at=1.0,
+        ended_at=2.0,
+        reason=reason,
+        stats={},
+        results={},
+        errors=[],
+    )

@@ -60,6 +60,13 @@ class Processor(ABC):
     needs_image: ClassVar[bool] = False
     rate: Rate = Rate()
 
+    @classmethod
+    def warm_up(cls) -> None:
+        """Called once per server process before it serves, in a worker thread.
+
+        Compile kernels or load model files here, so the first session does not wait for it.
+        """
+
     def setup(self, ctx: ProcessContext) -> None:
         """Called once, in a worker thread, before the first frame."""
 

@@ -33,4 +33,7 @@ class Store(Protocol):
 
     def load_snapshot(self, session_id: str) -> dict[str, Any] | None: ...
 
+    def session_resumed(self, session_id: str) -> dict[str, Any] | None:
+        """Take a suspended session's snapshot (``None`` if none) and mark it active again."""
+
     def close(self) -> None: ...

@@ -37,18 +37,22 @@ _Item = tuple[Frame, "asyncio.Future[FrameResult]"]
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
+    """``warm_up``: processor names whose ``warm_up`` runs before the broker serves."""
+
     max_workers: int = 4
     max_pending_frames: int = 64
     bus_queue: int = 64
     sweep_interval_s: float = 5.0
     default_pipeline: tuple[ProcessorSpec, ...] = ("bytetrack",)
     policy: SessionPolicy = field(default_factory=SessionPolicy)
+    warm_up: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
 class _Lane:
     session: Session
     inbox: Inbox[_Item]
+    specs: list[ProcessorSpec]
     task: asyncio.Task[None] | None = None
 
 
@@ -72,10 +76,13 @@ class Broker:
         self._lanes: dict[str, _Lane] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._attaching = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.config.warm_up:
+            await self.run_blocking(self.registry.warm_up, self.config.warm_up)
         if self.store is not None:
             recover = getattr(self.store, "recover", None)
             if callable(recover):
@@ -85,15 +92,18 @@ class Broker:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="framebroker-sweeper")
 
     async def stop(self) -> None:
-        """End every session (summaries persisted), then release the pool and the store."""
+        """End every session, keeping each one's state so a client can resume it after a
+        restart; then release the pool and the store."""
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for sid in self.manager.ids():
-            with contextlib.suppress(Exception):
-                await self.end_session(sid, reason="server_stopped")
+            try:
+                await self.end_session(sid, reason="server_stopped", keep_state=True)
+            except Exception:
+                log.exception("could not end session %s cleanly", sid)
         self.executor.shutdown(wait=True, cancel_futures=False)
         if self.store is not None:
             self.store.close()
@@ -114,12 +124,15 @@ class Broker:
             list(specs) if specs is not None else list(self.config.default_pipeline)
         )
 
-    def _register(self, session: Session) -> Session:
+    def _register(
+        self, session: Session, specs: Sequence[ProcessorSpec] | None, *, record: bool = True
+    ) -> Session:
         capacity = (
             self.config.max_pending_frames if session.backpressure is Backpressure.WAIT else 1
         )
-        self._lanes[session.id] = _Lane(session, Inbox(session.backpressure, capacity))
-        if self.store is not None:
+        chosen = list(specs) if specs is not None else list(self.config.default_pipeline)
+        self._lanes[session.id] = _Lane(session, Inbox(session.backpressure, capacity), chosen)
+        if record and self.store is not None:
             info = session.info()
             store = self.store
             self.executor.submit(store.session_started, session.id, info)
@@ -142,7 +155,7 @@ class Broker:
                 backpressure=backpressure,
             )
         )
-        return self._register(session)
+        return self._register(session, pipeline)
 
     async def attach(
         self,
@@ -151,34 +164,98 @@ class Broker:
         transport: str,
         pipeline: Sequence[ProcessorSpec] | None = None,
     ) -> Session:
-        """The live session with this id, created when it does not exist (seed 000)."""
+        """The live session with this id; else the suspended one resumed; else a new one.
+
+        This is seed 000's "create or attach", extended across restarts: a session the server
+        suspended when it stopped carries on with the same tracks.
+        """
         lane = self._lanes.get(session_id)
         if lane is not None:
             return lane.session
         self.manager.check_id(session_id)
-        session = await self.run_blocking(
-            lambda: self.manager.attach(session_id, transport=transport, pipeline=pipeline)
-        )
-        if session.id not in self._lanes:
-            self._register(session)
-        return session
+        async with self._attaching:
+            lane = self._lanes.get(session_id)
+            if lane is not None:
+                return lane.session
+            resumed = await self.resume(session_id)
+            if resumed is not None:
+                return resumed
+            session = await self.run_blocking(
+                lambda: self.manager.create(
+                    session_id=session_id, transport=transport, pipeline=pipeline
+                )
+            )
+            return self._register(session, pipeline)
+
+    async def live_or_resumed(self, session_id: str) -> Session:
+        """The live session with this id, or the suspended one resumed; else
+        :class:`~framebroker.errors.SessionNotFound`."""
+        lane = self._lanes.get(session_id)
+        if lane is not None:
+            return lane.session
+        async with self._attaching:
+            lane = self._lanes.get(session_id)
+            if lane is not None:
+                return lane.session
+            resumed = await self.resume(session_id)
+        if resumed is None:
+            raise SessionNotFound(session_id, field="session_id")
+        return resumed
+
+    async def resume(self, session_id: str) -> Session | None:
+        """Bring back a session suspended by a server stop, exactly where it was."""
+        if self.store is None:
+            return None
+        saved = await self.run_blocking(self.store.session_resumed, session_id)
+        if saved is None:
+            return None
+
+        def rebuild() -> Session:
+            session = self.manager.create(
+                session_id=session_id,
+                transport=str(saved["transport"]),
+                pipeline=saved["pipeline"],
+                backpressure=Backpressure(saved["backpressure"]),
+            )
+            session.restore(saved["state"])
+            return session
+
+        session = await self.run_blocking(rebuild)
+        log.info("session %s resumed at frame %d", session_id, saved["state"]["next_index"])
+        return self._register(session, saved["pipeline"], record=False)
 
     def get(self, session_id: str) -> Session:
         return self.manager.get(session_id)
 
-    async def end_session(self, session_id: str, *, reason: str = "ended") -> SessionSummary:
-        """Take the session out, let its queued frames finish, run ``end``, persist."""
+    async def end_session(
+        self, session_id: str, *, reason: str = "ended", keep_state: bool = False
+    ) -> SessionSummary:
+        """Take the session out, let its queued frames finish, run ``end``, persist.
+
+        With ``keep_state`` the session's state is stored too, so :meth:`resume` can bring it
+        back (a server stop suspends sessions this way).
+        """
         session = self.manager.remove(session_id)
         lane = self._lanes.pop(session_id, None)
         if lane is not None and lane.task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(lane.task)
+        saved = None
+        if keep_state and lane is not None:
+            saved = {
+                "transport": session.transport,
+                "pipeline": lane.specs,
+                "backpressure": session.backpressure.value,
+                "state": await self.run_blocking(session.snapshot),
+            }
         summary = await self.run_blocking(session.end, reason)
         if self.store is not None:
             try:
                 await self.run_blocking(self.store.session_ended, summary)
+                if saved is not None:
+                    await self.run_blocking(self.store.save_snapshot, session_id, saved)
             except Exception:
-                log.exception("could not persist the summary of session %s", session_id)
+                log.exception("could not persist the end of session %s", session_id)
         self.bus.publish(f"session/{session_id}/ended", summary.to_dict())
         log.info("session %s ended (%s)", session_id, reason)
         return summary

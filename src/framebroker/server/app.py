@@ -52,6 +52,7 @@ def build_broker(settings: Settings) -> Broker:
             policy=SessionPolicy(
                 max_sessions=limits.max_sessions, idle_timeout_s=limits.session_idle_timeout_s
             ),
+            warm_up=("bytetrack", "annotate"),
         ),
     )
 

@@ -380,6 +380,32 @@ class SQLStore:
             ).scalar_one_or_none()
         return None if found is None else dict(found)
 
+    def session_resumed(self, session_id: str) -> dict[str, Any] | None:
+        """Take the snapshot of a suspended session and mark its record active again.
+
+        Returns ``None`` (and changes nothing) when there is no snapshot. Taking is atomic:
+        of two processes resuming the same session, one gets the snapshot.
+        """
+        with self._begin() as conn:
+            found = conn.execute(
+                select(session_snapshots.c.snapshot).where(
+                    session_snapshots.c.session_id == session_id
+                )
+            ).scalar_one_or_none()
+            if found is None:
+                return None
+            taken = conn.execute(
+                delete(session_snapshots).where(session_snapshots.c.session_id == session_id)
+            )
+            if taken.rowcount != 1:
+                return None
+            conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id)
+                .values(state=ACTIVE, ended_at=None, summary=None)
+            )
+        return dict(found)
+
     def recover(self) -> int:
         """End the sessions a previous process left active; returns how many.
 

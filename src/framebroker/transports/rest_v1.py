@@ -221,8 +221,10 @@ def router(ctx: ServerContext) -> APIRouter:
         },
     )
     async def post_frame(session_id: str, request: Request) -> Response:
-        """Track one frame of boxes; with an image, also get it back annotated."""
-        session = broker.get(session_id)
+        """Track one frame of boxes; with an image, also get it back annotated.
+
+        A session suspended by a server restart resumes here, with its tracks."""
+        session = await broker.live_or_resumed(session_id)
         body = await read_body(request, settings.limits.max_body_bytes)
 
         def parse() -> TrackingRequest:

@@ -26,6 +26,12 @@ class ByteTrackProcessor(Processor):
     def __init__(self, **params: Any) -> None:
         self.tracker = ByteTrack(ByteTrackConfig(**params))
 
+    @classmethod
+    def warm_up(cls) -> None:
+        # Loads (or, on a fresh install, compiles and caches) the tracker kernel: seconds
+        # that would otherwise fall on the first request.
+        ByteTrack().update([[0.0, 0.0, 10.0, 10.0]], [0.9])
+
     def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
         dets = frame.detections if frame.detections is not None else Detections.empty()
         out = self.tracker.update(dets.xyxy, dets.score)

@@ -127,6 +127,31 @@ class ByteTrack:
             det_index=live_i[out, DET],
         )
 
+    def track(self, detections: Any) -> Any:
+        """Track one frame given as detections; returns the same kind, with track ids.
+
+        Takes framebroker's :class:`~framebroker.core.Detections` or supervision's
+        ``Detections`` (duck-typed, so supervision stays optional) and returns the detections
+        that confirmed tracks own this frame, in track order, with ``track_id`` (framebroker)
+        or ``tracker_id`` (supervision) set.
+        """
+        from ...core.detections import Detections
+
+        if isinstance(detections, Detections):
+            out = self.update(detections.xyxy, detections.score)
+            return detections.with_tracks(out.det_index, out.track_id)
+        xyxy = getattr(detections, "xyxy", None)
+        if xyxy is None:
+            raise TypeError(
+                f"expected framebroker or supervision Detections, got {type(detections).__name__}"
+            )
+        conf = getattr(detections, "confidence", None)
+        scores = np.ones(len(xyxy)) if conf is None else conf
+        out = self.update(xyxy, scores)
+        tracked = detections[out.det_index]
+        tracked.tracker_id = out.track_id
+        return tracked
+
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * self._f.shape[0])
         f = np.zeros((cap, N_FLOAT))
