@@ -62,6 +62,7 @@ def test_warm_up_runs_once_per_named_class() -> None:
 
     reg = ProcessorRegistry()
     reg.register("warm", Warm)
+
     def make_warm() -> Warm:
         return Warm()
 
