@@ -18,14 +18,8 @@ from ..core.pipeline import FrameResult
 from ..core.session import Session
 from ..errors import SessionNotFound
 from .context import ServerContext
-from .http import json_response, read_body
-from .tracking import (
-    BOX_FORMAT_HEADER,
-    INLINE_PARSE_BYTES,
-    TrackingRequest,
-    parse_tracking_request,
-    tracked_boxes,
-)
+from .http import json_response
+from .tracking import TrackingRequest, read_tracking_request, tracked_boxes
 
 __all__ = ["router"]
 
@@ -151,7 +145,7 @@ def _frame_out(session: Session, req: TrackingRequest, result: FrameResult) -> d
 
 def router(ctx: ServerContext) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["sessions"], responses=_ERRORS)
-    broker, settings = ctx.broker, ctx.settings
+    broker = ctx.broker
 
     @api.post("/sessions", status_code=201, response_model=SessionOut)
     async def create_session(body: SessionCreateIn | None = None) -> Response:
@@ -225,18 +219,7 @@ def router(ctx: ServerContext) -> APIRouter:
 
         A session suspended by a server restart resumes here, with its tracks."""
         session = await broker.live_or_resumed(session_id)
-        body = await read_body(request, settings.limits.max_body_bytes)
-
-        def parse() -> TrackingRequest:
-            return parse_tracking_request(
-                body,
-                limits=settings.limits,
-                default_format=settings.box_format,
-                format_header=request.headers.get(BOX_FORMAT_HEADER),
-                allowed_fields=FRAME_FIELDS,
-            )
-
-        req = parse() if len(body) <= INLINE_PARSE_BYTES else await broker.run_blocking(parse)
+        req = await read_tracking_request(request, ctx, allowed_fields=FRAME_FIELDS)
         result = await broker.submit(session, req.to_frame())
         return json_response(_frame_out(session, req, result))
 

@@ -17,14 +17,8 @@ from starlette.responses import Response
 from ..errors import InvalidInput, UnsupportedMediaType
 from ..runtime.broker import Broker
 from .context import ServerContext
-from .http import json_response, read_body
-from .tracking import (
-    BOX_FORMAT_HEADER,
-    INLINE_PARSE_BYTES,
-    TrackingRequest,
-    parse_tracking_request,
-    tracked_boxes,
-)
+from .http import json_response
+from .tracking import read_tracking_request, tracked_boxes
 
 __all__ = ["SEED_PIPELINE", "router"]
 
@@ -47,7 +41,7 @@ def _is_json(content_type: str | None) -> bool:
 
 def router(ctx: ServerContext) -> APIRouter:
     api = APIRouter()
-    broker, settings = ctx.broker, ctx.settings
+    broker = ctx.broker
 
     @api.get("/", include_in_schema=False)
     async def list_sessions() -> Response:
@@ -61,17 +55,7 @@ def router(ctx: ServerContext) -> APIRouter:
                 f"expected Content-Type application/json, got {content_type!r}",
                 field="Content-Type",
             )
-        body = await read_body(request, settings.limits.max_body_bytes)
-
-        def parse() -> TrackingRequest:
-            return parse_tracking_request(
-                body,
-                limits=settings.limits,
-                default_format=settings.box_format,
-                format_header=request.headers.get(BOX_FORMAT_HEADER),
-            )
-
-        req = parse() if len(body) <= INLINE_PARSE_BYTES else await broker.run_blocking(parse)
+        req = await read_tracking_request(request, ctx)
         sid = request.headers.get(SESSION_HEADER)
         if sid is None:
             session = await broker.create_session(transport=TRANSPORT, pipeline=SEED_PIPELINE)

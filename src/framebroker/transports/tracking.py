@@ -10,19 +10,23 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
 from ..config import Limits
 from ..core.detections import BoxFormat, Detections, rows_of
 from ..core.frame import Frame
 from ..core.pipeline import FrameResult
 from ..errors import InvalidInput
 from ..media.image import EncodedImage, decode_base64_image
-from .http import parse_json
+from .context import ServerContext
+from .http import parse_json, read_body
 
 __all__ = [
     "BOX_FORMAT_HEADER",
     "INLINE_PARSE_BYTES",
     "TrackingRequest",
     "parse_tracking_request",
+    "read_tracking_request",
     "tracked_boxes",
 ]
 
@@ -92,6 +96,26 @@ def parse_tracking_request(
             raw_image, max_bytes=limits.max_body_bytes, max_pixels=limits.max_image_pixels
         )
     return TrackingRequest(rows=rows, detections=detections, box_format=fmt, image=image)
+
+
+async def read_tracking_request(
+    request: Request, ctx: ServerContext, *, allowed_fields: Collection[str] | None = None
+) -> TrackingRequest:
+    """Read and parse a tracking request body within the limits; large bodies are parsed in
+    the worker pool so the event loop never walks ten thousand rows."""
+    settings = ctx.settings
+    body = await read_body(request, settings.limits.max_body_bytes)
+
+    def parse() -> TrackingRequest:
+        return parse_tracking_request(
+            body,
+            limits=settings.limits,
+            default_format=settings.box_format,
+            format_header=request.headers.get(BOX_FORMAT_HEADER),
+            allowed_fields=allowed_fields,
+        )
+
+    return parse() if len(body) <= INLINE_PARSE_BYTES else await ctx.broker.run_blocking(parse)
 
 
 def tracked_boxes(request: TrackingRequest, result: FrameResult) -> list[list[Any]]:
