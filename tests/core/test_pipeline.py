@@ -89,3 +89,12 @@ def test_snapshot_restore_by_name() -> None:
     assert b.run(frame(4), CTX).outputs == {"seen": 5}
     with pytest.raises(ValueError, match="not in this pipeline"):
         b.restore({"other": {}})
+
+
+def test_later_processors_see_earlier_outputs() -> None:
+    class Reader(Echo):
+        def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, object] | None:
+            return {"saw": dict(frame.results)}
+
+    r = Pipeline([Echo("a", {"x": 1}), Reader("reader")]).run(frame(0), CTX)
+    assert r.outputs["saw"] == {"x": 1}

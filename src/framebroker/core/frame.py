@@ -63,7 +63,9 @@ class Frame:
     ``image`` decodes the source the first time a processor asks for it, in the worker thread
     running the pipeline, and keeps the result; a pipeline that never looks at pixels never
     pays for decoding. Processors may replace ``detections`` (a tracker attaches track ids)
-    and add to ``meta``.
+    and add to ``meta``. ``results`` holds the outputs of the processors that already ran on
+    this frame, so a later processor can build on an earlier one's (a traffic monitor reading
+    a line counter's crossings).
     """
 
     source: ImageSource | None = None
@@ -71,6 +73,7 @@ class Frame:
     meta: dict[str, Any] = field(default_factory=dict)
     received_at: float = field(default_factory=time.time)
     index: int = -1
+    results: dict[str, Any] = field(default_factory=dict)
     _image: Image | None = None
 
     @classmethod

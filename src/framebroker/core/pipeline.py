@@ -75,7 +75,7 @@ class Pipeline:
         return any(s.processor.needs_image for s in self._slots)
 
     def run(self, frame: Frame, ctx: ProcessContext) -> FrameResult:
-        result = FrameResult(frame)
+        result = FrameResult(frame, outputs=frame.results)
         for slot in self._slots:
             proc = slot.processor
             if not slot.due(frame):
