@@ -9,13 +9,22 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
 
-__all__ = ["Limits", "Settings", "TrackerSettings", "load_settings"]
+__all__ = [
+    "COMPAT_PORTS",
+    "Limits",
+    "LiveSettings",
+    "PeopleCounterSettings",
+    "Settings",
+    "TrackerSettings",
+    "load_settings",
+]
 
 MiB = 1024 * 1024
 
@@ -51,6 +60,53 @@ class TrackerSettings(BaseModel):
     frame_rate: float = Field(30.0, gt=0)
 
 
+class PeopleCounterSettings(BaseModel):
+    """The people counter run on ``--source`` feeds (seed 001)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str = Field("UTC", description="IANA zone for the daily reset and timestamps")
+    lines: list[dict[str, Any]] | None = Field(
+        None,
+        description='counting lines {"name", "start": [x, y], "end": [x, y], "in": "left"}; '
+        "default: a horizontal line through the middle, in = below",
+    )
+    min_frames: int = Field(3, ge=1, description="frames on the new side before a crossing counts")
+    detector: str = Field("nanodet-m", description="bundled model name or a path to an ONNX file")
+    event_window_s: float = Field(60.0, gt=0)
+    event_threshold: int = Field(10, ge=1, description="count_in within the window that starts one")
+    event_cooldown_s: float = Field(30.0, ge=0)
+    faces: bool = Field(True, description="save the best face crop of each person")
+    max_faces: int = Field(10_000, ge=1)
+    face_retention_days: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> PeopleCounterSettings:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown IANA time zone {self.timezone!r}") from None
+        return self
+
+
+class LiveSettings(BaseModel):
+    """The WebSocket push of seed 001."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    jpeg_quality: int = Field(
+        70, ge=1, le=100, description="quality of pushed frames (WEBSOCKET_STREAM_QUALITY)"
+    )
+    max_fps: float = Field(15.0, ge=0, description="frames pushed per second at most; 0: all")
+    stats_interval_s: float = Field(0.5, gt=0)
+    client_queue: int = Field(8, ge=1, description="frames kept for a slow client")
+    send_timeout_s: float = Field(10.0, gt=0, description="a client not reading is dropped")
+
+
+COMPAT_PORTS = {"people_ws": 8765}
+"""Each seed's own listener (``serve --compat``); ``--compat-port NAME=PORT`` moves one."""
+
+
 class Settings(BaseSettings):
     """Server settings. Nested values in the environment use ``__``:
     ``FRAMEBROKER_LIMITS__MAX_BOXES=500``."""
@@ -75,6 +131,17 @@ class Settings(BaseSettings):
     pipeline: list[str] = Field(default_factory=lambda: ["bytetrack"])
     limits: Limits = Field(default_factory=Limits)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    sources: list[str] = Field(
+        default_factory=list, description="video sources to run the people counter on"
+    )
+    source_realtime: bool | None = Field(
+        None, description="pace files at their frame rate (default: yes for files)"
+    )
+    loop: bool = Field(False, description="start files over at their end")
+    people: PeopleCounterSettings = Field(default_factory=PeopleCounterSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
+    compat: bool = Field(False, description="also open each seed's own listener")
+    compat_ports: dict[str, int] = Field(default_factory=lambda: dict(COMPAT_PORTS))
 
     @model_validator(mode="after")
     def _ssl_files(self) -> Settings:
@@ -85,6 +152,19 @@ class Settings(BaseSettings):
             if self.ssl and path is not None and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path}")
         return self
+
+    @model_validator(mode="after")
+    def _compat_names(self) -> Settings:
+        unknown = sorted(set(self.compat_ports) - set(COMPAT_PORTS))
+        if unknown:
+            raise ValueError(
+                f"compat_ports: unknown listener(s) {unknown}; known: {sorted(COMPAT_PORTS)}"
+            )
+        return self
+
+    @property
+    def faces_dir(self) -> Path:
+        return self.data_dir / "faces"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from framebroker.config import Settings, load_settings
 from framebroker.runtime.broker import Broker
-from framebroker.server import build_app, build_broker
+from framebroker.server import Services, build_app, build_broker
 
 TEST_LIMITS = {"max_boxes": 100, "max_body_bytes": 2_000_000, "max_image_pixels": 1_000_000}
 
@@ -21,16 +21,21 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def broker(settings: Settings) -> AsyncIterator[Broker]:
-    b = build_broker(settings)
-    await b.start()
-    yield b
-    await b.stop()
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    svc = Services.build(settings, build_broker(settings))
+    await svc.start()
+    yield svc
+    await svc.stop()
 
 
 @pytest.fixture
-async def client(settings: Settings, broker: Broker) -> AsyncIterator[httpx.AsyncClient]:
-    app = build_app(settings, broker)
+def broker(services: Services) -> Broker:
+    return services.broker
+
+
+@pytest.fixture
+async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(settings, services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://framebroker") as c:
         yield c

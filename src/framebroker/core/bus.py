@@ -33,7 +33,7 @@ class Subscription:
 
     pattern: str
     maxlen: int
-    wake: Callable[[], None] | None = None
+    wake: Callable[[], object] | None = None
     dropped: int = 0
     _queue: deque[Message] = field(default_factory=deque)
     _bus: Bus | None = None
@@ -76,7 +76,7 @@ class Bus:
         self.published = 0
 
     def subscribe(
-        self, pattern: str, *, maxlen: int | None = None, wake: Callable[[], None] | None = None
+        self, pattern: str, *, maxlen: int | None = None, wake: Callable[[], object] | None = None
     ) -> Subscription:
         sub = Subscription(pattern, maxlen or self.default_maxlen, wake)
         sub._bus = self

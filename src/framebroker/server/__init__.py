@@ -3,6 +3,7 @@ transport."""
 
 from __future__ import annotations
 
-from .app import build_app, build_broker, build_registry
+from .app import build_app, build_broker, build_compat_app, build_registry
+from .services import Services
 
-__all__ = ["build_app", "build_broker", "build_registry"]
+__all__ = ["Services", "build_app", "build_broker", "build_compat_app", "build_registry"]

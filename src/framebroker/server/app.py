@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.responses import Response
 
 from .. import __version__
@@ -20,8 +21,10 @@ from ..storage import open_store
 from ..transports import rest_v1, seed_tracking
 from ..transports.context import ServerContext
 from ..transports.http import install_error_handlers, json_response
+from ..transports.live_ws import live_routes
+from .services import Services
 
-__all__ = ["build_app", "build_broker", "build_registry"]
+__all__ = ["build_app", "build_broker", "build_compat_app", "build_registry"]
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +60,18 @@ def build_broker(settings: Settings) -> Broker:
     )
 
 
-def build_app(settings: Settings, broker: Broker | None = None) -> FastAPI:
-    """The ASGI app serving every transport on one port; starts and stops the broker."""
-    the_broker = broker if broker is not None else build_broker(settings)
+def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The ASGI app serving every transport on one port; its lifespan runs ``services``."""
+    svc = services if services is not None else Services.build(settings, build_broker(settings))
+    the_broker = svc.broker
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await the_broker.start()
+        await svc.start()
         try:
             yield
         finally:
-            await the_broker.stop()
+            await svc.stop()
 
     app = FastAPI(
         title="framebroker",
@@ -78,14 +82,25 @@ def build_app(settings: Settings, broker: Broker | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    app.state.broker = the_broker
+    app.state.services = svc
     install_error_handlers(app)
     ctx = ServerContext(broker=the_broker, settings=settings)
     app.include_router(seed_tracking.router(ctx))
     app.include_router(rest_v1.router(ctx))
+    app.router.routes.extend(live_routes(svc.hub, "/ws/live"))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return json_response({"status": "ok", "sessions": len(the_broker.manager)})
 
     return app
+
+
+def build_compat_app(name: str, services: Services) -> Starlette:
+    """Seed ``name``'s own listener: its transport alone, at ``/`` (``serve --compat``).
+
+    It shares the main app's services and has no lifespan of its own.
+    """
+    if name == "people_ws":
+        return Starlette(routes=live_routes(services.hub, "/"))
+    raise ValueError(f"unknown compatibility listener {name!r}")

@@ -196,7 +196,7 @@ class SQLStore:
         return self._engine
 
     @contextlib.contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
         if self._closed:
             raise RuntimeError("the store is closed")
         with self._serial, self._engine.begin() as conn:
@@ -206,7 +206,7 @@ class SQLStore:
 
     def _prepare_schema(self) -> None:
         """Create missing tables, refuse a newer database, and migrate an older one."""
-        with self._begin() as conn:
+        with self.transaction() as conn:
             # Read the version before touching other tables: a newer schema may have renamed
             # them, and creating ours beside them would leave a database neither version reads.
             schema_version.create(conn, checkfirst=True)
@@ -276,7 +276,7 @@ class SQLStore:
             "info": info,
             "summary": None,
         }
-        with self._begin() as conn:
+        with self.transaction() as conn:
             self._insert_or_ignore(conn, sessions, values, ["id"])
 
     def session_ended(self, summary: SessionSummary) -> None:
@@ -302,7 +302,7 @@ class SQLStore:
             "summary": body,
         }
         ending = {"state": ENDED, "ended_at": summary.ended_at, "summary": body}
-        with self._begin() as conn:
+        with self.transaction() as conn:
             stmt = self._upsert_insert(sessions)
             if stmt is not None:
                 stmt = stmt.values(**values)
@@ -327,7 +327,7 @@ class SQLStore:
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The record of ``session_id``, or ``None`` when the store has never seen it."""
-        with self._begin() as conn:
+        with self.transaction() as conn:
             row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
         return None if row is None else _record(row._mapping)
 
@@ -341,14 +341,14 @@ class SQLStore:
             .limit(limit)
             .offset(offset)
         )
-        with self._begin() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(query).all()
         return [_record(row._mapping) for row in rows]
 
     def save_snapshot(self, session_id: str, snapshot: dict[str, Any]) -> None:
         """Keep ``snapshot`` as the session's latest state, replacing any earlier one."""
         values = {"session_id": session_id, "snapshot": snapshot, "updated_at": time.time()}
-        with self._begin() as conn:
+        with self.transaction() as conn:
             stmt = self._upsert_insert(session_snapshots)
             if stmt is not None:
                 stmt = stmt.values(**values)
@@ -372,7 +372,7 @@ class SQLStore:
 
     def load_snapshot(self, session_id: str) -> dict[str, Any] | None:
         """The latest snapshot saved for ``session_id``, or ``None``."""
-        with self._begin() as conn:
+        with self.transaction() as conn:
             found = conn.execute(
                 select(session_snapshots.c.snapshot).where(
                     session_snapshots.c.session_id == session_id
@@ -386,7 +386,7 @@ class SQLStore:
         Returns ``None`` (and changes nothing) when there is no snapshot. Taking is atomic:
         of two processes resuming the same session, one gets the snapshot.
         """
-        with self._begin() as conn:
+        with self.transaction() as conn:
             found = conn.execute(
                 select(session_snapshots.c.snapshot).where(
                     session_snapshots.c.session_id == session_id
@@ -414,7 +414,7 @@ class SQLStore:
         from its stored info (which is kept as it was).
         """
         now = time.time()
-        with self._begin() as conn:
+        with self.transaction() as conn:
             orphans = conn.execute(
                 select(
                     sessions.c.id,

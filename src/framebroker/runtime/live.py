@@ -1,0 +1,279 @@
+"""Turns a live session's results into what its watchers see and what the store keeps.
+
+A :class:`LiveFeed` follows one session (a camera, a file): for every processed frame it
+publishes the annotated picture, on event transitions an event, twice a second the stats,
+and it persists the day's counts, the traffic events and the saved faces. It publishes plain
+payloads on the bus (``live/<source>/frame|stats|event``); a transport formats each once and
+fans it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..core.bus import Bus, Subscription
+from ..core.pipeline import FrameResult
+from ..storage.people import PeopleRecords
+
+__all__ = ["LiveFeed", "LiveFeedConfig", "local_day", "seed_timestamp"]
+
+log = logging.getLogger(__name__)
+
+STATS_FIELDS = (
+    "count_in",
+    "count_out",
+    "face_count",
+    "daily_event_count",
+    "event_active",
+    "current_event_count_in",
+)
+
+
+def seed_timestamp(t: float, tz: ZoneInfo) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm`` in ``tz``, the people-counter seed's format."""
+    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def local_day(t: float, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFeedConfig:
+    timezone: str = "UTC"
+    max_fps: float = 15.0
+    stats_interval_s: float = 0.5
+    faces_dir: Path | None = None
+    max_faces: int = 10_000
+    face_retention_days: int = 30
+    counts_flush_s: float = 1.0
+
+
+class LiveFeed:
+    """Follows one session's results; start it on the event loop, stop it before the broker.
+
+    Blocking work (database, face files) goes through ``run_blocking`` (the broker's pool).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        session_id: str,
+        bus: Bus,
+        run_blocking: Callable[..., Any],
+        records: PeopleRecords | None,
+        config: LiveFeedConfig | None = None,
+    ) -> None:
+        self.source = source
+        self.session_id = session_id
+        self.bus = bus
+        self.config = config or LiveFeedConfig()
+        self.tz = ZoneInfo(self.config.timezone)
+        self._run_blocking = run_blocking
+        self._records = records
+        self.stats: dict[str, Any] = dict.fromkeys(STATS_FIELDS, 0)
+        self.stats["event_active"] = False
+        self.day = local_day(time.time(), self.tz)
+        self.frames_published = 0
+        self._last_frame_at = 0.0
+        self._lines: dict[str, dict[str, int]] = {}
+        self._counts_dirty = False
+        self._event_id: int | None = None
+        self._face_ids: OrderedDict[int, int] = OrderedDict()  # track id -> face id, bounded
+        self._faces_added = 0
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sub = self.bus.subscribe(
+            f"session/{self.session_id}/result",
+            maxlen=4,
+            wake=lambda: loop.call_soon_threadsafe(self._wake.set),
+        )
+        if self._records is not None:
+            self.stats["face_count"] = await self._run_blocking(
+                self._records.count_faces, self.day, self.source
+            )
+        self._tasks = [
+            asyncio.create_task(self._follow(), name=f"live-{self.source}"),
+            asyncio.create_task(self._tick(), name=f"live-stats-{self.source}"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sub is not None:
+            self._sub.close()
+        await self._flush_counts()
+
+    # -- following results -----------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        assert self._sub is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for message in self._sub.drain():
+                result = message.payload
+                if isinstance(result, FrameResult) and not result.dropped:
+                    try:
+                        await self.handle(result)
+                    except Exception:
+                        log.exception("live feed %s failed on a result", self.source)
+
+    async def handle(self, result: FrameResult) -> None:
+        """Publish and persist what one processed frame produced."""
+        out = result.outputs
+        now = time.time()
+        day = str(out.get("day") or local_day(result.frame.timestamp, self.tz))
+        if day != self.day:
+            await self._flush_counts()
+            self.day = day
+            self.stats["face_count"] = 0
+            self._face_ids.clear()
+        for key in ("count_in", "count_out", "daily_event_count", "current_event_count_in"):
+            if key in out:
+                self.stats[key] = int(out[key])
+        if "event_active" in out:
+            self.stats["event_active"] = bool(out["event_active"])
+        lines = out.get("lines")
+        if isinstance(lines, dict) and lines != self._lines:
+            self._lines = {k: dict(v) for k, v in lines.items()}
+            self._counts_dirty = True
+        event = out.get("event")
+        if isinstance(event, dict):
+            self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+            await self._record_event(event, result.frame.timestamp)
+        faces = out.get("faces")
+        if isinstance(faces, list) and faces and self._records is not None:
+            for face in faces:
+                await self._record_face(face)
+        image = out.get("annotated_image")
+        if isinstance(image, str) and self._frame_due(now):
+            self._last_frame_at = now
+            self.frames_published += 1
+            self.bus.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
+
+    def _frame_due(self, now: float) -> bool:
+        if self.config.max_fps <= 0:
+            return True
+        return now - self._last_frame_at >= 1.0 / self.config.max_fps
+
+    async def _tick(self) -> None:
+        flushed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.stats_interval_s)
+            self.bus.publish(
+                f"live/{self.source}/stats", {"data": dict(self.stats), "time": time.time()}
+            )
+            if time.monotonic() - flushed_at >= self.config.counts_flush_s:
+                flushed_at = time.monotonic()
+                await self._flush_counts()
+
+    # -- persistence -----------------------------------------------------------------------
+
+    async def _flush_counts(self) -> None:
+        if not self._counts_dirty or self._records is None:
+            return
+        self._counts_dirty = False
+        try:
+            await self._run_blocking(
+                self._records.save_counts, self.source, self.day, dict(self._lines)
+            )
+        except Exception:
+            self._counts_dirty = True
+            log.exception("could not save the counts of %s", self.source)
+
+    async def _record_event(self, event: dict[str, Any], frame_time: float) -> None:
+        if self._records is None:
+            return
+        records = self._records
+        if event.get("status") == "started":
+            self._event_id = await self._run_blocking(
+                lambda: records.event_started(
+                    source=self.source,
+                    day=self.day,
+                    started_at=frame_time,
+                    start_time=str(event.get("start_time", "")),
+                )
+            )
+        elif event.get("status") == "ended" and self._event_id is not None:
+            event_id, self._event_id = self._event_id, None
+            await self._run_blocking(
+                lambda: records.event_ended(
+                    event_id,
+                    ended_at=frame_time,
+                    end_time=str(event.get("end_time", "")),
+                    count_in=int(event.get("count_in", 0)),
+                )
+            )
+
+    async def _record_face(self, face: dict[str, Any]) -> None:
+        records = self._records
+        folder = self.config.faces_dir
+        if records is None or folder is None:
+            return
+        track_id = int(face["track_id"])
+        jpeg = bytes(face["jpeg"])
+        quality = float(face.get("quality", 0.0))
+        score = float(face.get("score", 0.0))
+        known = self._face_ids.get(track_id)
+        if known is not None:
+            face_id = known
+            await self._run_blocking(
+                lambda: records.update_face(face_id, quality=quality, score=score)
+            )
+            name = f"face_{face_id}.jpg"
+        else:
+            face_id, name = await self._run_blocking(
+                lambda: records.add_face(
+                    source=self.source, track_id=track_id, day=self.day, quality=quality,
+                    score=score,
+                )
+            )  # fmt: skip
+            self._face_ids[track_id] = face_id
+            while len(self._face_ids) > 4096:
+                self._face_ids.popitem(last=False)
+            self.stats["face_count"] = int(self.stats["face_count"]) + 1
+            self._faces_added += 1
+        await self._run_blocking(_write_atomically, folder / name, jpeg)
+        if self._faces_added and self._faces_added % 100 == 0:
+            await self._apply_retention()
+
+    async def _apply_retention(self) -> None:
+        records, folder = self._records, self.config.faces_dir
+        if records is None or folder is None:
+            return
+        oldest = datetime.now(self.tz) - timedelta(days=self.config.face_retention_days)
+        gone = await self._run_blocking(
+            lambda: records.expire_faces(
+                keep=self.config.max_faces, min_day=oldest.strftime("%Y-%m-%d")
+            )
+        )
+        for name in gone:
+            with contextlib.suppress(FileNotFoundError):
+                await self._run_blocking(os.unlink, folder / name)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers never see half a file: write beside it, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,215 @@
+"""What the people counter keeps: daily counts per line, traffic events, and the face index.
+
+Face images live as files beside the database (the runtime writes them); this index maps the
+server-made ``face_id`` to its file name, so no client string ever becomes a path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Double,
+    Index,
+    Integer,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from .sqlstore import SQLStore, metadata
+
+__all__ = ["PeopleRecords", "face_filename"]
+
+faces = Table(
+    "faces",
+    metadata,
+    Column("face_id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(255), nullable=False),
+    Column("track_id", Integer, nullable=False),
+    Column("filename", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("quality", Double, nullable=False),
+    Column("score", Double, nullable=False),
+    Index("ix_faces_day", "day"),
+    Index("ix_faces_created", "created_at"),
+)
+
+daily_counts = Table(
+    "daily_counts",
+    metadata,
+    Column("source", String(255), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("line", String(255), primary_key=True),
+    Column("count_in", Integer, nullable=False),
+    Column("count_out", Integer, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+traffic_events = Table(
+    "traffic_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(255), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double, nullable=True),
+    Column("start_time", String(8), nullable=False),
+    Column("end_time", String(8), nullable=True),
+    Column("count_in", Integer, nullable=True),
+    Index("ix_traffic_events_day", "source", "day"),
+)
+
+
+def face_filename(face_id: int) -> str:
+    """The one way a face file is named: from the server's integer id, never client text."""
+    return f"face_{int(face_id)}.jpg"
+
+
+class PeopleRecords:
+    """Counts, events and faces in the same database as the sessions."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+
+    # -- faces ---------------------------------------------------------------------------
+
+    def add_face(
+        self, *, source: str, track_id: int, day: str, quality: float, score: float
+    ) -> tuple[int, str]:
+        """Index a new face; returns its id and the file name to write it under."""
+        now = time.time()
+        with self._store.transaction() as conn:
+            face_id = conn.execute(
+                insert(faces).values(
+                    source=source,
+                    track_id=track_id,
+                    filename="",
+                    day=day,
+                    created_at=now,
+                    updated_at=now,
+                    quality=quality,
+                    score=score,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            name = face_filename(face_id)
+            conn.execute(update(faces).where(faces.c.face_id == face_id).values(filename=name))
+        return int(face_id), name
+
+    def update_face(self, face_id: int, *, quality: float, score: float) -> None:
+        with self._store.transaction() as conn:
+            conn.execute(
+                update(faces)
+                .where(faces.c.face_id == face_id)
+                .values(quality=quality, score=score, updated_at=time.time())
+            )
+
+    def get_face(self, face_id: int) -> dict[str, Any] | None:
+        with self._store.transaction() as conn:
+            row = conn.execute(select(faces).where(faces.c.face_id == face_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def recent_faces(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(faces)
+                .order_by(faces.c.created_at.desc(), faces.c.face_id.desc())
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def count_faces(self, day: str, source: str | None = None) -> int:
+        query = select(func.count()).select_from(faces).where(faces.c.day == day)
+        if source is not None:
+            query = query.where(faces.c.source == source)
+        with self._store.transaction() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def expire_faces(self, *, keep: int, min_day: str) -> list[str]:
+        """Drop faces older than ``min_day`` and all but the newest ``keep``; returns the file
+        names to delete."""
+        with self._store.transaction() as conn:
+            newest = select(faces.c.face_id).order_by(faces.c.face_id.desc()).limit(keep)
+            doomed = conn.execute(
+                select(faces.c.face_id, faces.c.filename).where(
+                    (faces.c.day < min_day) | faces.c.face_id.not_in(newest)
+                )
+            ).all()
+            if doomed:
+                conn.execute(delete(faces).where(faces.c.face_id.in_([d[0] for d in doomed])))
+        return [d[1] for d in doomed]
+
+    # -- counts --------------------------------------------------------------------------
+
+    def save_counts(self, source: str, day: str, lines: dict[str, dict[str, int]]) -> None:
+        """Store the day's counts per line (replacing what was stored for that day)."""
+        now = time.time()
+        with self._store.transaction() as conn:
+            conn.execute(
+                delete(daily_counts).where(
+                    daily_counts.c.source == source, daily_counts.c.day == day
+                )
+            )
+            if lines:
+                conn.execute(
+                    insert(daily_counts),
+                    [
+                        {
+                            "source": source,
+                            "day": day,
+                            "line": name,
+                            "count_in": int(c.get("in", 0)),
+                            "count_out": int(c.get("out", 0)),
+                            "updated_at": now,
+                        }
+                        for name, c in lines.items()
+                    ],
+                )
+
+    def load_counts(self, source: str, day: str) -> dict[str, dict[str, int]]:
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(
+                    daily_counts.c.line, daily_counts.c.count_in, daily_counts.c.count_out
+                ).where(daily_counts.c.source == source, daily_counts.c.day == day)
+            ).all()
+        return {line: {"in": cin, "out": cout} for line, cin, cout in rows}
+
+    # -- traffic events --------------------------------------------------------------------
+
+    def event_started(self, *, source: str, day: str, started_at: float, start_time: str) -> int:
+        with self._store.transaction() as conn:
+            event_id = conn.execute(
+                insert(traffic_events).values(
+                    source=source, day=day, started_at=started_at, start_time=start_time
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        return int(event_id)
+
+    def event_ended(self, event_id: int, *, ended_at: float, end_time: str, count_in: int) -> None:
+        with self._store.transaction() as conn:
+            conn.execute(
+                update(traffic_events)
+                .where(traffic_events.c.id == event_id)
+                .values(ended_at=ended_at, end_time=end_time, count_in=count_in)
+            )
+
+    def events_on(self, source: str, day: str) -> list[dict[str, Any]]:
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(traffic_events)
+                .where(traffic_events.c.source == source, traffic_events.c.day == day)
+                .order_by(traffic_events.c.started_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,277 @@
+"""Seed 001: the people counter's WebSocket API, message for message.
+
+Pushed: ``frame`` (annotated JPEG, base64), ``stats`` (about twice a second), ``event``
+(started/ended). Answered: ``get_face`` and ``get_all_faces``. Bad requests get the seed's
+``{"error": ...}`` texts and the connection stays open.
+
+Fan-out: one :class:`LiveHub` per server reads the bus, serialises each message once, and
+hands the same text to every interested client. Each client has a small bounded queue: a
+client that reads slowly loses the oldest frames (counted), never slows the pipeline or the
+other clients, and one that stops reading altogether is dropped after ``send_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..core.bus import Bus, Subscription
+from ..runtime.live import seed_timestamp
+from ..storage.people import PeopleRecords, face_filename
+
+__all__ = ["LiveHub", "live_routes"]
+
+log = logging.getLogger(__name__)
+
+ERR_JSON = "Invalid JSON message"
+ERR_FORMAT = "Invalid face_id or limit format"
+ERR_INTERNAL = "Internal server error processing request"
+ERR_TYPE = "Unknown message type"
+ERR_FACE_ID = "Face ID not found"
+ERR_FACE_FILE = "Face image file not found"
+ERR_NO_FACES = "Face data not available on server"
+DEFAULT_FACE_LIMIT = 50
+MAX_FACE_LIMIT = 500
+MAX_REQUEST_BYTES = 4096
+
+
+@dataclass(eq=False)
+class LiveClient:
+    """One connection's mailboxes: frames (bounded, oldest dropped) and everything else
+    (stats, events, answers), which is small, sent first and kept."""
+
+    source: str | None  # None: every source
+    frames: deque[str]
+    control: deque[str] = field(default_factory=lambda: deque(maxlen=256))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: int = 0
+    sent: int = 0
+
+    def offer(self, text: str, *, frame: bool = False) -> None:
+        box = self.frames if frame else self.control
+        if len(box) == box.maxlen:
+            self.dropped += 1
+        box.append(text)
+        self.wake.set()
+
+    def next(self) -> str | None:
+        if self.control:
+            return self.control.popleft()
+        if self.frames:
+            return self.frames.popleft()
+        return None
+
+
+class LiveHub:
+    """Formats bus messages once and distributes them to connected clients."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        timezone: str = "UTC",
+        client_queue: int = 8,
+        send_timeout_s: float = 10.0,
+        records: PeopleRecords | None = None,
+        faces_dir: Path | None = None,
+        run_blocking: Callable[..., Any] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.tz = ZoneInfo(timezone)
+        self.client_queue = client_queue
+        self.send_timeout_s = send_timeout_s
+        self.records = records
+        self.faces_dir = faces_dir
+        self._run_blocking = run_blocking
+        self.clients: set[LiveClient] = set()
+        self.frames_formatted = 0
+        self.clients_dropped = 0
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sub = self.bus.subscribe(
+            "live/*", maxlen=256, wake=lambda: loop.call_soon_threadsafe(self._wake.set)
+        )
+        self._task = asyncio.create_task(self._distribute(), name="live-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sub is not None:
+            self._sub.close()
+
+    def format(self, topic: str, payload: dict[str, Any]) -> str | None:
+        """The seed's JSON text for a bus message, or ``None`` for topics it does not know."""
+        kind = topic.rsplit("/", 1)[-1]
+        stamp = seed_timestamp(float(payload["time"]), self.tz)
+        if kind == "frame":
+            self.frames_formatted += 1
+            body: dict[str, Any] = {"type": "frame", "data": payload["jpeg_b64"]}
+        elif kind in ("stats", "event"):
+            body = {"type": kind, "data": payload["data"]}
+        else:
+            return None
+        body["timestamp"] = stamp
+        return orjson.dumps(body).decode()
+
+    async def _distribute(self) -> None:
+        assert self._sub is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for message in self._sub.drain():
+                if not self.clients:
+                    continue
+                source = message.topic.split("/")[1]
+                text = self.format(message.topic, message.payload)
+                if text is None:
+                    continue
+                is_frame = message.topic.endswith("/frame")
+                for client in self.clients:
+                    if client.source is None or client.source == source:
+                        client.offer(text, frame=is_frame)
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        source = ws.query_params.get("source") or ws.query_params.get("session")
+        client = LiveClient(source=source, frames=deque(maxlen=self.client_queue))
+        self.clients.add(client)
+        sender = asyncio.create_task(self._send_loop(ws, client))
+        try:
+            await self._receive_loop(ws, client)
+        finally:
+            self.clients.discard(client)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            if ws.client_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+    async def _send_loop(self, ws: WebSocket, client: LiveClient) -> None:
+        try:
+            while True:
+                await client.wake.wait()
+                client.wake.clear()
+                while (text := client.next()) is not None:
+                    await asyncio.wait_for(ws.send_text(text), self.send_timeout_s)
+                    client.sent += 1
+        except TimeoutError:
+            # The client stopped reading: free its slot for someone who will.
+            self.clients_dropped += 1
+            log.info("dropping a live client that stopped reading")
+            with contextlib.suppress(Exception):
+                await ws.close(code=1008, reason="client too slow")
+
+    async def _receive_loop(self, ws: WebSocket, client: LiveClient) -> None:
+        while True:
+            try:
+                raw = await ws.receive_text()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            except KeyError:  # a binary message: not JSON text
+                client.offer(_error(ERR_JSON))
+                continue
+            reply = await self.answer(raw)
+            if reply is not None:
+                client.offer(reply)
+
+    async def answer(self, raw: str) -> str | None:
+        """The reply to one client request (already serialised)."""
+        if len(raw) > MAX_REQUEST_BYTES:
+            return _error(ERR_JSON)
+        try:
+            request = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _error(ERR_JSON)
+        if not isinstance(request, dict):
+            return _error(ERR_JSON)
+        kind = request.get("type")
+        try:
+            if kind == "get_face":
+                face_id = request.get("face_id")
+                if type(face_id) is not int or face_id < 0:
+                    return _error(ERR_FORMAT)
+                return orjson.dumps(await self._face(face_id)).decode()
+            if kind == "get_all_faces":
+                limit = request.get("limit", DEFAULT_FACE_LIMIT)
+                if type(limit) is not int or not 0 <= limit <= MAX_FACE_LIMIT:
+                    return _error(ERR_FORMAT)
+                return orjson.dumps(await self._all_faces(limit)).decode()
+        except Exception:
+            log.exception("live request failed")
+            return _error(ERR_INTERNAL)
+        return _error(ERR_TYPE)
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._run_blocking is None:
+            return fn(*args)
+        return await self._run_blocking(fn, *args)
+
+    async def _face(self, face_id: int) -> dict[str, Any]:
+        if self.records is None or self.faces_dir is None:
+            return {"type": "face_image", "face_id": face_id, "error": ERR_NO_FACES}
+        record = await self._blocking(self.records.get_face, face_id)
+        if record is None:
+            return {"type": "face_image", "face_id": face_id, "error": ERR_FACE_ID}
+        name = face_filename(face_id)
+        data = await self._blocking(_read_or_none, self.faces_dir / name)
+        if data is None:
+            return {"type": "face_image", "face_id": face_id, "error": ERR_FACE_FILE}
+        return {"type": "face_image", "face_id": face_id, "image_data": data, "filename": name}
+
+    async def _all_faces(self, limit: int) -> dict[str, Any]:
+        if self.records is None or self.faces_dir is None:
+            return {"type": "all_faces", "error": ERR_NO_FACES}
+        folder = self.faces_dir
+        records = await self._blocking(self.records.recent_faces, limit)
+
+        def load() -> list[dict[str, Any]]:
+            faces = []
+            for r in records:
+                name = face_filename(int(r["face_id"]))
+                data = _read_or_none(folder / name)
+                if data is not None:
+                    faces.append({"face_id": r["face_id"], "filename": name, "image_data": data})
+            return faces
+
+        return {"type": "all_faces", "faces": await self._blocking(load)}
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+    except FileNotFoundError:
+        return None
+
+
+def _error(text: str) -> str:
+    return orjson.dumps({"error": text}).decode()
+
+
+def live_routes(hub: LiveHub, path: str) -> list[WebSocketRoute]:
+    """The WebSocket route serving ``hub`` at ``path`` (``/ws/live``, or ``/`` on 8765)."""
+
+    async def endpoint(ws: WebSocket) -> None:
+        await hub.serve(ws)
+
+    return [WebSocketRoute(path, endpoint)]

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from framebroker.storage import PeopleRecords, SQLStore, face_filename
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Iterator[PeopleRecords]:
+    store = SQLStore(f"sqlite:///{tmp_path / 'people.sqlite3'}")
+    yield PeopleRecords(store)
+    store.close()
+
+
+def test_faces_get_server_made_ids_and_names(records: PeopleRecords) -> None:
+    a = records.add_face(source="cam", track_id=4, day="2026-11-21", quality=1.0, score=0.9)
+    b = records.add_face(source="cam", track_id=5, day="2026-11-21", quality=2.0, score=0.8)
+    assert a == (a[0], f"face_{a[0]}.jpg")
+    assert b[0] == a[0] + 1
+    face = records.get_face(a[0])
+    assert face is not None
+    assert (face["track_id"], face["filename"]) == (4, a[1])
+    assert records.get_face(9999) is None
+    assert [f["face_id"] for f in records.recent_faces(10)] == [b[0], a[0]]
+    assert [f["face_id"] for f in records.recent_faces(1)] == [b[0]]
+    records.update_face(a[0], quality=3.0, score=0.95)
+    updated = records.get_face(a[0])
+    assert updated is not None
+    assert updated["quality"] == 3.0
+
+
+def test_face_count_per_day_and_retention(records: PeopleRecords) -> None:
+    for day in ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-21"]:
+        records.add_face(source="cam", track_id=1, day=day, quality=1, score=1)
+    assert records.count_faces("2026-11-21") == 2
+    assert records.count_faces("2026-11-21", source="other") == 0
+    gone = records.expire_faces(keep=3, min_day="2026-11-20")
+    assert gone == ["face_1.jpg"]
+    gone = records.expire_faces(keep=2, min_day="2026-11-01")
+    assert gone == ["face_2.jpg"]
+    assert len(records.recent_faces()) == 2
+
+
+def test_counts_survive_and_replace(records: PeopleRecords, tmp_path: Path) -> None:
+    records.save_counts("cam", "2026-11-21", {"door": {"in": 3, "out": 1}})
+    records.save_counts("cam", "2026-11-21", {"door": {"in": 5, "out": 2}, "gate": {"in": 1}})
+    reopened = SQLStore(f"sqlite:///{tmp_path / 'people.sqlite3'}")
+    try:
+        again = PeopleRecords(reopened)
+        assert again.load_counts("cam", "2026-11-21") == {
+            "door": {"in": 5, "out": 2},
+            "gate": {"in": 1, "out": 0},
+        }
+        assert again.load_counts("cam", "2026-11-22") == {}
+    finally:
+        reopened.close()
+
+
+def test_events(records: PeopleRecords) -> None:
+    eid = records.event_started(
+        source="cam", day="2026-11-21", started_at=10.0, start_time="09:00:00"
+    )
+    records.event_ended(eid, ended_at=70.0, end_time="09:01:00", count_in=12)
+    (event,) = records.events_on("cam", "2026-11-21")
+    assert (event["start_time"], event["end_time"], event["count_in"]) == (
+        "09:00:00",
+        "09:01:00",
+        12,
+    )
+
+
+def test_file_names_come_from_integers_only() -> None:
+    assert face_filename(7) == "face_7.jpg"
+    with pytest.raises(ValueError, match="invalid literal"):
+        face_filename("../etc/passwd")  # type: ignore[arg-type]
