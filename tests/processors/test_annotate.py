@@ -80,3 +80,21 @@ def test_quality_checked(quality: object) -> None:
 def test_class_names_checked(names: dict[object, str]) -> None:
     with pytest.raises(ValueError, match="class_names"):
         Annotator(class_names=names)  # type: ignore[arg-type]
+
+
+def test_counting_lines_and_counts_are_drawn() -> None:
+    from framebroker.core import Pipeline
+    from framebroker.processors.line_counter import LineCounter
+
+    img = np.full((240, 320, 3), 90, np.uint8)
+    frame = Frame.from_array(img, detections=Detections.from_arrays(np.zeros((0, 4)), []))
+    frame.index = 0
+    result = Pipeline([LineCounter(), Annotator(quality=95)]).run(frame, CTX)
+    out = simplejpeg.decode_jpeg(
+        base64.b64decode(result.outputs["annotated_image"]), colorspace="BGR"
+    )
+    # The default line crosses the middle; the counts banner sits at the top left.
+    assert np.abs(out[120, 160].astype(int) - 90).max() > 60
+    assert np.abs(out[5:20, 5:60].astype(int) - 90).max() > 60
+    assert np.abs(out[200, 300].astype(int) - 90).max() < 12
+    assert img.min() == img.max() == 90  # the frame itself is untouched

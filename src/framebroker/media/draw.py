@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from ..core.detections import Detections
 
-__all__ = ["color_for", "draw_detections"]
+__all__ = ["color_for", "draw_banner", "draw_counting_lines", "draw_detections"]
 
 Image = NDArray[np.uint8]
 Color = tuple[int, int, int]
@@ -123,3 +123,32 @@ def draw_detections(
             cv2.LINE_AA,
         )
     return out
+
+
+def draw_counting_lines(
+    image: Image, lines: Sequence[tuple[tuple[float, float], tuple[float, float]]]
+) -> Image:
+    """Counting lines, in place, as thick two-tone strokes visible on any background."""
+    h, w = image.shape[:2]
+    thickness = max(2, round(min(h, w) / 200))
+    for (x1, y1), (x2, y2) in lines:
+        a = (round(x1), round(y1))
+        b = (round(x2), round(y2))
+        cv2.line(image, a, b, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.line(image, a, b, (0, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
+def draw_banner(image: Image, text: str) -> Image:
+    """A line of text on a dark strip at the top left, in place (counts, event state)."""
+    h, w = image.shape[:2]
+    scale = max(0.45, min(h, w) / 700)
+    thickness = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(4, th // 3)
+    cv2.rectangle(image, (0, 0), (min(w - 1, tw + 2 * pad), th + base + 2 * pad), (0, 0, 0), -1)
+    cv2.putText(
+        image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+        thickness, cv2.LINE_AA,
+    )  # fmt: skip
+    return image

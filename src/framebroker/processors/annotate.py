@@ -7,7 +7,7 @@ from typing import Any
 
 from ..core.frame import Frame
 from ..core.processor import ProcessContext, Processor
-from ..media.draw import draw_detections
+from ..media.draw import draw_banner, draw_counting_lines, draw_detections
 from ..media.image import encode_jpeg_base64
 
 __all__ = ["Annotator"]
@@ -49,6 +49,18 @@ class Annotator(Processor):
         if not frame.has_image:
             return None
         image = frame.image
+        lines = frame.meta.get("counting_lines")
+        counted = "count_in" in frame.results
         if frame.detections is not None and len(frame.detections) > 0:
             image = draw_detections(image, frame.detections, class_names=self.class_names)
+        elif lines or counted:
+            image = image.copy()
+        if lines:
+            draw_counting_lines(image, [(line.start, line.end) for line in lines])
+        if counted:
+            r = frame.results
+            text = f"in {r.get('count_in', 0)}  out {r.get('count_out', 0)}"
+            if r.get("event_active"):
+                text += f"  EVENT +{r.get('current_event_count_in', 0)}"
+            draw_banner(image, text)
         return {"annotated_image": encode_jpeg_base64(image, self.quality)}

@@ -16,6 +16,9 @@ from ..core.manager import SessionPolicy
 from ..plugins import ProcessorRegistry
 from ..processors.annotate import Annotator
 from ..processors.bytetrack.processor import ByteTrackProcessor
+from ..processors.face_gallery import FaceGallery
+from ..processors.line_counter import LineCounter
+from ..processors.traffic_events import TrafficEvents
 from ..runtime.broker import Broker, BrokerConfig
 from ..storage import open_store
 from ..transports import rest_v1, seed_tracking
@@ -39,6 +42,9 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
     )
     registry.register("bytetrack", ByteTrackProcessor)
     registry.register("annotate", Annotator)
+    registry.register("line_counter", LineCounter)
+    registry.register("traffic_events", TrafficEvents)
+    registry.register("faces", FaceGallery)
     return registry
 
 

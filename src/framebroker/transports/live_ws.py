@@ -176,7 +176,9 @@ class LiveHub:
                     await asyncio.wait_for(ws.send_text(text), self.send_timeout_s)
                     client.sent += 1
         except TimeoutError:
-            # The client stopped reading: free its slot for someone who will.
+            # The client stopped reading: stop feeding it and close; its receive side ends when
+            # the close handshake does (or times out).
+            self.clients.discard(client)
             self.clients_dropped += 1
             log.info("dropping a live client that stopped reading")
             with contextlib.suppress(Exception):
@@ -243,11 +245,14 @@ class LiveHub:
         if self.records is None or self.faces_dir is None:
             return {"type": "all_faces", "error": ERR_NO_FACES}
         folder = self.faces_dir
-        records = await self._blocking(self.records.recent_faces, limit)
+        # A few spare records in case some files are gone (being expired, say).
+        records = await self._blocking(self.records.recent_faces, limit + 16)
 
         def load() -> list[dict[str, Any]]:
-            faces = []
+            faces: list[dict[str, Any]] = []
             for r in records:
+                if len(faces) == limit:
+                    break
                 name = face_filename(int(r["face_id"]))
                 data = _read_or_none(folder / name)
                 if data is not None:

@@ -1,0 +1,268 @@
+"""LineCounter on real MOT sequences, against crossings counted independently from the truth.
+
+Per sequence the counting line is vertical through the middle of the picture, in = the right
+half. It runs from y = 2 * height to y = -height rather than 0..height because ground-truth
+boxes of people cut by the bottom edge reach below the picture; the line is then crossed
+exactly when the anchor (bottom centre) changes side of x = width / 2.
+
+The truth is computed here, simply and without the counter: per ground-truth id (pedestrians,
+``conf == 1``; for MOT17 also ``class == 1``), the sides of its bottom centre frame by frame,
+grouped into runs; runs shorter than ``MIN_FRAMES`` after the first are jitter and dropped,
+and each change of side between the remaining runs is a crossing. So a crossing whose track
+ends within ``MIN_FRAMES`` sightings of it is excluded from the truth (the counter cannot
+confirm it either); the table shows how many that excludes. A track unseen for more than
+``MAX_MISSING`` frames starts afresh, as in the counter.
+
+Checked: (a) the ground-truth boxes with their ids as track ids count exactly the truth;
+(b) ByteTrack (demo config) on the public detections, then the counter, counts exactly what
+the same rule gives on the tracker's own tracks, and (c) within 10% of the truth (an absolute
+tolerance of 1 where the truth is under 10 crossings). (c) does not hold on some sequences:
+there the detections never show people crossing while occluded, and tracks break at the line;
+those are strict expected failures, so an improvement is noticed.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from framebroker.core import Detections, Frame, Pipeline, ProcessContext
+from framebroker.processors.bytetrack.mot import load_sequence
+from framebroker.processors.bytetrack.processor import ByteTrackProcessor
+from framebroker.processors.line_counter import Line, LineCounter
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot"
+SEQUENCES = sorted(p.name for p in DATA.iterdir()) if DATA.is_dir() else []
+MIN_FRAMES = 3
+MAX_MISSING = 60
+CTX = ProcessContext("accuracy")
+
+# Measured (see the table this module prints): the tracker misses people the detections do not
+# show while they cross (occluded; in MOT17 most such crossings have visibility < 0.2) and
+# starts a new id after a crossing when a track is lost at the line; ETH-Bahnhof (moving
+# camera, crowd) has id switches that add crossings.
+TRACKER_SHORT_OF_TRUTH = {
+    "ETH-Bahnhof",
+    "MOT17-02-FRCNN",
+    "MOT17-04-FRCNN",
+    "MOT17-05-FRCNN",
+    "MOT17-09-FRCNN",
+    "PETS09-S2L1",
+}
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    width: int
+    height: int
+    frame_rate: float
+    length: int
+    gt: F64  # frame, id, left, top, width, height; pedestrians only
+
+    @property
+    def line(self) -> Line:
+        mid = self.width / 2
+        return Line("middle", (mid, 2.0 * self.height), (mid, -float(self.height)), "right")
+
+
+@dataclass(frozen=True)
+class Row:
+    truth: tuple[int, int]
+    excluded: int
+    gt_boxes: tuple[int, int]
+    tracker: tuple[int, int]
+    tracker_rule: tuple[int, int]
+
+
+def load_scene(path: Path) -> Scene:
+    info = configparser.ConfigParser()
+    info.read(path / "seqinfo.ini")
+    seq = info["Sequence"]
+    gt = np.loadtxt(path / "gt" / "gt.txt", delimiter=",", ndmin=2)
+    keep = gt[:, 6] == 1
+    if path.name.startswith("MOT17"):
+        keep &= gt[:, 7] == 1  # MOT15 files have no class column (world coordinates instead)
+    return Scene(
+        path.name,
+        int(seq["imWidth"]),
+        int(seq["imHeight"]),
+        float(seq["frameRate"]),
+        int(seq["seqLength"]),
+        gt[keep, :6],
+    )
+
+
+def rule_count(frames: F64, ids: F64, x: F64, middle: float) -> tuple[int, int, int]:
+    """(in, out, excluded) crossings of x = middle by the tracks, by the rule in the docstring.
+
+    ``excluded`` counts the changes of side into a last run shorter than ``MIN_FRAMES``.
+    """
+    n_in = n_out = excluded = 0
+    for tid in np.unique(ids):
+        mine = ids == tid
+        order = np.argsort(frames[mine], kind="stable")
+        f, side = frames[mine][order], np.sign(x[mine][order] - middle)
+        for piece in np.split(np.arange(len(f)), np.flatnonzero(np.diff(f) - 1 > MAX_MISSING) + 1):
+            sides = [int(s) for s in side[piece] if s != 0]
+            runs: list[list[int]] = []
+            for s in sides:
+                if runs and runs[-1][0] == s:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([s, 1])
+            if not runs:
+                continue
+            current = runs[0][0]
+            for k, (s, n) in enumerate(runs[1:], start=1):
+                if s == current:
+                    continue
+                if n >= MIN_FRAMES:
+                    current = s
+                    n_in += s > 0
+                    n_out += s < 0
+                elif k == len(runs) - 1:
+                    excluded += 1
+    return n_in, n_out, excluded
+
+
+def xyxy(ltwh: F64) -> F64:
+    out = ltwh.copy()
+    out[:, 2:] += out[:, :2]
+    return out
+
+
+def counter(scene: Scene) -> LineCounter:
+    return LineCounter(lines=[scene.line], min_frames=MIN_FRAMES, max_missing=MAX_MISSING)
+
+
+def count_gt_boxes(scene: Scene) -> tuple[int, int]:
+    lc = counter(scene)
+    gt = scene.gt
+    out: dict[str, Any] | None = None
+    for fid in range(1, max(scene.length, int(gt[:, 0].max(initial=0))) + 1):
+        rows = gt[gt[:, 0] == fid]
+        dets = Detections.from_arrays(
+            xyxy(rows[:, 2:6]), np.ones(len(rows)), track_id=rows[:, 1].astype(np.int64)
+        )
+        out = lc.process(Frame(detections=dets, meta={"timestamp": fid / scene.frame_rate}), CTX)
+    assert out is not None
+    return int(out["count_in"]), int(out["count_out"])
+
+
+def count_tracker(scene: Scene) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The pipeline's counts, and the rule's counts on the tracks the pipeline saw."""
+    seq = load_sequence(DATA / scene.name)
+    pipeline = Pipeline(
+        [
+            ByteTrackProcessor(track_thresh=0.5, match_thresh=0.8, frame_rate=seq.frame_rate),
+            counter(scene),
+        ]
+    )
+    tracks: list[F64] = []
+    outputs: dict[str, Any] = {}
+    for fid, boxes, scores in seq:
+        frame = Frame(
+            detections=Detections.from_arrays(boxes, scores),
+            meta={"timestamp": fid / scene.frame_rate},
+            index=fid,
+        )
+        result = pipeline.run(frame, CTX)
+        assert not result.errors, result.errors
+        outputs = result.outputs
+        seen = result.frame.detections
+        assert seen is not None
+        centre = (seen.xyxy[:, 0] + seen.xyxy[:, 2]) / 2
+        tracks.append(np.column_stack([np.full(len(seen), fid), seen.track_id, centre]))
+    rows = np.concatenate(tracks)
+    rule_in, rule_out, _ = rule_count(rows[:, 0], rows[:, 1], rows[:, 2], scene.width / 2)
+    counted = (int(outputs["count_in"]), int(outputs["count_out"]))
+    return counted, (rule_in, rule_out)
+
+
+def measure(name: str) -> Row:
+    scene = load_scene(DATA / name)
+    gt = scene.gt
+    centre = gt[:, 2] + gt[:, 4] / 2
+    n_in, n_out, excluded = rule_count(gt[:, 0], gt[:, 1], centre, scene.width / 2)
+    tracker, tracker_rule = count_tracker(scene)
+    return Row((n_in, n_out), excluded, count_gt_boxes(scene), tracker, tracker_rule)
+
+
+@pytest.fixture(scope="module")
+def measured(request: pytest.FixtureRequest) -> Iterator[dict[str, Row]]:
+    rows = {name: measure(name) for name in SEQUENCES}
+    yield rows
+    # The table goes to the terminal whether or not output is captured (no -s needed).
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.section("line counter accuracy: crossings in/out", sep="-")
+        reporter.write_line(
+            f"{'sequence':<16} {'true':>6} {'excluded':>8} {'GT boxes':>9} {'ByteTrack':>9}"
+        )
+        for name, row in rows.items():
+            reporter.write_line(
+                f"{name:<16} {pair(row.truth):>6} {row.excluded:>8} "
+                f"{pair(row.gt_boxes):>9} {pair(row.tracker):>9}"
+            )
+
+
+def pair(counts: tuple[int, int]) -> str:
+    return f"{counts[0]}/{counts[1]}"
+
+
+def within(got: int, true: int) -> bool:
+    """10% of the truth, or 1 where the truth is under 10 crossings."""
+    return abs(got - true) <= (1 if true < 10 else 0.1 * true)
+
+
+needs_data = pytest.mark.skipif(not SEQUENCES, reason=f"MOT test data not found at {DATA}")
+
+
+@needs_data
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_ground_truth_boxes_count_exactly_the_truth(name: str, measured: dict[str, Row]) -> None:
+    row = measured[name]
+    assert row.gt_boxes == row.truth
+
+
+@needs_data
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_counter_is_exact_on_the_tracker_tracks(name: str, measured: dict[str, Row]) -> None:
+    row = measured[name]
+    assert row.tracker == row.tracker_rule
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                name in TRACKER_SHORT_OF_TRUTH,
+                reason="detections miss occluded people; tracks break or switch ids at the line",
+                strict=True,
+            ),
+        )
+        for name in SEQUENCES
+    ],
+)
+def test_tracker_counts_are_close_to_the_truth(name: str, measured: dict[str, Row]) -> None:
+    row = measured[name]
+    (true_in, true_out), (got_in, got_out) = row.truth, row.tracker
+    assert within(got_in, true_in), f"in: {got_in} counted, {true_in} true"
+    assert within(got_out, true_out), f"out: {got_out} counted, {true_out} true"
