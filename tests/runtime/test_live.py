@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framebroker.core import Bus, Frame, FrameResult
+from framebroker.runtime.live import LiveFeed, LiveFeedConfig, local_day, seed_timestamp
+from framebroker.storage import PeopleRecords, SQLStore
+
+
+async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+@pytest.fixture
+async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, PeopleRecords, Bus]]:
+    store = SQLStore(f"sqlite:///{tmp_path / 'live.sqlite3'}")
+    records = PeopleRecords(store)
+    bus = Bus()
+    live = LiveFeed(
+        "cam", "s1", bus, inline, records,
+        LiveFeedConfig(max_fps=0, stats_interval_s=0.05, faces_dir=tmp_path / "faces"),
+    )  # fmt: skip
+    await live.start()
+    yield live, records, bus
+    await live.stop()
+    store.close()
+
+
+def result(**outputs: Any) -> FrameResult:
+    frame = Frame(meta={"timestamp": 1_763_700_000.0})
+    return FrameResult(frame, outputs=outputs)
+
+
+async def test_frames_events_and_stats_are_published(
+    feed: tuple[LiveFeed, PeopleRecords, Bus],
+) -> None:
+    live, records, bus = feed
+    sub = bus.subscribe("live/cam/*")
+    day = local_day(1_763_700_000.0, live.tz)
+    await live.handle(
+        result(
+            annotated_image="QUJD",
+            count_in=2,
+            count_out=1,
+            day=day,
+            lines={"middle": {"in": 2, "out": 1}},
+            event_active=True,
+            current_event_count_in=2,
+            daily_event_count=1,
+            event={"status": "started", "start_time": "09:00:00"},
+        )
+    )
+    await asyncio.sleep(0.12)
+    topics = [m.topic for m in sub.drain()]
+    assert "live/cam/frame" in topics
+    assert "live/cam/event" in topics
+    assert "live/cam/stats" in topics
+    assert live.stats == {
+        "count_in": 2, "count_out": 1, "face_count": 0, "daily_event_count": 1,
+        "event_active": True, "current_event_count_in": 2,
+    }  # fmt: skip
+    await live.handle(
+        result(event={"status": "ended", "start_time": "09:00:00", "end_time": "09:02:00",
+                      "count_in": 14})
+    )  # fmt: skip
+    (event,) = records.events_on("cam", day)
+    assert (event["end_time"], event["count_in"]) == ("09:02:00", 14)
+    await live.stop()
+    assert records.load_counts("cam", day) == {"middle": {"in": 2, "out": 1}}
+
+
+async def test_faces_are_written_once_per_track_and_updated_in_place(
+    feed: tuple[LiveFeed, PeopleRecords, Bus], tmp_path: Path
+) -> None:
+    live, records, _ = feed
+    await live.handle(result(faces=[{"track_id": 7, "jpeg": b"first", "quality": 1.0}]))
+    await live.handle(result(faces=[{"track_id": 8, "jpeg": b"other", "quality": 1.0}]))
+    await live.handle(
+        result(faces=[{"track_id": 7, "jpeg": b"better", "quality": 2.0, "update": True}])
+    )
+    faces = records.recent_faces()
+    assert len(faces) == 2
+    assert live.stats["face_count"] == 2
+    by_track = {f["track_id"]: f for f in faces}
+    assert (tmp_path / "faces" / by_track[7]["filename"]).read_bytes() == b"better"
+    assert by_track[7]["quality"] == 2.0
+    assert not list((tmp_path / "faces").glob("*.tmp"))
+
+
+async def test_frame_rate_is_capped(tmp_path: Path) -> None:
+    bus = Bus()
+    live = LiveFeed("cam", "s", bus, inline, None, LiveFeedConfig(max_fps=5))
+    for _ in range(20):
+        await live.handle(result(annotated_image="QQ=="))
+    assert live.frames_published == 1
+
+
+def test_seed_timestamp_format() -> None:
+    from zoneinfo import ZoneInfo
+
+    assert seed_timestamp(0.25, ZoneInfo("UTC")) == "1970-01-01 00:00:00.250"
+    assert seed_timestamp(0.0, ZoneInfo("Asia/Tokyo")) == "1970-01-01 09:00:00.000"
