@@ -1,43 +1,82 @@
-"""Run the server: uvicorn on the configured host and port, TLS when asked."""
+"""Run the server: the main port with every transport, plus each seed's own listener when
+asked (``--compat``), all in one event loop around one set of services."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Generator
+from typing import Any, Literal
 
 import uvicorn
 
-from ..config import Settings
-from .app import build_app
+from ..config import COMPAT_PORTS, Settings
+from .app import build_app, build_broker, build_compat_app
+from .services import Services
 
 __all__ = ["serve"]
 
 log = logging.getLogger("framebroker")
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+class _Companion(uvicorn.Server):
+    """A listener that leaves signals to the main server and stops when it stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _config(
+    app: Any, settings: Settings, port: int, *, lifespan: Literal["on", "off"]
+) -> uvicorn.Config:
     ssl = settings.ssl
     return uvicorn.Config(
-        build_app(settings),
+        app,
         host=settings.host,
-        port=settings.port,
+        port=port,
         ssl_certfile=str(settings.ssl_certfile) if ssl and settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if ssl and settings.ssl_keyfile else None,
         log_level=settings.log_level,
-        lifespan="on",
+        lifespan=lifespan,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
     )
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until interrupted; the broker ends every session on the way out."""
-    config = uvicorn_config(settings)
-    server = uvicorn.Server(config)
-    scheme = "https" if settings.ssl else "http"
-    log.info(
-        "framebroker listening on %s://%s:%d (API docs at /docs)",
-        scheme,
-        settings.host,
-        settings.port,
+    """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
+    services = Services.build(settings, build_broker(settings))
+    main = uvicorn.Server(
+        _config(build_app(settings, services), settings, settings.port, lifespan="on")
     )
-    await server.serve()
+    companions = []
+    if settings.compat:
+        for name, default in COMPAT_PORTS.items():
+            port = settings.compat_ports.get(name, default)
+            app = build_compat_app(name, services)
+            companions.append(
+                (name, port, _Companion(_config(app, settings, port, lifespan="off")))
+            )
+    scheme = "https" if settings.ssl else "http"
+    ws = "wss" if settings.ssl else "ws"
+    main_task = asyncio.create_task(main.serve())
+    while not main.started and not main_task.done():
+        await asyncio.sleep(0.05)
+    if main_task.done():  # failed to start (port taken, bad certificate): report it
+        await main_task
+        return
+    base = f"{scheme}://{settings.host}:{settings.port}"
+    log.info("framebroker listening on %s (API docs %s/docs)", base, base)
+    log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, settings.port)
+    tasks = []
+    for name, port, server in companions:
+        tasks.append(asyncio.create_task(server.serve()))
+        log.info("compatibility listener %s on %s://%s:%d/", name, ws, settings.host, port)
+    try:
+        await main_task
+    finally:
+        for _, _, server in companions:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)

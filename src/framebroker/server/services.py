@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..runtime.broker import Broker
+from ..runtime.live import LiveFeedConfig
+from ..runtime.sources import PeopleCounterConfig, SourceFeed, parse_source_arg
 from ..storage import PeopleRecords, SQLStore
 from ..transports.live_ws import LiveHub
 
@@ -27,6 +29,7 @@ class Services:
     broker: Broker
     hub: LiveHub
     records: PeopleRecords | None
+    feeds: list[SourceFeed] = field(default_factory=list)
     started: bool = field(default=False, init=False)
 
     @classmethod
@@ -41,16 +44,52 @@ class Services:
             faces_dir=settings.faces_dir,
             run_blocking=broker.run_blocking,
         )
-        return cls(settings, broker, hub, records)
+        people, live = settings.people, settings.live
+        counter = PeopleCounterConfig(
+            timezone=people.timezone,
+            lines=people.lines,
+            min_frames=people.min_frames,
+            detector=people.detector,
+            event_window_s=people.event_window_s,
+            event_threshold=people.event_threshold,
+            event_cooldown_s=people.event_cooldown_s,
+            faces=people.faces,
+            jpeg_quality=live.jpeg_quality,
+        )
+        feed_config = LiveFeedConfig(
+            timezone=people.timezone,
+            max_fps=live.max_fps,
+            stats_interval_s=live.stats_interval_s,
+            faces_dir=settings.faces_dir,
+            max_faces=people.max_faces,
+            face_retention_days=people.face_retention_days,
+        )
+        feeds = []
+        for i, arg in enumerate(settings.sources):
+            name, uri = parse_source_arg(arg, i)
+            feeds.append(
+                SourceFeed(
+                    name, uri, broker, records, counter, feed_config,
+                    realtime=settings.source_realtime, loop=settings.loop,
+                )
+            )  # fmt: skip
+        return cls(settings, broker, hub, records, feeds)
 
     async def start(self) -> None:
         await self.broker.start()
         await self.hub.start()
         self.started = True
+        for feed in self.feeds:
+            await feed.start()
 
     async def stop(self) -> None:
         if not self.started:
             return
         self.started = False
+        for feed in self.feeds:
+            try:
+                await feed.stop()
+            except Exception:
+                log.exception("source %s did not stop cleanly", feed.name)
         await self.hub.stop()
         await self.broker.stop()

@@ -1,0 +1,196 @@
+"""Video sources the server reads itself (``serve --source``): each feeds one session.
+
+A source's frames go into its session under the ``latest`` policy, so a pipeline slower than
+the camera drops stale frames (counted) instead of falling behind. The session runs the
+people counter; a :class:`~framebroker.runtime.live.LiveFeed` publishes and persists what it
+produces. A restart in the middle of the day resumes the day's counts from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..core.frame import Frame, RawImage
+from ..core.inbox import Backpressure
+from ..core.manager import ProcessorSpec
+from ..core.session import Session
+from ..media.video import VideoSource
+from ..storage.people import PeopleRecords
+from .broker import Broker
+from .live import LiveFeed, LiveFeedConfig, local_day
+
+__all__ = ["PeopleCounterConfig", "SourceFeed", "parse_source_arg", "people_pipeline"]
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9._~-]+")
+
+
+def parse_source_arg(arg: str, index: int) -> tuple[str, str]:
+    """``NAME=URI`` or a bare URI (named after the file, or ``cam<index>``)."""
+    name, sep, uri = arg.partition("=")
+    if sep and _NAME_RE.sub("", name) == name and "://" not in name and name:
+        return name, uri
+    uri = arg
+    stem = Path(uri.split("?", 1)[0]).stem if "://" not in uri else ""
+    clean = _NAME_RE.sub("-", stem).strip("-")[:64]
+    return (clean or f"cam{index}"), uri
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleCounterConfig:
+    """What the counting pipeline of a source is built from (see ``PeopleCounterSettings``)."""
+
+    timezone: str = "UTC"
+    lines: list[dict[str, Any]] | None = None
+    min_frames: int = 3
+    detector: str = "nanodet-m"
+    event_window_s: float = 60.0
+    event_threshold: int = 10
+    event_cooldown_s: float = 30.0
+    faces: bool = True
+    jpeg_quality: int = 70
+
+
+def people_pipeline(
+    config: PeopleCounterConfig,
+    *,
+    day: str,
+    counts: dict[str, dict[str, int]] | None = None,
+    events_today: int = 0,
+) -> list[ProcessorSpec]:
+    """Detect, track, count, watch traffic, keep faces, draw: resuming today's totals."""
+    specs: list[ProcessorSpec] = [
+        {"name": "detect", "model": config.detector},
+        "bytetrack",
+        {
+            "name": "line_counter",
+            "lines": config.lines,
+            "min_frames": config.min_frames,
+            "timezone": config.timezone,
+            "initial": {"day": day, "lines": counts} if counts else None,
+        },
+        {
+            "name": "traffic_events",
+            "window_s": config.event_window_s,
+            "threshold": config.event_threshold,
+            "cooldown_s": config.event_cooldown_s,
+            "timezone": config.timezone,
+            "initial": {"day": day, "daily_event_count": events_today},
+        },
+    ]
+    if config.faces:
+        specs.append({"name": "faces"})
+    specs.append({"name": "annotate", "quality": config.jpeg_quality})
+    return specs
+
+
+class SourceFeed:
+    """One source, its session and its live feed; started and stopped on the event loop."""
+
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        broker: Broker,
+        records: PeopleRecords | None,
+        counter: PeopleCounterConfig,
+        live: LiveFeedConfig,
+        *,
+        realtime: bool | None = None,
+        loop: bool = False,
+    ) -> None:
+        self.name = name
+        self.uri = uri
+        self.broker = broker
+        self.records = records
+        self.counter = counter
+        self.live_config = live
+        self.realtime = realtime
+        self.loop = loop
+        self.session: Session | None = None
+        self.live: LiveFeed | None = None
+        self.video: VideoSource | None = None
+        self.frames_submitted = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        day = local_day(time.time(), ZoneInfo(self.counter.timezone))
+        counts: dict[str, dict[str, int]] = {}
+        events_today = 0
+        if self.records is not None:
+            records = self.records
+            counts = await self.broker.run_blocking(records.load_counts, self.name, day)
+            events_today = len(await self.broker.run_blocking(records.events_on, self.name, day))
+        self.session = await self.broker.create_session(
+            session_id=self.name,
+            transport="source",
+            pipeline=people_pipeline(
+                self.counter, day=day, counts=counts, events_today=events_today
+            ),
+            backpressure=Backpressure.LATEST,
+        )
+        self.live = LiveFeed(
+            self.name,
+            self.session.id,
+            self.broker.bus,
+            self.broker.run_blocking,
+            self.records,
+            self.live_config,
+        )
+        await self.live.start()
+        self.video = VideoSource(
+            self.uri,
+            self._on_frame,
+            realtime=self.realtime,
+            loop=self.loop,
+            on_end=self._on_end,
+        )
+        await self.broker.run_blocking(self.video.start)
+        log.info("source %s (%s) feeds session %s", self.name, self.uri, self.session.id)
+
+    async def stop(self) -> None:
+        if self.video is not None:
+            await self.broker.run_blocking(self.video.stop)
+        for task in list(self._pending):
+            task.cancel()
+        if self.live is not None:
+            await self.live.stop()
+        if self.session is not None and self.session.id in self.broker.manager:
+            await self.broker.end_session(self.session.id, reason="source_stopped")
+
+    def _on_frame(self, image: Any, pts_s: float, index: int) -> None:
+        # Reader thread: hand the frame to the event loop and return at once.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._submit, image, pts_s, index)
+
+    def _submit(self, image: Any, pts_s: float, index: int) -> None:
+        session = self.session
+        if session is None or session.ended:
+            return
+        frame = Frame(source=RawImage(image), meta={"source": self.name, "pts": pts_s})
+        task = asyncio.ensure_future(self.broker.submit(session, frame))
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+        self.frames_submitted += 1
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("source %s: a frame failed: %r", self.name, task.exception())
+
+    def _on_end(self, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("source %s stopped: %s", self.name, error)
+        else:
+            log.info("source %s ended", self.name)
