@@ -18,15 +18,14 @@ only from each frame's own timestamp, so a replay faster than realtime counts li
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal, TypeGuard
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal
 
 from ..core.frame import Frame
 from ..core.processor import ProcessContext, Processor
+from .checks import is_count, is_number, parse_day, parse_zone
 
 __all__ = ["Anchor", "Line", "LineCounter", "Side"]
 
@@ -44,18 +43,10 @@ def _point(value: Any, what: str) -> tuple[float, float]:
     if (
         not isinstance(value, list | tuple)
         or len(value) != 2
-        or not all(_is_number(v) for v in value)
+        or not all(is_number(v) for v in value)
     ):
         raise ValueError(f"{what} must be a pair of finite numbers [x, y], got {value!r}")
     return (float(value[0]), float(value[1]))
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _cross(ax: float, ay: float, bx: float, by: float, px: float, py: float) -> float:
@@ -174,26 +165,6 @@ def _parse_lines(lines: Sequence[Line | Mapping[str, Any]]) -> tuple[Line, ...]:
     return parsed
 
 
-def _zone(name: Any) -> ZoneInfo:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}"
-        ) from None
-
-
-def _day(value: Any, what: str) -> date:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a date 'YYYY-MM-DD', got {value!r}")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{what} must be a date 'YYYY-MM-DD', got {value!r}") from None
-
-
 def _counts(value: Any, names: Iterable[str], what: str) -> dict[str, dict[str, int]]:
     """Per-line ``{"in", "out"}`` counts for exactly the known names (missing ones are zero)."""
     known = list(names)
@@ -208,7 +179,7 @@ def _counts(value: Any, names: Iterable[str], what: str) -> dict[str, dict[str, 
         if (
             not isinstance(entry, Mapping)
             or set(entry) - {"in", "out"}
-            or not all(_is_count(entry.get(k, 0)) for k in ("in", "out"))
+            or not all(is_count(entry.get(k, 0)) for k in ("in", "out"))
         ):
             raise ValueError(
                 f"{what}[{name!r}] must be {{'in': n, 'out': n}} with integers n >= 0, "
@@ -260,8 +231,8 @@ class _Track:
         tid, x, y, seen, sides, pending = row
         if not (
             isinstance(tid, int)
-            and _is_number(x)
-            and _is_number(y)
+            and is_number(x)
+            and is_number(y)
             and isinstance(seen, int)
             and isinstance(sides, list)
             and len(sides) == n_lines
@@ -278,8 +249,8 @@ class _Track:
                 isinstance(p, list)
                 and len(p) == 3
                 and p[0] in (-1, 1)
-                and _is_count(p[1])
-                and _is_number(p[2])
+                and is_count(p[1])
+                and is_number(p[2])
             ):
                 parsed.append((int(p[0]), int(p[1]), float(p[2])))
             else:
@@ -337,14 +308,14 @@ class LineCounter(Processor):
     ) -> None:
         if anchor not in _ANCHORS:
             raise ValueError(f"anchor must be 'bottom_center' or 'center', got {anchor!r}")
-        if not _is_count(min_frames) or min_frames < 1:
+        if not is_count(min_frames) or min_frames < 1:
             raise ValueError(f"min_frames must be an integer >= 1, got {min_frames!r}")
-        if not _is_count(max_missing):
+        if not is_count(max_missing):
             raise ValueError(f"max_missing must be an integer >= 0, got {max_missing!r}")
         self.anchor: Anchor = anchor
         self.min_frames = min_frames
         self.max_missing = max_missing
-        self.timezone = _zone(timezone)
+        self.timezone = parse_zone(timezone)
         self.classes = self._parse_classes(classes)
         self._configured = lines is not None
         self._lines: tuple[Line, ...] = _parse_lines(lines) if lines is not None else ()
@@ -357,7 +328,7 @@ class LineCounter(Processor):
                     "initial must be {'day': 'YYYY-MM-DD', 'lines': {name: {'in': n, 'out': n}}}"
                     f", got {initial!r}"
                 )
-            self._day = _day(initial.get("day"), "initial['day']")
+            self._day = parse_day(initial.get("day"), "initial['day']")
             self._counts = _counts(initial.get("lines", {}), names, "initial['lines']")
         self._frame = 0
         # Ordered by last sighting (a seen track is moved to the end), so pruning pops from the
@@ -371,7 +342,7 @@ class LineCounter(Processor):
         if isinstance(classes, str | bytes) or not isinstance(classes, Iterable):
             raise ValueError(f"classes must be a list of class ids >= 0 or None, got {classes!r}")
         values = list(classes)
-        if not values or not all(_is_count(c) for c in values):
+        if not values or not all(is_count(c) for c in values):
             raise ValueError(
                 f"classes must be a non-empty list of class ids >= 0 or None, got {values!r}"
             )
@@ -394,7 +365,7 @@ class LineCounter(Processor):
         height: Any = frame.meta.get("height")
         if frame.source is not None:
             width, height = frame.source.width, frame.source.height
-        if not (_is_number(width) and _is_number(height) and width > 0 and height > 0):
+        if not (is_number(width) and is_number(height) and width > 0 and height > 0):
             raise ValueError(
                 "line_counter without lines places one across the middle of the frame and "
                 "needs its size: send an image or meta width and height > 0, got "
@@ -551,9 +522,9 @@ class LineCounter(Processor):
         lines = lines or self._lines
         names = [ln.name for ln in lines] if lines else [DEFAULT_LINE_NAME]
         counts = _counts(state.get("lines"), names, "snapshot lines")
-        day = None if state.get("day") is None else _day(state.get("day"), "snapshot day")
+        day = None if state.get("day") is None else parse_day(state.get("day"), "snapshot day")
         frame = state.get("frame")
-        if not _is_count(frame):
+        if not is_count(frame):
             raise ValueError(f"snapshot frame must be an integer >= 0, got {frame!r}")
         rows = state.get("tracks")
         if not isinstance(rows, list) or (rows and not lines):

@@ -8,53 +8,24 @@ timestamps, so a replay faster than realtime produces the same events as live.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, TypeGuard
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 from ..core.frame import Frame
 from ..core.processor import ProcessContext, Processor
+from .checks import is_count, is_number, parse_day, parse_zone
 
 __all__ = ["TrafficEvents"]
 
 _STATE_VERSION = 1
 
 
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _zone(name: Any) -> ZoneInfo:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}"
-        ) from None
-
-
-def _day(value: Any, what: str) -> date:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a date 'YYYY-MM-DD', got {value!r}")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{what} must be a date 'YYYY-MM-DD', got {value!r}") from None
-
-
 def _optional_number(value: Any, what: str) -> float | None:
     if value is None:
         return None
-    if not _is_number(value):
+    if not is_number(value):
         raise ValueError(f"{what} must be a finite number or null, got {value!r}")
     return float(value)
 
@@ -92,18 +63,18 @@ class TrafficEvents(Processor):
         timezone: str = "UTC",
         initial: Mapping[str, Any] | None = None,
     ) -> None:
-        if not _is_number(window_s) or window_s <= 0:
+        if not is_number(window_s) or window_s <= 0:
             raise ValueError(f"window_s must be a finite number of seconds > 0, got {window_s!r}")
-        if not _is_count(threshold) or threshold < 1:
+        if not is_count(threshold) or threshold < 1:
             raise ValueError(f"threshold must be an integer >= 1, got {threshold!r}")
-        if not _is_number(cooldown_s) or cooldown_s < 0:
+        if not is_number(cooldown_s) or cooldown_s < 0:
             raise ValueError(
                 f"cooldown_s must be a finite number of seconds >= 0, got {cooldown_s!r}"
             )
         self.window_s = float(window_s)
         self.threshold = threshold
         self.cooldown_s = float(cooldown_s)
-        self.timezone = _zone(timezone)
+        self.timezone = parse_zone(timezone)
         self._day: date | None = None
         self._daily = 0
         if initial is not None:
@@ -112,8 +83,8 @@ class TrafficEvents(Processor):
                     "initial must be {'day': 'YYYY-MM-DD', 'daily_event_count': n}, "
                     f"got {initial!r}"
                 )
-            self._day = _day(initial["day"], "initial['day']")
-            if not _is_count(initial["daily_event_count"]):
+            self._day = parse_day(initial["day"], "initial['day']")
+            if not is_count(initial["daily_event_count"]):
                 raise ValueError(
                     "initial['daily_event_count'] must be an integer >= 0, "
                     f"got {initial['daily_event_count']!r}"
@@ -246,14 +217,14 @@ class TrafficEvents(Processor):
             raise ValueError(
                 f"expected a traffic_events snapshot of version {_STATE_VERSION}, got {state!r}"
             )
-        day = None if state.get("day") is None else _day(state.get("day"), "snapshot day")
+        day = None if state.get("day") is None else parse_day(state.get("day"), "snapshot day")
         daily, active = state.get("daily_event_count"), state.get("active")
         started_at, event_in = state.get("started_at"), state.get("event_count_in")
         if not (
-            _is_count(daily)
+            is_count(daily)
             and isinstance(active, bool)
-            and _is_number(started_at)
-            and _is_count(event_in)
+            and is_number(started_at)
+            and is_count(event_in)
         ):
             raise ValueError(
                 "snapshot needs daily_event_count and event_count_in >= 0, active true/false "
@@ -261,8 +232,7 @@ class TrafficEvents(Processor):
             )
         rows = state.get("window")
         if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 2 and _is_number(r[0]) and _is_count(r[1])
-            for r in rows
+            isinstance(r, list) and len(r) == 2 and is_number(r[0]) and is_count(r[1]) for r in rows
         ):
             raise ValueError(f"snapshot window must be a list of [timestamp, count], got {rows!r}")
         below = _optional_number(state.get("below_since"), "snapshot below_since")
