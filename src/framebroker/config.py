@@ -72,7 +72,7 @@ class PeopleCounterSettings(BaseModel):
         "default: a horizontal line through the middle, in = below",
     )
     min_frames: int = Field(3, ge=1, description="frames on the new side before a crossing counts")
-    detector: str = Field("nanodet-m", description="bundled model name or a path to an ONNX file")
+    detector: str = Field("nanodet-g", description="bundled model name or a path to an ONNX file")
     event_window_s: float = Field(60.0, gt=0)
     event_threshold: int = Field(10, ge=1, description="count_in within the window that starts one")
     event_cooldown_s: float = Field(30.0, ge=0)

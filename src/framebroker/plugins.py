@@ -87,6 +87,30 @@ class ProcessorRegistry:
         known = ", ".join(self.names()) or "none"
         raise ProcessorLoadError(f"unknown processor {name!r}; known: {known}")
 
+    def check_request(self, specs: Sequence[ProcessorSpec]) -> None:
+        """Refuse what a client may not ask for: unregistered code (``module:attr`` would let
+        a request import and call anything on the server) and config-only parameters."""
+        known = set(self.names())
+        for spec in specs:
+            name = spec if isinstance(spec, str) else spec.get("name")
+            if not isinstance(name, str) or name not in known:
+                raise ProcessorLoadError(
+                    f"unknown processor {name!r}; a request may name only registered "
+                    f"processors: {', '.join(sorted(known))}",
+                    field="pipeline",
+                )
+            if isinstance(spec, str):
+                continue
+            factory = self.resolve(name)
+            target = factory.target() if isinstance(factory, _LazyEntryPoint) else factory
+            locked: set[str] = set(getattr(target, "config_only", frozenset())) & set(spec)
+            if locked:
+                raise ProcessorLoadError(
+                    f"processor {name!r}: {sorted(locked)} may only be set in the server's "
+                    "configuration",
+                    field="pipeline",
+                )
+
     def build(self, spec: ProcessorSpec) -> Processor:
         """A fresh processor instance for one session."""
         if isinstance(spec, str):
@@ -123,7 +147,10 @@ class _LazyEntryPoint:
         self.value = value
         self._target: Factory | None = None
 
-    def __call__(self, **kwargs: Any) -> Processor:
+    def target(self) -> Factory:
         if self._target is None:
             self._target = import_from_string(self.value)
-        return self._target(**kwargs)
+        return self._target
+
+    def __call__(self, **kwargs: Any) -> Processor:
+        return self.target()(**kwargs)

@@ -174,7 +174,7 @@ async def test_frames_are_serialised_once_and_slow_clients_only_lose_their_own(
     big = "A" * 300_000
     # A client that completes the handshake and then never reads: a raw socket with a tiny
     # receive buffer, so the server feels it within a few frames.
-    port = int(url.split(":")[2].split("/")[0])
+    port = int(url.split(":")[2].split("/", maxsplit=1)[0])
     idle = socket.socket()
     idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     idle.connect(("127.0.0.1", port))
@@ -208,10 +208,12 @@ async def test_frames_are_serialised_once_and_slow_clients_only_lose_their_own(
 
 
 async def test_compat_listener_serves_the_same_hub_at_root(services: Services) -> None:
-    async with listening(build_compat_app("people_ws", services)) as base:
-        async with websockets.connect(base + "/") as ws:
-            await asyncio.sleep(0.05)
-            services.broker.bus.publish("live/cam/frame", {"jpeg_b64": "QQ==", "time": 1.0})
-            assert (await recv_json(ws))["data"] == "QQ=="
+    async with (
+        listening(build_compat_app("people_ws", services)) as base,
+        websockets.connect(base + "/") as ws,
+    ):
+        await asyncio.sleep(0.05)
+        services.broker.bus.publish("live/cam/frame", {"jpeg_b64": "QQ==", "time": 1.0})
+        assert (await recv_json(ws))["data"] == "QQ=="
     with pytest.raises(ValueError, match="unknown compatibility listener"):
         build_compat_app("nope", services)

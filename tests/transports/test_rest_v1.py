@@ -104,3 +104,19 @@ async def test_openapi_document(client: httpx.AsyncClient) -> None:
     schema = frames["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["boxes"]
     assert "404" in frames["responses"]
+
+
+async def test_a_request_cannot_name_code_or_files(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/sessions", json={"pipeline": [{"name": "shutil:rmtree", "path": "/x"}]}
+    )
+    assert r.status_code == 400
+    assert "only registered processors" in r.json()["error"]
+    r = await client.post("/v1/sessions", json={"pipeline": ["tests.core.helpers:Counter"]})
+    assert r.status_code == 400
+    r = await client.post(
+        "/v1/sessions", json={"pipeline": [{"name": "detect", "model": "/etc/passwd"}]}
+    )
+    assert r.status_code == 400
+    assert "may only be set in the server's configuration" in r.json()["error"]
+    assert (await client.get("/v1/sessions")).json()["sessions"] == []

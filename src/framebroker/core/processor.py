@@ -59,6 +59,8 @@ class Processor(ABC):
     name: ClassVar[str] = "processor"
     needs_image: ClassVar[bool] = False
     rate: Rate = Rate()
+    config_only: ClassVar[frozenset[str]] = frozenset()
+    """Parameters a client request may not set (file paths, say): only the server's config."""
 
     @classmethod
     def warm_up(cls) -> None:

@@ -51,7 +51,7 @@ class PeopleCounterConfig:
     timezone: str = "UTC"
     lines: list[dict[str, Any]] | None = None
     min_frames: int = 3
-    detector: str = "nanodet-m"
+    detector: str = "nanodet-g"
     event_window_s: float = 60.0
     event_threshold: int = 10
     event_cooldown_s: float = 30.0

@@ -16,6 +16,7 @@ from ..core.manager import SessionPolicy
 from ..plugins import ProcessorRegistry
 from ..processors.annotate import Annotator
 from ..processors.bytetrack.processor import ByteTrackProcessor
+from ..processors.detect import PersonDetector
 from ..processors.face_gallery import FaceGallery
 from ..processors.line_counter import LineCounter
 from ..processors.traffic_events import TrafficEvents
@@ -45,6 +46,7 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
     registry.register("line_counter", LineCounter)
     registry.register("traffic_events", TrafficEvents)
     registry.register("faces", FaceGallery)
+    registry.register("detect", PersonDetector)
     return registry
 
 

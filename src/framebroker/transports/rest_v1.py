@@ -153,6 +153,7 @@ def router(ctx: ServerContext) -> APIRouter:
         pipeline = None
         if body is not None and body.pipeline is not None:
             pipeline = [p if isinstance(p, str) else p.model_dump() for p in body.pipeline]
+            broker.registry.check_request(pipeline)
         session = await broker.create_session(
             transport=TRANSPORT, pipeline=pipeline or DEFAULT_PIPELINE
         )

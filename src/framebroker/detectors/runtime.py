@@ -1,0 +1,140 @@
+"""One onnxruntime session per model file per process, sized for a small machine.
+
+Every pipeline that detects shares its model's session: loading NanoDet takes tens of
+milliseconds and a few tens of megabytes, and a session per video stream would multiply both.
+onnxruntime allows concurrent ``run`` calls on one session, but each run already uses every
+thread the session was given, so :class:`SharedModel` lets only as many runs in at once as
+the machine has room for (one on two cores) and the others wait their turn instead of
+thrashing the same cores.
+
+Threads are ``min(2, cpu count)`` per run, without spinning: a spinning pool keeps cores busy
+between frames, which on a two-core machine takes them from video decoding and from the
+other sessions. Sessions are cached by model and bounded; a session evicted from the cache
+lives on in the processors that still hold it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+__all__ = [
+    "MAX_CACHED_MODELS",
+    "RUN_TIMEOUT_S",
+    "SharedModel",
+    "clear_cache",
+    "intra_op_threads",
+    "load_model",
+    "session_options",
+]
+
+MAX_CACHED_MODELS = 8
+"""Distinct model files kept loaded at once; the least recently used one is dropped first."""
+
+RUN_TIMEOUT_S = 60.0
+"""How long a run waits for its turn before raising ``TimeoutError``."""
+
+
+def intra_op_threads(cpu_count: int | None = None) -> int:
+    """Threads for one run: two where there are two cores, one on a single core.
+
+    Two is where NanoDet stops gaining on small machines; more cores serve more streams in
+    parallel (see :class:`SharedModel`) rather than one stream faster.
+    """
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, min(2, cpus))
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options for every detector session: few threads, no spinning, sequential execution."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads if threads is not None else intra_op_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+    return options
+
+
+class SharedModel:
+    """An onnxruntime session plus a bound on how many runs may use it at once.
+
+    Safe to call from any thread. ``name`` is what error messages call the model (a path or
+    the bundled model's name).
+    """
+
+    def __init__(self, name: str, session: ort.InferenceSession, max_concurrent: int) -> None:
+        self.name = name
+        self.session = session
+        self._slots = threading.BoundedSemaphore(max(1, max_concurrent))
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            names = [i.name for i in inputs]
+            raise ValueError(f"{name}: expected a model with one input, it has {names}")
+        self.input_name: str = inputs[0].name
+        self.input_shape: list[int | str | None] = list(inputs[0].shape)
+        self.input_type: str = inputs[0].type
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        self.output_shapes: list[list[int | str | None]] = [
+            list(o.shape) for o in session.get_outputs()
+        ]
+
+    def run(self, feed: NDArray[Any], timeout: float = RUN_TIMEOUT_S) -> list[NDArray[Any]]:
+        """All outputs for one input array; raises ``TimeoutError`` if no slot frees in time."""
+        if not self._slots.acquire(timeout=timeout):
+            raise TimeoutError(f"{self.name}: no free inference slot within {timeout:.0f} s")
+        try:
+            outputs = self.session.run(self.output_names, {self.input_name: feed})
+        finally:
+            self._slots.release()
+        return [np.asarray(o) for o in outputs]
+
+    def __repr__(self) -> str:
+        return f"SharedModel({self.name!r})"
+
+
+_lock = threading.Lock()
+_cache: OrderedDict[str, SharedModel] = OrderedDict()
+
+
+def load_model(key: str, source: Path | bytes, *, name: str | None = None) -> SharedModel:
+    """The process-wide session for ``key``, created from ``source`` (a path or model bytes).
+
+    Raises ``ValueError`` naming the model when onnxruntime cannot load it. Loading happens
+    under a lock, so two sessions starting together load a model once.
+    """
+    with _lock:
+        model = _cache.get(key)
+        if model is not None:
+            _cache.move_to_end(key)
+            return model
+        label = name or key
+        try:
+            session = ort.InferenceSession(
+                str(source) if isinstance(source, Path) else source,
+                sess_options=session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own, undocumented exception types
+            raise ValueError(f"{label}: onnxruntime cannot load this model: {exc}") from exc
+        threads = intra_op_threads()
+        model = SharedModel(label, session, (os.cpu_count() or 1) // threads)
+        _cache[key] = model
+        while len(_cache) > MAX_CACHED_MODELS:
+            _cache.popitem(last=False)
+        return model
+
+
+def clear_cache() -> None:
+    """Forget every cached session (tests; a server reloading models)."""
+    with _lock:
+        _cache.clear()

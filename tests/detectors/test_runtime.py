@@ -1,0 +1,98 @@
+"""Shared onnxruntime sessions: options, one session per model, bounded concurrency."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framebroker.detectors import runtime
+from framebroker.detectors.runtime import (
+    MAX_CACHED_MODELS,
+    intra_op_threads,
+    load_model,
+    session_options,
+)
+
+from .synthetic import fixed_output_model
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    runtime.clear_cache()
+
+
+def test_threads_fit_a_small_machine() -> None:
+    assert intra_op_threads(1) == 1
+    assert intra_op_threads(2) == 2
+    assert intra_op_threads(16) == 2
+    options = session_options(2)
+    assert options.intra_op_num_threads == 2
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+def test_one_session_per_model_key(tmp_path: Path) -> None:
+    path = fixed_output_model(tmp_path / "m.onnx", np.ones((1, 6, 8), np.float32))
+    first = load_model("k", path)
+    assert load_model("k", path) is first
+    assert load_model("other", path) is not first
+    out = first.run(np.zeros((1, 3, 640, 640), np.float32))
+    np.testing.assert_array_equal(out[0], np.ones((1, 6, 8)))
+
+
+def test_the_cache_is_bounded(tmp_path: Path) -> None:
+    path = fixed_output_model(tmp_path / "m.onnx", np.ones((1, 6, 8), np.float32))
+    first = load_model("k0", path)
+    for i in range(1, MAX_CACHED_MODELS + 1):
+        load_model(f"k{i}", path)
+    assert load_model("k0", path) is not first  # evicted, loaded again
+
+
+def test_a_bad_model_names_itself(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"bad\.onnx: onnxruntime cannot load this model"):
+        load_model("bad", bad, name=str(bad))
+
+
+def test_concurrent_runs_from_many_threads(tmp_path: Path) -> None:
+    path = fixed_output_model(tmp_path / "m.onnx", np.arange(48, dtype=np.float32).reshape(1, 6, 8))
+    model = load_model("k", path)
+    feed = np.zeros((1, 3, 640, 640), np.float32)
+    results: list[float] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                results.append(float(model.run(feed)[0].sum()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert results == [float(sum(range(48)))] * 20
+
+
+def test_a_run_that_cannot_get_a_slot_times_out(tmp_path: Path) -> None:
+    path = fixed_output_model(tmp_path / "m.onnx", np.ones((1, 6, 8), np.float32))
+    model = load_model("k", path)
+    slots = model._slots
+    held = 0
+    while slots.acquire(timeout=0):  # take every slot, as long runs elsewhere would
+        held += 1
+    assert held >= 1
+    try:
+        with pytest.raises(TimeoutError, match="no free inference slot"):
+            model.run(np.zeros((1, 3, 640, 640), np.float32), timeout=0.05)
+    finally:
+        for _ in range(held):
+            slots.release()
