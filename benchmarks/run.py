@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_tracker.py", "bench_rest.py"]
+BENCHMARKS = ["bench_tracker.py", "bench_rest.py", "bench_people.py"]
 
 
 def main() -> int:

@@ -1,0 +1,116 @@
+"""People counter end to end on vtest (640x480, 2 cores) against the detector alone.
+
+End to end = the server reading the clip itself (decode, detect, track, count, faces,
+annotate, JPEG) with 0, 10 and 100 WebSocket listeners on loopback; the rate is read from the
+session's own counters and the server's CPU from /proc. The detector-alone rate is
+PersonDetector on the same decoded frames, in this process, in the same run.
+
+    python benchmarks/bench_people.py [--seconds 15] [--listeners 0 10 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+from _server import framebroker_server
+from framebroker.core import Frame, ProcessContext
+from framebroker.media.video import read_frames
+from framebroker.processors.detect import PersonDetector
+
+CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"
+CLIP = CLIP / "vtest_640x480_h264.mp4"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def detector_alone(frames: int = 150) -> float:
+    images = [img for img, _, _ in read_frames(str(CLIP))][:frames]
+    det = PersonDetector()
+    ctx = ProcessContext(session_id="bench")
+    det.process(Frame.from_array(images[0]), ctx)
+    t0 = time.perf_counter()
+    for img in images:
+        det.process(Frame.from_array(img), ctx)
+    return len(images) / (time.perf_counter() - t0)
+
+
+async def listen(url: str, stop: asyncio.Event, counts: list[int]) -> None:
+    async with websockets.connect(url, max_size=None) as ws:
+        n = 0
+        while not stop.is_set():
+            try:
+                msg = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            if '"type":"frame"' in msg[:20]:
+                n += 1
+        counts.append(n)
+
+
+async def measure(base: str, pid: int, listeners: int, seconds: float) -> dict[str, float]:
+    ws_url = base.replace("http", "ws") + "/ws/live"
+    stop = asyncio.Event()
+    counts: list[int] = []
+    tasks = [asyncio.create_task(listen(ws_url, stop, counts)) for _ in range(listeners)]
+    await asyncio.sleep(1.0)
+    async with httpx.AsyncClient(base_url=base) as http:
+        before = (await http.get("/v1/sessions/vtest")).json()["stats"]
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        await asyncio.sleep(seconds)
+        after = (await http.get("/v1/sessions/vtest")).json()["stats"]
+        cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    stop.set()
+    await asyncio.gather(*tasks)
+    frames = after["frames_processed"] - before["frames_processed"]
+    return {
+        "fps": frames / (t1 - t0),
+        "cpu_ms": 1000 * (cpu1 - cpu0) / max(frames, 1),
+        "pushed": (sum(counts) / len(counts) / (t1 - t0)) if counts else 0.0,
+        "dropped": after["frames_dropped"] - before["frames_dropped"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--listeners", type=int, nargs="+", default=[0, 10, 100])
+    args = parser.parse_args()
+    if not CLIP.exists():
+        raise SystemExit(f"test clip not found at {CLIP} (see ../shared/data/README.md)")
+    alone = detector_alone()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.toml"
+        config.write_text("[live]\nmax_fps = 0\n")  # push every frame to every listener
+        with framebroker_server(
+            "--config", str(config), "--source", f"vtest={CLIP}", "--no-source-realtime", "--loop"
+        ) as (url, pid):
+            for n in args.listeners:
+                rows.append((n, asyncio.run(measure(url, pid, n, args.seconds))))
+    print(f"\nPeople counter on vtest 640x480, {args.seconds:.0f} s per row, 2 cores\n")
+    print(
+        "| listeners | end-to-end fps | vs detector alone | server CPU ms/frame "
+        "| frames pushed/s per listener |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    for n, r in rows:
+        print(
+            f"| {n} | {r['fps']:.1f} | {100 * r['fps'] / alone:.0f}% | {r['cpu_ms']:.1f} "
+            f"| {r['pushed']:.1f} |"
+        )
+    print(f"| detector alone | {alone:.1f} | 100% | | |")
+
+
+if __name__ == "__main__":
+    main()
