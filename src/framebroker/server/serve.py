@@ -42,6 +42,9 @@ def _config(
         lifespan=lifespan,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
+        # Pushed frames are base64 JPEG, which deflate barely shrinks; compressing every
+        # frame once per listener cost more CPU than the whole pipeline.
+        ws_per_message_deflate=False,
     )
 
 
