@@ -63,7 +63,7 @@ def group_photo() -> tuple[Image, NDArray[np.float64]]:
 
 @pytest.fixture(scope="module")
 def detector() -> BlazeFace:
-    return BlazeFace()
+    return BlazeFace(backend="opencv")
 
 
 def test_the_model_comes_from_the_installed_wheel() -> None:
@@ -74,6 +74,10 @@ def test_the_model_comes_from_the_installed_wheel() -> None:
 
 def test_opencv_runs_the_model_here(detector: BlazeFace) -> None:
     assert detector.backend == "opencv"
+
+
+def test_auto_prefers_litert_which_is_installed_for_the_tests() -> None:
+    assert BlazeFace().backend == "litert"
 
 
 def test_finds_the_one_face_of_a_portrait(detector: BlazeFace) -> None:
@@ -216,14 +220,13 @@ def test_auto_falls_back_to_litert_when_opencv_cannot_run_the_model(
 
     monkeypatch.setattr(blazeface, "_OpenCVRunner", Broken)
     if importlib.util.find_spec("ai_edge_litert") is None:
-        with pytest.raises(ModelUnavailable, match=r"opencv: error: unsupported layer.*litert"):
+        with pytest.raises(ModelUnavailable, match=r"litert: .*opencv: error: unsupported layer"):
             BlazeFace()
     else:
         assert BlazeFace().backend == "litert"
 
 
 def test_litert_gives_the_same_faces_as_opencv(detector: BlazeFace) -> None:
-    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is optional and not installed")
     litert = BlazeFace(backend="litert")
     photo, _ = group_photo()
     for got, want in zip(litert.detect(photo), detector.detect(photo), strict=True):

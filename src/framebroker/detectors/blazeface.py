@@ -236,7 +236,7 @@ class BlazeFace:
     person's box) rather than passing a wide frame when faces are small.
 
     ``backend`` is ``"opencv"`` (``cv2.dnn``), ``"litert"`` (``ai-edge-litert``) or
-    ``"auto"``: OpenCV if it can run the model, else LiteRT. The constructor loads the model
+    ``"auto"``: LiteRT when installed and working, else OpenCV. The constructor loads the model
     and runs it once; it raises :class:`ModelUnavailable` when the model file or a working
     runtime is missing, and ``ValueError`` for thresholds outside (0, 1).
     """
@@ -271,7 +271,8 @@ class BlazeFace:
         # its ops, or give outputs of the wrong shape, only when it runs.
         problems: list[str] = []
         candidates: list[Literal["opencv", "litert"]] = (
-            ["opencv", "litert"] if wanted == "auto" else [wanted]
+            # LiteRT first: it runs this model about twice as fast as OpenCV's importer.
+            ["litert", "opencv"] if wanted == "auto" else [wanted]
         )
         for name in candidates:
             if name == "litert" and not _litert_available():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,10 @@ class SourceFeed:
         self.frames_submitted = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        # A file read as fast as possible is paced by the pipeline instead: at most one frame
+        # in the pipeline and one waiting, so nothing is decoded only to be dropped.
+        self._slots = threading.BoundedSemaphore(2)
+        self._stopping = threading.Event()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -159,6 +164,7 @@ class SourceFeed:
         log.info("source %s (%s) feeds session %s", self.name, self.uri, self.session.id)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self.video is not None:
             await self.broker.run_blocking(self.video.stop)
         for task in list(self._pending):
@@ -168,23 +174,41 @@ class SourceFeed:
         if self.session is not None and self.session.id in self.broker.manager:
             await self.broker.end_session(self.session.id, reason="source_stopped")
 
+    @property
+    def paced_by_pipeline(self) -> bool:
+        """True for a file read as fast as the pipeline goes (not live, not realtime)."""
+        video = self.video
+        return video is not None and video.realtime is False and video.live is False
+
     def _on_frame(self, image: Any, pts_s: float, index: int) -> None:
-        # Reader thread: hand the frame to the event loop and return at once.
+        # Reader thread. Live and realtime sources hand the frame over and return at once
+        # (the session keeps the latest); a fast file waits for a free slot.
+        throttled = self.paced_by_pipeline
+        if throttled:
+            while not self._slots.acquire(timeout=0.2):
+                if self._stopping.is_set():
+                    return
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._submit, image, pts_s, index)
+            loop.call_soon_threadsafe(self._submit, image, pts_s, throttled)
+        elif throttled:
+            self._slots.release()
 
-    def _submit(self, image: Any, pts_s: float, index: int) -> None:
+    def _submit(self, image: Any, pts_s: float, throttled: bool) -> None:
         session = self.session
         if session is None or session.ended:
+            if throttled:
+                self._slots.release()
             return
         frame = Frame(source=RawImage(image), meta={"source": self.name, "pts": pts_s})
         task = asyncio.ensure_future(self.broker.submit(session, frame))
         self._pending.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda t: self._done(t, throttled))
         self.frames_submitted += 1
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _done(self, task: asyncio.Task[Any], throttled: bool) -> None:
+        if throttled:
+            self._slots.release()
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("source %s: a frame failed: %r", self.name, task.exception())
