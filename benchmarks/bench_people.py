@@ -45,7 +45,7 @@ def detector_alone(frames: int = 150) -> float:
     return len(images) / (time.perf_counter() - t0)
 
 
-async def listen(url: str, stop: asyncio.Event, counts: list[int]) -> None:
+async def listen(url: str, counting: asyncio.Event, stop: asyncio.Event, counts: list[int]) -> None:
     async with websockets.connect(url, max_size=None) as ws:
         n = 0
         while not stop.is_set():
@@ -53,21 +53,23 @@ async def listen(url: str, stop: asyncio.Event, counts: list[int]) -> None:
                 msg = await asyncio.wait_for(ws.recv(), 0.5)
             except TimeoutError:
                 continue
-            if '"type":"frame"' in msg[:20]:
+            if counting.is_set() and '"type":"frame"' in msg[:20]:
                 n += 1
         counts.append(n)
 
 
 async def measure(base: str, pid: int, listeners: int, seconds: float) -> dict[str, float]:
     ws_url = base.replace("http", "ws") + "/ws/live"
-    stop = asyncio.Event()
+    counting, stop = asyncio.Event(), asyncio.Event()
     counts: list[int] = []
-    tasks = [asyncio.create_task(listen(ws_url, stop, counts)) for _ in range(listeners)]
+    tasks = [asyncio.create_task(listen(ws_url, counting, stop, counts)) for _ in range(listeners)]
     await asyncio.sleep(1.0)
     async with httpx.AsyncClient(base_url=base) as http:
         before = (await http.get("/v1/sessions/vtest")).json()["stats"]
         cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        counting.set()
         await asyncio.sleep(seconds)
+        counting.clear()
         after = (await http.get("/v1/sessions/vtest")).json()["stats"]
         cpu1, t1 = cpu_seconds(pid), time.perf_counter()
     stop.set()
