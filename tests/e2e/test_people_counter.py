@@ -79,3 +79,21 @@ async def first_stats(url: str) -> dict[str, Any]:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
             if msg["type"] == "stats":
                 return dict(msg["data"])
+
+
+def test_a_compat_port_in_use_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "framebroker", "serve", "--port", str(free_port()),
+             "--data-dir", str(tmp_path), "--compat", "--compat-port", f"people_ws={port}"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"people_ws could not listen on 127.0.0.1:{port}" in proc.stderr

@@ -99,6 +99,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
+        if not svc.listening:
+            return json_response({"status": "starting"}, 503)
         return json_response({"status": "ok", "sessions": len(the_broker.manager)})
 
     return app

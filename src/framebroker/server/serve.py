@@ -12,6 +12,7 @@ from typing import Any, Literal
 import uvicorn
 
 from ..config import COMPAT_PORTS, Settings
+from ..errors import ConfigError
 from .app import build_app, build_broker, build_compat_app
 from .services import Services
 
@@ -26,6 +27,11 @@ class _Companion(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def serve_quietly(self) -> None:
+        # uvicorn calls sys.exit() when it cannot bind; the caller reports that instead.
+        with contextlib.suppress(SystemExit):
+            await self.serve()
 
 
 def _config(
@@ -54,7 +60,7 @@ async def serve(settings: Settings) -> None:
     main = uvicorn.Server(
         _config(build_app(settings, services), settings, settings.port, lifespan="on")
     )
-    companions = []
+    companions: list[tuple[str, int, _Companion]] = []
     if settings.compat:
         for name, default in COMPAT_PORTS.items():
             port = settings.compat_ports.get(name, default)
@@ -64,6 +70,7 @@ async def serve(settings: Settings) -> None:
             )
     scheme = "https" if settings.ssl else "http"
     ws = "wss" if settings.ssl else "ws"
+    services.listening = not companions
     main_task = asyncio.create_task(main.serve())
     while not main.started and not main_task.done():
         await asyncio.sleep(0.05)
@@ -75,8 +82,18 @@ async def serve(settings: Settings) -> None:
     log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, settings.port)
     tasks = []
     for name, port, server in companions:
-        tasks.append(asyncio.create_task(server.serve()))
+        tasks.append(asyncio.create_task(server.serve_quietly()))
+        while not server.started and not tasks[-1].done():
+            await asyncio.sleep(0.02)
+        if not server.started:  # could not bind: stop everything rather than half-serve
+            main.should_exit = True
+            await asyncio.gather(main_task, *tasks, return_exceptions=True)
+            raise ConfigError(
+                f"compatibility listener {name} could not listen on {settings.host}:{port}; "
+                f"move it with --compat-port {name}=PORT"
+            )
         log.info("compatibility listener %s on %s://%s:%d/", name, ws, settings.host, port)
+    services.listening = True
     try:
         await main_task
     finally:

@@ -31,6 +31,8 @@ class Services:
     records: PeopleRecords | None
     feeds: list[SourceFeed] = field(default_factory=list)
     started: bool = field(default=False, init=False)
+    listening: bool = field(default=True, init=False)
+    """False while a server is still opening its listeners; /healthz answers 503 meanwhile."""
 
     @classmethod
     def build(cls, settings: Settings, broker: Broker) -> Services:
