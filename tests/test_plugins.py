@@ -69,3 +69,12 @@ def test_warm_up_runs_once_per_named_class() -> None:
     reg.register("factory", make_warm)
     reg.warm_up(["warm", "factory"])
     assert calls == ["Warm"]
+
+
+def test_the_library_exports_every_builtin_processor() -> None:
+    import framebroker
+
+    for name in framebroker.__all__:
+        assert getattr(framebroker, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = framebroker.Nope  # type: ignore[attr-defined]

@@ -32,8 +32,13 @@ from .core import (
 from .errors import FramebrokerError
 
 if TYPE_CHECKING:
+    from .processors.annotate import Annotator
     from .processors.bytetrack import ByteTrack, ByteTrackConfig, TrackOutput
     from .processors.bytetrack.processor import ByteTrackProcessor
+    from .processors.detect import PersonDetector
+    from .processors.face_gallery import FaceGallery
+    from .processors.line_counter import Line, LineCounter
+    from .processors.traffic_events import TrafficEvents
 
 # Processors load on first use, so `import framebroker.core` stays light.
 _LAZY = {
@@ -41,6 +46,12 @@ _LAZY = {
     "ByteTrackConfig": "framebroker.processors.bytetrack",
     "TrackOutput": "framebroker.processors.bytetrack",
     "ByteTrackProcessor": "framebroker.processors.bytetrack.processor",
+    "Annotator": "framebroker.processors.annotate",
+    "PersonDetector": "framebroker.processors.detect",
+    "FaceGallery": "framebroker.processors.face_gallery",
+    "Line": "framebroker.processors.line_counter",
+    "LineCounter": "framebroker.processors.line_counter",
+    "TrafficEvents": "framebroker.processors.traffic_events",
 }
 
 
@@ -52,6 +63,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Annotator",
     "Backpressure",
     "BaseModel",
     "BoxFormat",
@@ -61,8 +73,12 @@ __all__ = [
     "ByteTrackProcessor",
     "Detections",
     "Frame",
+    "FaceGallery",
     "FrameResult",
     "FramebrokerError",
+    "Line",
+    "LineCounter",
+    "PersonDetector",
     "Pipeline",
     "ProcessContext",
     "Processor",
@@ -70,5 +86,6 @@ __all__ = [
     "Session",
     "SessionManager",
     "TrackOutput",
+    "TrafficEvents",
     "__version__",
 ]

@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import os
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,14 +162,14 @@ def _empty() -> FaceDetections:
     )
 
 
-class _Runner:
+class _Runner(ABC):
     """One loaded network; not thread-safe (the caller keeps one per thread)."""
 
+    @abstractmethod
     def run(
         self, blob_nchw: NDArray[np.float32]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Raw ``(scores (2304,), regressors (2304, 16))`` for a (1, 3, 192, 192) input."""
-        raise NotImplementedError
 
 
 def _split_outputs(outputs: list[Any]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:

@@ -57,20 +57,6 @@ REG_MAX = 10
 _BINS = np.arange(REG_MAX + 1, dtype=np.float32)
 _WEIGHTS = "weights"
 
-COCO_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
-    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
-    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
-"""The 80 COCO classes in NanoDet's order: ``class_id`` indexes this tuple."""
-
 
 def _weights_dir() -> Any:
     return resources.files(__package__ or "framebroker.detectors").joinpath(_WEIGHTS)
@@ -81,6 +67,11 @@ def bundled_manifest() -> dict[str, Any]:
     text = _weights_dir().joinpath(f"{BUNDLED_MODEL}.json").read_text(encoding="utf-8")
     manifest: dict[str, Any] = json.loads(text)
     return manifest
+
+
+COCO_CLASSES: tuple[str, ...] = tuple(bundled_manifest()["classes"])
+"""The 80 COCO classes in NanoDet's order (``class_id`` indexes it), from the manifest the
+conversion script wrote, so the list exists in one place."""
 
 
 def load_bundled() -> SharedModel:
