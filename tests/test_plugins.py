@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from framebroker.core import Processor
+from framebroker.core import Frame, ProcessContext, Processor, Rate
 from framebroker.errors import ProcessorLoadError
 from framebroker.plugins import ProcessorRegistry, import_from_string
 
@@ -50,6 +50,58 @@ def test_errors_are_clear() -> None:
     reg.register("echo", Echo)
     with pytest.raises(ProcessorLoadError, match="unique"):
         reg.pipeline(["echo", "echo"])
+
+
+def test_a_spec_sets_the_rate_of_any_processor_without_its_class_knowing() -> None:
+    reg = ProcessorRegistry(defaults={"counter": {"rate": {"interval": 2.0}}})
+    reg.register("echo", Echo)
+    reg.register("counter", Counter)
+    e = reg.build({"name": "echo", "rate": {"every": 5}})
+    assert e.rate == Rate(every=5)
+    assert Echo("other").rate == Rate()  # the class's rate is untouched
+    assert reg.build("counter").rate == Rate(interval=2.0)
+    assert reg.build({"name": "counter", "rate": {"every": 2}}).rate == Rate(every=2)
+    p = reg.pipeline([{"name": "echo", "rate": {"every": 3}}])
+    ctx = ProcessContext(session_id="s")
+    ran = [p.run(Frame(), ctx).ran for _ in range(4)]
+    assert ran == [["echo"], [], [], ["echo"]]
+
+
+def test_faces_keeps_its_own_every_beside_the_spec_rate() -> None:
+    from framebroker.processors.face_gallery import FaceGallery
+
+    reg = ProcessorRegistry()
+    reg.register("faces", FaceGallery)
+    faces = reg.build({"name": "faces", "every": 7, "rate": {"every": 2}})
+    assert isinstance(faces, FaceGallery)
+    assert (faces.every, faces.rate) == (7, Rate(every=2))
+
+
+def test_a_spec_may_start_a_processor_switched_off() -> None:
+    reg = ProcessorRegistry()
+    reg.register("echo", Echo)
+    p = reg.pipeline(["tests.core.helpers:Counter", {"name": "echo", "enabled": False}])
+    assert p.disabled == {"echo"}
+    assert p.run(Frame(), ProcessContext(session_id="s")).skipped == {"echo": "disabled"}
+    assert reg.pipeline([{"name": "echo", "enabled": True}]).disabled == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"rate": 5}, 'rate must be an object with "every" and/or "interval", got 5'),
+        ({"rate": {}}, "rate must be an object"),
+        ({"rate": {"every": 2, "fps": 3}}, "rate must be an object"),
+        ({"rate": {"every": 0}}, "processor 'echo': rate every must be an integer >= 1, got 0"),
+        ({"rate": {"interval": -1}}, "rate interval must be a finite number >= 0, got -1"),
+        ({"enabled": "no"}, "processor 'echo': enabled must be true or false, got 'no'"),
+    ],
+)
+def test_bad_rates_and_switches_are_clear(extra: dict[str, object], message: str) -> None:
+    reg = ProcessorRegistry()
+    reg.register("echo", Echo)
+    with pytest.raises(ProcessorLoadError, match=message):
+        reg.pipeline([{"name": "echo", **extra}])
 
 
 def test_warm_up_runs_once_per_named_class() -> None:

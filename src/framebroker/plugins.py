@@ -3,6 +3,14 @@
 Plugins register under the entry-point group ``framebroker.processors``; a user model that is
 not packaged is named by dotted path (``mymodels.pulse:PulseModel``), the way uvicorn loads
 ``module:app``.
+
+A spec is a name or ``{"name": ..., **params}``. Two keys of it belong to the pipeline, not to
+the processor, so every processor gets them without its class knowing: ``"rate"``
+(``{"every": N}`` and/or ``{"interval": S}``, replacing the class's declared
+:class:`~framebroker.core.Rate` for this instance) and ``"enabled"`` (``false`` starts it
+switched off, for another processor to switch on). They are namespaced rather than bare
+``every``/``interval`` keys because processors already use those names for their own
+parameters (``faces`` has an ``every``).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any
 
 from .core.manager import ProcessorSpec
 from .core.pipeline import Pipeline
-from .core.processor import Processor
+from .core.processor import Processor, Rate
 from .errors import ProcessorLoadError
 
 __all__ = ["ENTRY_POINT_GROUP", "ProcessorRegistry", "import_from_string"]
@@ -22,6 +30,11 @@ __all__ = ["ENTRY_POINT_GROUP", "ProcessorRegistry", "import_from_string"]
 ENTRY_POINT_GROUP = "framebroker.processors"
 
 Factory = Callable[..., Processor]
+
+PIPELINE_KEYS = frozenset({"name", "rate", "enabled"})
+"""Spec keys the registry and pipeline read; the rest are the processor's parameters."""
+
+_RATE_KEYS = frozenset({"every", "interval"})
 
 
 def import_from_string(path: str) -> Any:
@@ -112,7 +125,14 @@ class ProcessorRegistry:
                 )
 
     def build(self, spec: ProcessorSpec) -> Processor:
-        """A fresh processor instance for one session."""
+        """A fresh processor instance for one session, with the spec's ``rate`` if it has one.
+
+        ``enabled`` is a pipeline's business: it is checked here and applied by
+        :meth:`pipeline`. Raises :class:`ProcessorLoadError` for a bad spec.
+        """
+        return self._build(spec)[0]
+
+    def _build(self, spec: ProcessorSpec) -> tuple[Processor, bool]:
         if isinstance(spec, str):
             name, params = spec, {}
         else:
@@ -122,6 +142,12 @@ class ProcessorRegistry:
                 raise ProcessorLoadError(f"a processor spec needs a string 'name', got {spec!r}")
         factory = self.resolve(name)
         kwargs = {**self._defaults.get(name, {}), **params}
+        rate = _rate(name, kwargs.pop("rate", None))
+        enabled = kwargs.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ProcessorLoadError(
+                f"processor {name!r}: enabled must be true or false, got {enabled!r}"
+            )
         try:
             proc = factory(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -130,13 +156,36 @@ class ProcessorRegistry:
             raise ProcessorLoadError(
                 f"{name!r} built a {type(proc).__name__}, expected a framebroker Processor"
             )
-        return proc
+        if rate is not None:
+            # An instance attribute shadows the class's declared rate for this session only.
+            proc.rate = rate
+        return proc, enabled
 
     def pipeline(self, specs: Sequence[ProcessorSpec]) -> Pipeline:
+        """A pipeline of fresh instances; raises :class:`ProcessorLoadError` for a bad spec."""
+        built = [self._build(s) for s in specs]
         try:
-            return Pipeline([self.build(s) for s in specs])
+            return Pipeline(
+                [proc for proc, _ in built],
+                disabled=[proc.name for proc, enabled in built if not enabled],
+            )
         except ValueError as exc:
             raise ProcessorLoadError(str(exc)) from exc
+
+
+def _rate(name: str, value: object) -> Rate | None:
+    """The ``rate`` of a spec: ``None`` (keep the class's), or a mapping of every/interval."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value or not set(value) <= _RATE_KEYS:
+        raise ProcessorLoadError(
+            f'processor {name!r}: rate must be an object with "every" and/or "interval", '
+            f"got {value!r}"
+        )
+    try:
+        return Rate(**value)
+    except ValueError as exc:
+        raise ProcessorLoadError(f"processor {name!r}: rate {exc}") from exc
 
 
 class _LazyEntryPoint:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from framebroker.core import Frame, Pipeline, ProcessContext, Rate
+from framebroker.core import Frame, Pipeline, ProcessContext, Processor, Rate
 
 from .helpers import Boom, Counter, Echo
 
@@ -38,9 +40,20 @@ def test_a_raising_processor_is_reported_and_the_rest_go_on() -> None:
 def test_every_n_frames() -> None:
     slow = Echo("slow", rate=Rate(every=3))
     p = Pipeline([slow, Echo("fast")])
-    ran = [p.run(frame(i), CTX).ran for i in range(7)]
+    results = [p.run(frame(i), CTX) for i in range(7)]
     assert slow.calls == [0, 3, 6]
-    assert ran[1] == ["fast"]
+    assert results[1].ran == ["fast"]
+    assert results[1].skipped == {"slow": "not_due"}
+    assert results[3].ran == ["slow", "fast"]
+    assert results[3].skipped == {}
+
+
+def test_every_counts_the_pipelines_frames_not_their_index() -> None:
+    # A library user who runs frames straight through a pipeline leaves index at -1.
+    slow = Echo("slow", rate=Rate(every=2))
+    p = Pipeline([slow])
+    ran = [bool(p.run(Frame(), CTX).ran) for _ in range(5)]
+    assert ran == [True, False, True, False, True]
 
 
 def test_interval_follows_the_frame_clock() -> None:
@@ -50,6 +63,81 @@ def test_interval_follows_the_frame_clock() -> None:
     for i in range(10):
         p.run(frame(i, ts=100.0 + 0.25 * i), CTX)
     assert proc.calls == [0, 4, 8]
+
+
+def test_interval_keeps_its_average_rate_when_frames_miss_the_grid() -> None:
+    # 25 fps and a 0.3 s interval: no frame lands on most due times. Scheduling from the
+    # last run would drift to one run per 0.32 s; the grid keeps one run per 0.3 s.
+    proc = Echo("periodic", rate=Rate(interval=0.3))
+    p = Pipeline([proc])
+    for i in range(250):  # 10 s of video
+        p.run(frame(i, ts=1_556_855_549.3732016 + i / 25), CTX)
+    assert len(proc.calls) == 34  # due at 0, 0.3, ..., 9.9
+    gaps = {b - a for a, b in zip(proc.calls, proc.calls[1:], strict=False)}
+    assert gaps <= {7, 8}
+
+
+def test_interval_survives_the_rounding_of_epoch_timestamps() -> None:
+    # 10 fps with a 0.1 s interval must run on every frame; epoch-sized floats round the
+    # differences below 0.1, which skipped every other frame without a tolerance.
+    proc = Echo("periodic", rate=Rate(interval=0.1))
+    p = Pipeline([proc])
+    for i in range(50):
+        p.run(frame(i, ts=1_556_855_549.3732016 + i * 0.1), CTX)
+    assert proc.calls == list(range(50))
+
+
+def test_a_replay_faster_than_realtime_behaves_as_live() -> None:
+    runs = []
+    for speedup in (1.0, 1000.0):  # 10 s of 30 fps video, live and replayed 1000x faster
+        proc = Echo("periodic", rate=Rate(interval=1.0))
+        p = Pipeline([proc])
+        for i in range(300):
+            f = frame(i, ts=100.0 + i / 30)
+            f.received_at = 5000.0 + i / 30 / speedup  # wall clock plays no part
+            p.run(f, CTX)
+        runs.append(proc.calls)
+    assert runs[0] == runs[1] == list(range(0, 300, 30))
+
+
+def test_without_a_timestamp_the_interval_follows_arrival() -> None:
+    proc = Echo("periodic", rate=Rate(interval=1.0))
+    p = Pipeline([proc])
+    for i in range(6):
+        f = frame(i)
+        f.received_at = 50.0 + 0.5 * i
+        p.run(f, CTX)
+    assert proc.calls == [0, 2, 4]
+
+
+def test_a_gap_does_not_cause_catch_up_runs() -> None:
+    proc = Echo("periodic", rate=Rate(interval=1.0))
+    p = Pipeline([proc])
+    for i, ts in enumerate([0.0, 0.5, 10.2, 10.4, 10.9, 11.2, 12.3]):
+        p.run(frame(i, ts=ts), CTX)
+    # 10.2 runs and starts a new grid: due again at 11.2, then 12.2.
+    assert proc.calls == [0, 2, 5, 6]
+
+
+def test_a_clock_that_goes_back_makes_the_processor_due_at_once() -> None:
+    proc = Echo("periodic", rate=Rate(interval=5.0))
+    p = Pipeline([proc])
+    for i, ts in enumerate([1000.0, 1001.0, 3.0, 4.0, 8.0]):
+        p.run(frame(i, ts=ts), CTX)
+    assert proc.calls == [0, 2, 4]
+
+
+def test_every_and_interval_both_must_hold() -> None:
+    proc = Echo("both", rate=Rate(every=2, interval=1.0))
+    p = Pipeline([proc])
+    for i in range(8):
+        p.run(frame(i, ts=0.5 * i), CTX)
+    assert proc.calls == [0, 2, 4, 6]
+    proc2 = Echo("both", rate=Rate(every=3, interval=1.0))
+    p2 = Pipeline([proc2])
+    for i in range(8):
+        p2.run(frame(i, ts=0.25 * i), CTX)
+    assert proc2.calls == [0, 4]  # frame 3 is the 3rd but only 0.75 s on
 
 
 def test_setup_once() -> None:
@@ -73,11 +161,20 @@ def test_names_must_be_unique() -> None:
         Pipeline([Echo("a"), Echo("a")])
 
 
-def test_rate_validation() -> None:
-    with pytest.raises(ValueError, match="every must be >= 1"):
-        Rate(every=0)
-    with pytest.raises(ValueError, match="interval"):
-        Rate(interval=-1)
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": 0}, "every must be an integer >= 1, got 0"),
+        ({"every": 2.0}, "every must be an integer >= 1, got 2.0"),
+        ({"every": True}, "every must be an integer >= 1, got True"),
+        ({"interval": -1}, "interval must be a finite number >= 0, got -1"),
+        ({"interval": float("nan")}, "interval must be a finite number >= 0, got nan"),
+        ({"interval": "1"}, "interval must be a finite number >= 0, got '1'"),
+    ],
+)
+def test_rate_validation(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Rate(**kwargs)
 
 
 def test_snapshot_restore_by_name() -> None:
@@ -98,3 +195,148 @@ def test_later_processors_see_earlier_outputs() -> None:
 
     r = Pipeline([Echo("a", {"x": 1}), Reader("reader")]).run(frame(0), CTX)
     assert r.outputs["saw"] == {"x": 1}
+
+
+class Gate(Processor):
+    """Switches ``target`` off on frames whose meta says ``menu``, and on again otherwise."""
+
+    name = "gate"
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        if frame.meta.get("menu"):
+            ctx.disable(self.target)
+        else:
+            ctx.enable(self.target)
+        return {"gate_sees": ctx.is_enabled(self.target)}
+
+
+def menu_frame(i: int, menu: bool) -> Frame:
+    f = Frame(meta={"menu": menu})
+    f.index = i
+    return f
+
+
+def test_a_switch_applies_to_later_processors_on_the_same_frame() -> None:
+    hud = Echo("hud")
+    p = Pipeline([Gate("hud"), hud])
+    r0 = p.run(menu_frame(0, False), CTX)
+    r1 = p.run(menu_frame(1, True), CTX)
+    r2 = p.run(menu_frame(2, True), CTX)
+    r3 = p.run(menu_frame(3, False), CTX)
+    assert hud.calls == [0, 3]
+    assert (r0.ran, r0.skipped) == (["gate", "hud"], {})
+    assert (r1.ran, r1.skipped) == (["gate"], {"hud": "disabled"})
+    assert r2.skipped == {"hud": "disabled"}
+    assert r3.ran == ["gate", "hud"]
+    assert r1.outputs["gate_sees"] is False
+    assert p.disabled == frozenset()
+
+
+def test_a_switch_applies_to_earlier_processors_from_the_next_frame() -> None:
+    hud = Echo("hud")
+    p = Pipeline([hud, Gate("hud")])
+    p.run(menu_frame(0, True), CTX)  # hud already ran on this frame
+    r1 = p.run(menu_frame(1, False), CTX)  # off here, switched on again after it
+    p.run(menu_frame(2, False), CTX)
+    assert hud.calls == [0, 2]
+    assert r1.skipped == {"hud": "disabled"}
+
+
+def test_disabled_wins_over_not_due_and_keeps_the_rate_clock() -> None:
+    hud = Echo("hud", rate=Rate(every=4))
+    p = Pipeline([Gate("hud"), hud])
+    menu = [False, True, True, False, False, False, False, False, False]
+    results = [p.run(menu_frame(i, m), CTX) for i, m in enumerate(menu)]
+    assert results[1].skipped == {"hud": "disabled"}  # off, and not due either
+    assert results[3].skipped == {"hud": "not_due"}  # back on, but only 3 frames since 0
+    assert hud.calls == [0, 4, 8]
+
+
+def test_a_processor_may_switch_itself_off() -> None:
+    class Once(Processor):
+        name = "once"
+
+        def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+            ctx.disable(self.name)
+            return {"calibrated": True}
+
+    p = Pipeline([Once(), Echo("after")])
+    assert p.run(frame(0), CTX).ran == ["once", "after"]
+    r = p.run(frame(1), CTX)
+    assert r.skipped == {"once": "disabled"}
+    assert r.outputs == {"after": True}
+
+
+def test_unknown_names_raise_a_clear_value_error_reported_per_frame() -> None:
+    p = Pipeline([Gate("hudd"), Echo("hud")])
+    r = p.run(menu_frame(0, True), CTX)
+    assert r.errors == [
+        {
+            "processor": "gate",
+            "error": "ValueError: no processor named 'hudd' in this pipeline; known: 'gate', 'hud'",
+        }
+    ]
+    assert r.ran == ["gate", "hud"]
+    with pytest.raises(ValueError, match="no processor named 'x'"):
+        Pipeline([Echo("a")], disabled=["x"])
+    with pytest.raises(ValueError, match="no processor named 'x'"):
+        Pipeline([Echo("a")]).disable("x")
+
+
+def test_switching_outside_a_run_is_refused() -> None:
+    ctx = ProcessContext(session_id="s")
+    with pytest.raises(RuntimeError, match="only while a pipeline runs"):
+        ctx.disable("hud")
+    Pipeline([Gate("hud"), Echo("hud")]).run(menu_frame(0, True), ctx)
+    with pytest.raises(RuntimeError, match="only while a pipeline runs"):
+        ctx.is_enabled("hud")
+
+
+def test_one_context_shared_by_two_pipelines_switches_only_the_running_one() -> None:
+    a = Pipeline([Gate("hud"), Echo("hud")])
+    b = Pipeline([Gate("hud"), Echo("hud")])
+    a.run(menu_frame(0, True), CTX)
+    assert a.disabled == {"hud"}
+    assert b.disabled == frozenset()
+
+
+def test_a_pipeline_may_start_with_processors_off_and_the_host_may_switch() -> None:
+    hud = Echo("hud")
+    p = Pipeline([Echo("a"), hud], disabled=["hud"])
+    assert p.run(frame(0), CTX).skipped == {"hud": "disabled"}
+    p.enable("hud")
+    assert p.run(frame(1), CTX).ran == ["a", "hud"]
+    p.disable("a")
+    assert p.disabled == {"a"}
+
+
+def test_end_runs_for_processors_that_are_off_and_may_ask_about_switches() -> None:
+    class Asks(Counter):
+        name = "asks"
+
+        def end(self, ctx: ProcessContext) -> dict[str, Any] | None:
+            return {"counter_on": ctx.is_enabled("counter")}
+
+    p = Pipeline([Counter(), Asks()], disabled=["counter"])
+    results, errors = p.end(CTX)
+    assert results == {"total": 0, "counter_on": False}
+    assert errors == []
+
+
+def test_snapshot_restore_carries_the_switches() -> None:
+    a = Pipeline([Gate("counter"), Counter()])
+    a.run(menu_frame(0, False), CTX)
+    a.run(menu_frame(1, True), CTX)
+    b = Pipeline([Gate("counter"), Counter()])
+    b.restore(a.snapshot(), disabled=a.disabled)
+    assert b.disabled == {"counter"}
+    b.restore({}, disabled=[])
+    assert b.disabled == frozenset()
+    with pytest.raises(ValueError, match="no processor named 'other'"):
+        b.restore({}, disabled=["other"])
+    with pytest.raises(ValueError, match="must be a list of names"):
+        b.restore({}, disabled="counter")
+    assert b.disabled == frozenset()  # a bad restore changes nothing

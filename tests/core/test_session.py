@@ -45,6 +45,20 @@ def test_snapshot_resumes_numbering_and_state() -> None:
     assert r.outputs == {"seen": 6}
 
 
+def test_snapshot_keeps_processors_switched_off() -> None:
+    a = Session("s5", Pipeline([Echo("e"), Counter()]))
+    a.pipeline.disable("counter")
+    state = a.snapshot()
+    assert state["disabled"] == ["counter"]
+    b = Session("s5", Pipeline([Echo("e"), Counter()]))
+    b.restore(state)
+    assert b.process(Frame()).skipped == {"counter": "disabled"}
+    # A snapshot from before switches existed keeps the pipeline's own.
+    c = Session("s5", Pipeline([Echo("e"), Counter()], disabled=["e"]))
+    c.restore({"next_index": 3, "processors": {"counter": {"seen": 3}}})
+    assert c.pipeline.disabled == {"e"}
+
+
 def test_idle_clock() -> None:
     now = [10.0]
     s = Session("s4", Pipeline([]), clock=lambda: now[0])

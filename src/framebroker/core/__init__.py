@@ -7,7 +7,7 @@ from .detections import BoxFormat, Detections, rows_of
 from .frame import Frame, ImageSource, RawImage
 from .inbox import Backpressure, Inbox
 from .manager import SessionManager, SessionPolicy, new_session_id
-from .pipeline import FrameResult, Pipeline
+from .pipeline import FrameResult, Pipeline, SkipReason
 from .processor import BaseModel, ProcessContext, Processor, Rate
 from .session import Session, SessionStats, SessionSummary
 from .store import Store
@@ -33,6 +33,7 @@ __all__ = [
     "SessionPolicy",
     "SessionStats",
     "SessionSummary",
+    "SkipReason",
     "Store",
     "Subscription",
     "new_session_id",

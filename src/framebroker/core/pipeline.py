@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .frame import Frame
 from .processor import ProcessContext, Processor
+from .switches import Switches
 
-__all__ = ["FrameResult", "Pipeline"]
+__all__ = ["FrameResult", "Pipeline", "SkipReason"]
 
 log = logging.getLogger(__name__)
+
+SkipReason = Literal["disabled", "not_due"]
+"""Why a processor did not run on a frame: switched off, or its :class:`Rate` said not yet."""
+
+# Frame timestamps are epoch seconds (1.5e9): their float differences are off by ~1e-7 s, so
+# a frame that lands exactly on a due time must not be missed by a rounding error.
+_SLACK = 1e-3
 
 
 @dataclass(slots=True)
@@ -22,8 +30,10 @@ class FrameResult:
 
     ``outputs`` merges every processor's dict in pipeline order (later keys win);
     ``timings`` holds seconds per processor that ran, in order; ``errors`` one entry per
-    processor that raised; ``ran`` the names of processors that ran on this frame;
-    ``dropped`` is true when the frame was discarded unprocessed (``latest`` policy).
+    processor that raised; ``ran`` the names of processors that ran on this frame, in order;
+    ``skipped`` the others, each with its :data:`SkipReason` (``"disabled"`` wins over
+    ``"not_due"``); ``dropped`` is true when the frame was discarded unprocessed (``latest``
+    policy), and then neither ``ran`` nor ``skipped`` names anything.
     """
 
     frame: Frame
@@ -31,36 +41,55 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
+    skipped: dict[str, SkipReason] = field(default_factory=dict)
     dropped: bool = False
 
 
 @dataclass(slots=True)
 class _Slot:
+    """A processor and its rate clock: the frame count and frame time of its last run."""
+
     processor: Processor
-    last_index: int = -(10**9)
+    last_seq: int | None = None
     last_time: float = float("-inf")
+    next_time: float = float("-inf")
     ready: bool = False
 
-    def due(self, frame: Frame) -> bool:
+    def due(self, seq: int, ts: float) -> bool:
         rate = self.processor.rate
-        if frame.index - self.last_index < rate.every:
+        if self.last_seq is not None and seq - self.last_seq < rate.every:
             return False
-        return not (rate.interval > 0 and frame.timestamp - self.last_time < rate.interval)
+        if rate.interval <= 0 or ts < self.last_time:  # a clock that went back starts over
+            return True
+        return ts >= self.next_time - _SLACK * rate.interval
+
+    def mark_run(self, seq: int, ts: float) -> None:
+        interval = self.processor.rate.interval
+        on_grid = self.last_time <= ts < self.next_time + interval * (1 - _SLACK)
+        # Keep the due times on a grid so the average rate is one run per interval; after a
+        # gap or a clock reset, start a new grid from this frame instead of catching up.
+        self.next_time = self.next_time + interval if on_grid else ts + interval
+        self.last_seq = seq
+        self.last_time = ts
 
 
 class Pipeline:
     """Runs processors in order on one session's frames; never called concurrently.
 
     A processor that raises gets an ``errors`` entry for that frame and the pipeline goes on
-    with the next processor. Names must be unique so timings and errors are unambiguous.
+    with the next processor. Names must be unique so timings, errors and switches are
+    unambiguous. ``disabled`` names processors that start switched off (another processor may
+    switch them on, see :class:`ProcessContext`); an unknown name raises ``ValueError``.
     """
 
-    def __init__(self, processors: Sequence[Processor]) -> None:
+    def __init__(self, processors: Sequence[Processor], *, disabled: Iterable[str] = ()) -> None:
         names = [p.name for p in processors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"processor names must be unique in a pipeline, repeated: {dupes}")
         self._slots = [_Slot(p) for p in processors]
+        self._switches = Switches(names, disabled)
+        self._seq = 0
 
     @property
     def processors(self) -> list[Processor]:
@@ -74,53 +103,76 @@ class Pipeline:
     def needs_image(self) -> bool:
         return any(s.processor.needs_image for s in self._slots)
 
+    @property
+    def disabled(self) -> frozenset[str]:
+        """Names of the processors switched off now."""
+        return self._switches.disabled
+
+    def enable(self, name: str) -> None:
+        """Switch ``name`` on from outside (an operator); raises ``ValueError`` if unknown."""
+        self._switches.enable(name)
+
+    def disable(self, name: str) -> None:
+        """Switch ``name`` off from outside (an operator); raises ``ValueError`` if unknown."""
+        self._switches.disable(name)
+
     def run(self, frame: Frame, ctx: ProcessContext) -> FrameResult:
+        """Run every processor that is on and due, in order; see :class:`FrameResult`."""
         result = FrameResult(frame, outputs=frame.results)
-        for slot in self._slots:
-            proc = slot.processor
-            if not slot.due(frame):
-                continue
-            slot.last_index = frame.index
-            slot.last_time = frame.timestamp
-            start = time.perf_counter()
-            try:
-                if not slot.ready:
-                    proc.setup(ctx)
-                    slot.ready = True
-                out = proc.process(frame, ctx)
-            except Exception as exc:  # a processor's failure is reported, never fatal
-                log.warning("processor %s failed on frame %d: %r", proc.name, frame.index, exc)
-                result.errors.append(
-                    {"processor": proc.name, "error": f"{type(exc).__name__}: {exc}"}
-                )
-                out = None
-            result.timings[proc.name] = time.perf_counter() - start
-            result.ran.append(proc.name)
-            if out:
-                result.outputs.update(out)
+        seq, ts = self._seq, frame.timestamp
+        self._seq += 1
+        with ctx._bound(self._switches):
+            for slot in self._slots:
+                proc = slot.processor
+                # Read per processor: one earlier on this frame may have switched this one.
+                if not self._switches.is_enabled(proc.name):
+                    result.skipped[proc.name] = "disabled"
+                    continue
+                if not slot.due(seq, ts):
+                    result.skipped[proc.name] = "not_due"
+                    continue
+                slot.mark_run(seq, ts)
+                start = time.perf_counter()
+                try:
+                    if not slot.ready:
+                        proc.setup(ctx)
+                        slot.ready = True
+                    out = proc.process(frame, ctx)
+                except Exception as exc:  # a processor's failure is reported, never fatal
+                    log.warning("processor %s failed on frame %d: %r", proc.name, frame.index, exc)
+                    result.errors.append(
+                        {"processor": proc.name, "error": f"{type(exc).__name__}: {exc}"}
+                    )
+                    out = None
+                result.timings[proc.name] = time.perf_counter() - start
+                result.ran.append(proc.name)
+                if out:
+                    result.outputs.update(out)
         return result
 
     def end(self, ctx: ProcessContext) -> tuple[dict[str, Any], list[dict[str, str]]]:
-        """Run every processor's ``end`` and ``close``; returns merged outputs and errors."""
+        """Run every processor's ``end`` and ``close``, switched off or not (what it saw before
+        still counts); returns merged outputs and errors."""
         merged: dict[str, Any] = {}
         errors: list[dict[str, str]] = []
-        for slot in self._slots:
-            proc = slot.processor
-            try:
-                out = proc.end(ctx)
-                if out:
-                    merged.update(out)
-            except Exception as exc:
-                log.warning("processor %s failed in end(): %r", proc.name, exc)
-                errors.append({"processor": proc.name, "error": f"{type(exc).__name__}: {exc}"})
-            try:
-                proc.close()
-            except Exception as exc:
-                log.warning("processor %s failed in close(): %r", proc.name, exc)
+        with ctx._bound(self._switches):
+            for slot in self._slots:
+                proc = slot.processor
+                try:
+                    out = proc.end(ctx)
+                    if out:
+                        merged.update(out)
+                except Exception as exc:
+                    log.warning("processor %s failed in end(): %r", proc.name, exc)
+                    errors.append({"processor": proc.name, "error": f"{type(exc).__name__}: {exc}"})
+                try:
+                    proc.close()
+                except Exception as exc:
+                    log.warning("processor %s failed in close(): %r", proc.name, exc)
         return merged, errors
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """States of processors that keep one, by name."""
+        """States of processors that keep one, by name; :attr:`disabled` is saved beside it."""
         out: dict[str, dict[str, Any]] = {}
         for slot in self._slots:
             state = slot.processor.snapshot()
@@ -128,10 +180,22 @@ class Pipeline:
                 out[slot.processor.name] = state
         return out
 
-    def restore(self, states: dict[str, dict[str, Any]]) -> None:
+    def restore(
+        self, states: dict[str, dict[str, Any]], *, disabled: Iterable[str] | None = None
+    ) -> None:
+        """Resume processor states from :meth:`snapshot` and, when given, the switches.
+
+        The switches are saved because the processor that set them may never see the same
+        thing again (a menu left before the restart). Raises ``ValueError`` for names not in
+        this pipeline; rate clocks start over, so each processor is due on the next frame.
+        """
         by_name = {s.processor.name: s.processor for s in self._slots}
         unknown = sorted(set(states) - set(by_name))
         if unknown:
             raise ValueError(f"snapshot names processors not in this pipeline: {unknown}")
+        if disabled is not None:
+            if isinstance(disabled, str):
+                raise ValueError(f"disabled must be a list of names, got {disabled!r}")
+            self._switches.set_disabled(disabled)
         for name, state in states.items():
             by_name[name].restore(state)

@@ -8,52 +8,116 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .frame import Frame
+from .switches import Switches
 
 __all__ = ["BaseModel", "ProcessContext", "Processor", "Rate"]
 
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """How often a processor runs: every ``every``-th frame, or at most once per ``interval`` s.
+    """How often a processor runs: every ``every``-th frame, and about once per ``interval`` s.
 
-    Intervals follow the frame's own timestamp, so a replay faster than realtime behaves as
-    live. The default runs on every frame.
+    ``every`` counts the frames its pipeline processes (frames a ``latest`` session drops never
+    reach it). ``interval`` follows the frame's own ``timestamp`` (arrival time when it has
+    none), so a replay faster than realtime behaves as live: the processor runs on the first
+    frame at or after each due time, and the next due time is one interval after the previous
+    one rather than after the frame, so frames that do not fall on the grid do not slow the
+    average rate below one run per interval. A gap in the stream longer than an interval does
+    not cause catch-up runs, and a clock that goes backwards (a replay started over) makes the
+    processor due at once. With both set, both must hold. The default runs on every frame.
+
+    A processor class declares its default as ``rate = Rate(...)``; a configuration may set
+    one per instance with ``{"name": ..., "rate": {"every": 5}}`` (see
+    :class:`~framebroker.plugins.ProcessorRegistry`). Raises ``ValueError`` for an ``every``
+    that is not an integer >= 1 or an ``interval`` that is not a finite number >= 0.
     """
 
     every: int = 1
     interval: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
-        if not math.isfinite(self.interval) or self.interval < 0:
-            raise ValueError(f"interval must be a finite number >= 0, got {self.interval}")
+        every: object = self.every
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        interval: object = self.interval
+        if (
+            not isinstance(interval, int | float)
+            or isinstance(interval, bool)
+            or not math.isfinite(interval)
+            or interval < 0
+        ):
+            raise ValueError(f"interval must be a finite number >= 0, got {interval!r}")
 
 
 @dataclass(slots=True)
 class ProcessContext:
-    """What a processor may know about where a frame comes from.
+    """What a processor may know about where a frame comes from, and its handle on the others.
 
     ``shared`` lives as long as the session and is visible to every processor of it, for
     processors that cooperate (a detector leaving results for a counter).
+
+    :meth:`enable`, :meth:`disable` and :meth:`is_enabled` let a processor switch others of its
+    pipeline on or off from what it has seen (a menu screen makes the HUD readers pointless).
+    A switch takes effect at once: processors later in the pipeline see it on this same frame,
+    those that already ran on it from the next one. That is the rule ``frame.results`` follows
+    too, and it lets a cheap gate placed first spare the expensive processors the very frame
+    that shows they are not needed. A processor switched off keeps its state and its rate
+    clock; switched back on, it runs on the first frame it is due. A processor may switch
+    itself off; being off, it cannot switch itself on again.
     """
 
     session_id: str
     transport: str = "library"
     shared: dict[str, Any] = field(default_factory=dict)
+    _switches: Switches | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _board(self) -> Switches:
+        if self._switches is None:
+            raise RuntimeError("processors can be switched only while a pipeline runs this context")
+        return self._switches
+
+    @contextmanager
+    def _bound(self, switches: Switches) -> Iterator[None]:
+        """Hand ``switches`` to the processors for the duration of one pipeline call."""
+        outer, self._switches = self._switches, switches
+        try:
+            yield
+        finally:
+            self._switches = outer
+
+    def enable(self, name: str) -> None:
+        """Switch the processor ``name`` on; raises ``ValueError`` if the pipeline has none.
+
+        Raises ``RuntimeError`` when called outside a pipeline's ``run``/``end``.
+        """
+        self._board().enable(name)
+
+    def disable(self, name: str) -> None:
+        """Switch the processor ``name`` off; raises ``ValueError`` if the pipeline has none.
+
+        Raises ``RuntimeError`` when called outside a pipeline's ``run``/``end``.
+        """
+        self._board().disable(name)
+
+    def is_enabled(self, name: str) -> bool:
+        """Whether ``name`` is on; raises ``ValueError`` if the pipeline has no such processor."""
+        return self._board().is_enabled(name)
 
 
 class Processor(ABC):
     """Base class of every processor and user model.
 
-    Subclasses set ``name`` (the key used in configs and timing reports), ``needs_image``
-    (whether ``process`` reads pixels) and ``rate``. ``process`` returns a dict merged into the
-    frame's outputs (later processors win on equal keys), or ``None`` for nothing yet.
-    Exceptions raised by ``process`` are reported per frame and do not end the session.
+    Subclasses set ``name`` (the key used in configs, timing reports and switches),
+    ``needs_image`` (whether ``process`` reads pixels) and ``rate`` (a default that a config
+    may replace per instance). ``process`` returns a dict merged into the frame's outputs
+    (later processors win on equal keys), or ``None`` for nothing yet. Exceptions raised by
+    ``process`` are reported per frame and do not end the session.
     """
 
     name: ClassVar[str] = "processor"

@@ -142,11 +142,14 @@ class Session:
             "id": self.id,
             "next_index": self._next_index,
             "processors": self.pipeline.snapshot(),
+            "disabled": sorted(self.pipeline.disabled),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self._next_index = int(state.get("next_index", 0))
-        self.pipeline.restore(state.get("processors", {}))
+        # A snapshot saved before processors could be switched has no "disabled": keep the
+        # pipeline's configured switches then.
+        self.pipeline.restore(state.get("processors", {}), disabled=state.get("disabled"))
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready description for listings."""
