@@ -340,3 +340,66 @@ def test_snapshot_restore_carries_the_switches() -> None:
     with pytest.raises(ValueError, match="must be a list of names"):
         b.restore({}, disabled="counter")
     assert b.disabled == frozenset()  # a bad restore changes nothing
+
+
+class StageEnd(Echo):
+    ends_stage = True
+
+
+class Switcher(Processor):
+    """Switches ``target`` off from whichever thread runs it."""
+
+    name = "switcher"
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        ctx.disable(self.target)
+        return None
+
+
+def test_processors_that_end_a_stage_split_the_pipeline() -> None:
+    assert Pipeline([]).stages == 1
+    assert Pipeline([Echo("a"), Echo("b")]).stages == 1
+    assert Pipeline([StageEnd("a"), Echo("b")]).stages == 2
+    assert Pipeline([Echo("a"), StageEnd("b")]).stages == 1  # nothing after it: no stage
+    assert Pipeline([StageEnd("a"), StageEnd("b"), Echo("c")]).stages == 3
+
+
+def test_stages_run_one_by_one_give_what_run_gives() -> None:
+    whole = Pipeline([StageEnd("a", rate=Rate(every=2)), Echo("b"), Counter()])
+    staged = Pipeline([StageEnd("a", rate=Rate(every=2)), Echo("b"), Counter()])
+    ctx = ProcessContext("s")
+    for i in range(4):
+        one = whole.run(Frame(index=i), ctx)
+        result = staged.start(Frame(index=i))
+        assert result.seq == i
+        for stage in range(staged.stages):
+            staged.run_stage(stage, result, ctx)
+        assert (result.ran, result.skipped, result.outputs) == (one.ran, one.skipped, one.outputs)
+
+
+def test_a_stage_on_another_thread_switches_its_own_pipeline() -> None:
+    """Stage 1 of frame 0 switches after stage 0 of frame 1, on another thread, has begun
+    and finished: the switch must still find its pipeline."""
+    import threading
+
+    go = threading.Event()
+
+    class LateSwitcher(Switcher):
+        def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+            go.wait(5)
+            return super().process(frame, ctx)
+
+    p = Pipeline([StageEnd("a"), LateSwitcher("a")])
+    ctx = ProcessContext("s")
+    first = p.start(Frame())
+    p.run_stage(0, first, ctx)
+    later = threading.Thread(target=p.run_stage, args=(1, first, ctx))
+    with ctx._bound(p._switches):  # stage 0 of the next frame, on this thread, begins ...
+        later.start()
+    go.set()  # ... and has ended before stage 1 of frame 0 switches
+    later.join(5)
+    assert not first.errors
+    assert p.disabled == {"a"}

@@ -136,3 +136,84 @@ async def test_attach_by_client_id(broker: Broker) -> None:
     a = await broker.attach("cam-1", transport="t")
     b = await broker.attach("cam-1", transport="t")
     assert a is b
+
+
+class Heavy(Processor):
+    """Ends a stage; on frame 1 it tells :class:`Tail` it ran."""
+
+    name: ClassVar[str] = "heavy"
+    ends_stage: ClassVar[bool] = True
+    reached: ClassVar[dict[int, threading.Event]] = {}
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        Heavy.reached.setdefault(frame.index, threading.Event()).set()
+        return {"heavy": frame.index}
+
+
+class Tail(Processor):
+    """On frame 0, waits until :class:`Heavy` has started frame 1: only overlap lets it."""
+
+    name: ClassVar[str] = "tail"
+    seen: ClassVar[list[tuple[int, int | None, bool]]] = []
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        overlapped = True
+        if frame.index == 0:
+            overlapped = Heavy.reached.setdefault(1, threading.Event()).wait(5.0)
+        Tail.seen.append((frame.index, frame.results.get("heavy"), overlapped))
+        return {"tail": frame.index}
+
+
+async def staged_broker() -> Broker:
+    Heavy.reached, Tail.seen = {}, []
+    reg = ProcessorRegistry()
+    reg.register("heavy", Heavy)
+    reg.register("tail", Tail)
+    reg.register("counter", Counter)
+    b = Broker(reg, config=BrokerConfig(max_workers=4, max_pending_frames=8))
+    await b.start()
+    return b
+
+
+async def test_a_later_stage_overlaps_the_next_frame_and_order_is_kept() -> None:
+    b = await staged_broker()
+    try:
+        s = await b.create_session(transport="t", pipeline=["heavy", "tail", "counter"])
+        assert s.pipeline.stages == 2
+        results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(5)))
+        assert [r.outputs["tail"] for r in results] == [0, 1, 2, 3, 4]
+        assert [r.ran for r in results] == [["heavy", "tail", "counter"]] * 5
+        # Frame 0's tail waited for frame 1's detection, which only a second stage allows.
+        assert Tail.seen[0] == (0, 0, True)
+        assert [i for i, _, _ in Tail.seen] == [0, 1, 2, 3, 4]
+        assert [h for _, h, _ in Tail.seen] == [0, 1, 2, 3, 4]  # each frame its own outputs
+        assert s.stats.frames_processed == 5
+        assert s.stats.runs == {"heavy": 5, "tail": 5, "counter": 5}
+    finally:
+        await b.stop()
+
+
+async def test_ending_a_staged_session_finishes_every_frame_in_flight() -> None:
+    b = await staged_broker()
+    try:
+        s = await b.create_session(transport="t", pipeline=["heavy", "tail", "counter"])
+        pending = [asyncio.ensure_future(b.submit(s, Frame())) for _ in range(4)]
+        await asyncio.sleep(0)
+        summary = await b.end_session(s.id)
+        results = await asyncio.gather(*pending)
+        assert [r.outputs["tail"] for r in results] == [0, 1, 2, 3]
+        assert summary.stats["frames_processed"] == 4
+    finally:
+        await b.stop()
+
+
+async def test_a_staged_lane_starts_again_after_it_went_idle() -> None:
+    b = await staged_broker()
+    try:
+        s = await b.create_session(transport="t", pipeline=["heavy", "tail"])
+        first = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(2)))
+        await asyncio.sleep(0.05)
+        later = await b.submit(s, Frame())
+        assert [r.outputs["tail"] for r in [*first, later]] == [0, 1, 2]
+    finally:
+        await b.stop()

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 from .frame import Frame
@@ -43,6 +44,8 @@ class FrameResult:
     ran: list[str] = field(default_factory=list)
     skipped: dict[str, SkipReason] = field(default_factory=dict)
     dropped: bool = False
+    seq: int = -1
+    """The pipeline's own count of this frame (from 0), which rates with ``every`` follow."""
 
 
 @dataclass(slots=True)
@@ -90,6 +93,9 @@ class Pipeline:
         self._slots = [_Slot(p) for p in processors]
         self._switches = Switches(names, disabled)
         self._seq = 0
+        cuts = [i + 1 for i, p in enumerate(processors[:-1]) if p.ends_stage]
+        edges = [0, *cuts, len(processors)]
+        self._stages = list(pairwise(edges))
 
     @property
     def processors(self) -> list[Processor]:
@@ -116,13 +122,39 @@ class Pipeline:
         """Switch ``name`` off from outside (an operator); raises ``ValueError`` if unknown."""
         self._switches.disable(name)
 
+    @property
+    def stages(self) -> int:
+        """How many stages the processors form: a processor with ``ends_stage`` closes one.
+
+        A host may run stage *k + 1* of frame *n* while stage *k* handles frame *n + 1*
+        (the broker does, on separate threads), so a heavy detector overlaps with the drawing
+        and encoding after it. Each processor still sees every frame in order, one at a time.
+        """
+        return len(self._stages)
+
     def run(self, frame: Frame, ctx: ProcessContext) -> FrameResult:
         """Run every processor that is on and due, in order; see :class:`FrameResult`."""
-        result = FrameResult(frame, outputs=frame.results)
-        seq, ts = self._seq, frame.timestamp
+        result = self.start(frame)
+        for stage in range(len(self._stages)):
+            self.run_stage(stage, result, ctx)
+        return result
+
+    def start(self, frame: Frame) -> FrameResult:
+        """Number ``frame`` for this pipeline; :meth:`run_stage` then takes the result."""
+        result = FrameResult(frame, outputs=frame.results, seq=self._seq)
         self._seq += 1
+        return result
+
+    def run_stage(self, stage: int, result: FrameResult, ctx: ProcessContext) -> FrameResult:
+        """Run the processors of ``stage`` on the frame of ``result`` (from :meth:`start`).
+
+        Stages of one frame must run in order, and a stage must see frames in the order
+        :meth:`start` numbered them; stages of different frames may run at the same time.
+        """
+        lo, hi = self._stages[stage]
+        frame, seq, ts = result.frame, result.seq, result.frame.timestamp
         with ctx._bound(self._switches):
-            for slot in self._slots:
+            for slot in self._slots[lo:hi]:
                 proc = slot.processor
                 # Read per processor: one earlier on this frame may have switched this one.
                 if not self._switches.is_enabled(proc.name):

@@ -7,6 +7,7 @@ keeps its state in plain attributes. It does not know which transport fed it.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,21 +76,31 @@ class ProcessContext:
     session_id: str
     transport: str = "library"
     shared: dict[str, Any] = field(default_factory=dict)
-    _switches: Switches | None = field(default=None, init=False, repr=False, compare=False)
+    # Per thread: two stages of one pipeline run on two threads at once (Pipeline.stages),
+    # and each call must find the switches of the pipeline calling it.
+    _switches: dict[int, Switches] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _board(self) -> Switches:
-        if self._switches is None:
+        switches = self._switches.get(threading.get_ident())
+        if switches is None:
             raise RuntimeError("processors can be switched only while a pipeline runs this context")
-        return self._switches
+        return switches
 
     @contextmanager
     def _bound(self, switches: Switches) -> Iterator[None]:
         """Hand ``switches`` to the processors for the duration of one pipeline call."""
-        outer, self._switches = self._switches, switches
+        key = threading.get_ident()
+        outer = self._switches.get(key)
+        self._switches[key] = switches
         try:
             yield
         finally:
-            self._switches = outer
+            if outer is None:
+                del self._switches[key]
+            else:
+                self._switches[key] = outer
 
     def enable(self, name: str) -> None:
         """Switch the processor ``name`` on; raises ``ValueError`` if the pipeline has none.
@@ -125,6 +136,11 @@ class Processor(ABC):
     rate: Rate = Rate()
     config_only: ClassVar[frozenset[str]] = frozenset()
     """Parameters a client request may not set (file paths, say): only the server's config."""
+    ends_stage: ClassVar[bool] = False
+    """True for a processor heavy enough to deserve a pipeline stage of its own: the
+    processors after it may then handle frame *n* while it already handles frame *n + 1*
+    (see :attr:`Pipeline.stages`). Whatever it hands to later processors must then travel on
+    the frame (detections, ``frame.results``), not in ``ctx.shared``, which is per session."""
 
     @classmethod
     def warm_up(cls) -> None:

@@ -98,12 +98,29 @@ class Session:
 
     def process(self, frame: Frame) -> FrameResult:
         """Run the pipeline on ``frame``, numbering it in arrival order."""
+        result = self.begin(frame)
+        for stage in range(self.pipeline.stages):
+            self.process_stage(stage, result)
+        return result
+
+    def begin(self, frame: Frame) -> FrameResult:
+        """Number ``frame`` in arrival order; its stages then go to :meth:`process_stage`."""
         if self.ended:
             raise RuntimeError(f"session {self.id} has ended")
         frame.index = self._next_index
         self._next_index += 1
         self.stats.frames_in += 1
-        result = self.pipeline.run(frame, self.ctx)
+        return self.pipeline.start(frame)
+
+    def process_stage(self, stage: int, result: FrameResult) -> FrameResult:
+        """Run one stage of the pipeline (see :attr:`Pipeline.stages`); the last one counts
+        the frame as processed. Stages of different frames may run at the same time."""
+        self.pipeline.run_stage(stage, result, self.ctx)
+        if stage == self.pipeline.stages - 1:
+            self._finish(result)
+        return result
+
+    def _finish(self, result: FrameResult) -> None:
         self.stats.frames_processed += 1
         if result.errors:
             self.stats.frame_errors += 1
@@ -111,7 +128,6 @@ class Session:
             self.stats.latency_s[name] = self.stats.latency_s.get(name, 0.0) + seconds
             self.stats.runs[name] = self.stats.runs.get(name, 0) + 1
         self.touch()
-        return result
 
     def count_dropped(self, n: int = 1) -> None:
         """Record frames discarded before reaching the pipeline."""

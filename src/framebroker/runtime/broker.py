@@ -283,25 +283,92 @@ class Broker:
         return await fut
 
     async def _pump(self, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
-        session = lane.session
         try:
-            while (item := lane.inbox.take()) is not None:
-                frame, fut = item
-                try:
-                    result = await loop.run_in_executor(self.executor, session.process, frame)
-                except Exception as exc:
-                    log.exception("session %s failed on a frame", session.id)
-                    if not fut.done():
-                        fut.set_exception(exc)
-                    continue
-                if not fut.done():
-                    fut.set_result(result)
-                topic = f"session/{session.id}/result"
-                if self.bus.has_subscribers(topic):
-                    self.bus.publish(topic, result)
+            if lane.session.pipeline.stages == 1:
+                await self._pump_whole(lane)
+            else:
+                await self._pump_staged(lane)
         finally:
             lane.task = None
+
+    async def _pump_whole(self, lane: _Lane) -> None:
+        loop = asyncio.get_running_loop()
+        session = lane.session
+        while (item := lane.inbox.take()) is not None:
+            frame, fut = item
+            try:
+                result = await loop.run_in_executor(self.executor, session.process, frame)
+            except Exception as exc:
+                self._failed(session, fut, exc)
+                continue
+            self._deliver(session, fut, result)
+
+    async def _pump_staged(self, lane: _Lane) -> None:
+        """Stage *k + 1* of frame *n* runs while stage *k* takes frame *n + 1*.
+
+        One task per later stage, fed through a one-place queue, so frames stay in order and
+        a slow later stage holds back the earlier ones instead of piling frames up. The pump
+        ends only once every stage is idle and the inbox is still empty, with no ``await``
+        between that check and the end (a frame submitted meanwhile starts a new pump).
+        """
+        loop = asyncio.get_running_loop()
+        session = lane.session
+        n = session.pipeline.stages
+        hand: list[asyncio.Queue[tuple[FrameResult, asyncio.Future[FrameResult]]]] = [
+            asyncio.Queue(maxsize=1) for _ in range(n - 1)
+        ]
+
+        async def later(stage: int) -> None:
+            source = hand[stage - 1]
+            while True:
+                result, fut = await source.get()
+                try:
+                    await loop.run_in_executor(self.executor, session.process_stage, stage, result)
+                    if stage < n - 1:
+                        await hand[stage].put((result, fut))
+                    else:
+                        self._deliver(session, fut, result)
+                except Exception as exc:
+                    self._failed(session, fut, exc)
+                finally:
+                    source.task_done()
+
+        workers = [asyncio.create_task(later(k)) for k in range(1, n)]
+        try:
+            while True:
+                item = lane.inbox.take()
+                if item is None:
+                    for queue in hand:
+                        await queue.join()
+                    item = lane.inbox.take()
+                    if item is None:
+                        return
+                frame, fut = item
+                try:
+                    result = await loop.run_in_executor(self.executor, session.begin, frame)
+                    await loop.run_in_executor(self.executor, session.process_stage, 0, result)
+                except Exception as exc:
+                    self._failed(session, fut, exc)
+                    continue
+                await hand[0].put((result, fut))
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _failed(self, session: Session, fut: asyncio.Future[FrameResult], exc: Exception) -> None:
+        log.error("session %s failed on a frame", session.id, exc_info=exc)
+        if not fut.done():
+            fut.set_exception(exc)
+
+    def _deliver(
+        self, session: Session, fut: asyncio.Future[FrameResult], result: FrameResult
+    ) -> None:
+        if not fut.done():
+            fut.set_result(result)
+        topic = f"session/{session.id}/result"
+        if self.bus.has_subscribers(topic):
+            self.bus.publish(topic, result)
 
     # -- housekeeping ----------------------------------------------------------------------
 

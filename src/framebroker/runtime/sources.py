@@ -123,7 +123,8 @@ class SourceFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         # A file read as fast as possible is paced by the pipeline instead: at most one frame
-        # in the pipeline and one waiting, so nothing is decoded only to be dropped.
+        # in each pipeline stage and one waiting, so nothing is decoded only to be dropped
+        # (sized once the pipeline is built).
         self._slots = threading.BoundedSemaphore(2)
         self._stopping = threading.Event()
 
@@ -144,6 +145,7 @@ class SourceFeed:
             ),
             backpressure=Backpressure.LATEST,
         )
+        self._slots = threading.BoundedSemaphore(self.session.pipeline.stages + 1)
         self.live = LiveFeed(
             self.name,
             self.session.id,
