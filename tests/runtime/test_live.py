@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -105,3 +107,36 @@ def test_seed_timestamp_format() -> None:
 
     assert seed_timestamp(0.25, ZoneInfo("UTC")) == "1970-01-01 00:00:00.250"
     assert seed_timestamp(0.0, ZoneInfo("Asia/Tokyo")) == "1970-01-01 09:00:00.000"
+
+
+async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twice(
+    tmp_path: Path,
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'hours.sqlite3'}")
+    records = PeopleRecords(store)
+    config = LiveFeedConfig(timezone="Europe/Paris", max_fps=0, stats_interval_s=60)
+    nine = datetime(2026, 11, 21, 9, 30, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+    day = "2026-11-21"
+
+    def at(t: float, cin: int, cout: int) -> FrameResult:
+        frame = Frame(meta={"timestamp": t})
+        return FrameResult(frame, outputs={"day": day, "lines": {"door": {"in": cin, "out": cout}}})
+
+    live = LiveFeed("cam", "s1", Bus(), inline, records, config)
+    live.day = day
+    await live.start()
+    await live.handle(at(nine, 2, 0))
+    await live.handle(at(nine + 600, 3, 1))
+    await live.handle(at(nine + 3600, 5, 1))  # 10:30
+    await live.stop()
+    assert records.load_hourly("cam", day) == {(9, "door"): (3, 1), (10, "door"): (2, 0)}
+
+    # A restart the same day: the counter resumes from 5/1, so only growth past it is new.
+    again = LiveFeed("cam", "s2", Bus(), inline, records, config)
+    again.day = day
+    await again.start()
+    await again.handle(at(nine + 3700, 6, 1))
+    await again.stop()
+    assert records.load_hourly("cam", day) == {(9, "door"): (3, 1), (10, "door"): (3, 0)}
+    assert records.hourly_totals("cam", day)[10] == {"hour": 10, "count_in": 3, "count_out": 0}
+    store.close()

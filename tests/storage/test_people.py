@@ -76,3 +76,24 @@ def test_file_names_come_from_integers_only() -> None:
     assert face_filename(7) == "face_7.jpg"
     with pytest.raises(ValueError, match="invalid literal"):
         face_filename("../etc/passwd")  # type: ignore[arg-type]
+
+
+def test_hourly_counts_replace_the_day_and_sum_for_a_chart(records: PeopleRecords) -> None:
+    records.save_counts(
+        "cam", "2026-11-21", {"a": {"in": 3, "out": 1}}, {(9, "a"): (2, 1), (13, "a"): (1, 0)}
+    )
+    records.save_counts("cam", "2026-11-21", {"a": {"in": 3, "out": 1}, "b": {"in": 4, "out": 0}},
+                        {(9, "a"): (2, 1), (13, "a"): (1, 0), (13, "b"): (4, 0)})  # fmt: skip
+    records.save_counts("cam", "2026-11-22", {}, {(0, "a"): (7, 7)})
+    assert records.load_hourly("cam", "2026-11-21") == {
+        (9, "a"): (2, 1), (13, "a"): (1, 0), (13, "b"): (4, 0),
+    }  # fmt: skip
+    chart = records.hourly_totals("cam", "2026-11-21")
+    assert len(chart) == 24
+    assert chart[9] == {"hour": 9, "count_in": 2, "count_out": 1}
+    assert chart[13] == {"hour": 13, "count_in": 5, "count_out": 0}
+    assert sum(row["count_in"] for row in chart) == 7
+    # Counts saved without hours leave the stored hours alone.
+    records.save_counts("cam", "2026-11-21", {"a": {"in": 9, "out": 9}})
+    assert records.load_hourly("cam", "2026-11-21")[(13, "b")] == (4, 0)
+    assert records.load_hourly("other", "2026-11-21") == {}

@@ -349,3 +349,22 @@ def _summary_for_resume(sid: str, reason: str = "server_stopped") -> SessionSumm
         results={},
         errors=[],
     )
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_rows(
+    open_file_store: OpenStore, db_path: Path
+) -> None:
+    """Version 1 had no hourly_counts; opening it adds the table and keeps the sessions."""
+    first = open_file_store()
+    first.session_started("old", info_for("old"))
+    first.close()
+    with closing(sqlite3.connect(db_path)) as raw, raw:
+        raw.execute("DROP TABLE hourly_counts")
+        raw.execute("UPDATE schema_version SET version = 1")
+    store = open_file_store()
+    with closing(sqlite3.connect(db_path)) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+        version = raw.execute("SELECT version FROM schema_version").fetchone()[0]
+    assert "hourly_counts" in tables
+    assert version == SCHEMA_VERSION == 2
+    assert store.get_session("old") is not None

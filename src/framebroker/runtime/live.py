@@ -88,6 +88,8 @@ class LiveFeed:
         self.frames_published = 0
         self._last_frame_at = 0.0
         self._lines: dict[str, dict[str, int]] = {}
+        # Crossings per (hour, line) today, from the growth of the line totals between frames.
+        self._hours: dict[tuple[int, str], tuple[int, int]] = {}
         self._counts_dirty = False
         self._event_id: int | None = None
         self._face_ids: OrderedDict[int, int] = OrderedDict()  # track id -> face id, bounded
@@ -104,9 +106,14 @@ class LiveFeed:
             wake=lambda: loop.call_soon_threadsafe(self._wake.set),
         )
         if self._records is not None:
+            records = self._records
             self.stats["face_count"] = await self._run_blocking(
-                self._records.count_faces, self.day, self.source
+                records.count_faces, self.day, self.source
             )
+            # The counter resumes today's totals, so growth is measured from them and the
+            # hours already stored are kept.
+            self._lines = await self._run_blocking(records.load_counts, self.source, self.day)
+            self._hours = await self._run_blocking(records.load_hourly, self.source, self.day)
         self._tasks = [
             asyncio.create_task(self._follow(), name=f"live-{self.source}"),
             asyncio.create_task(self._tick(), name=f"live-stats-{self.source}"),
@@ -147,6 +154,7 @@ class LiveFeed:
             self.day = day
             self.stats["face_count"] = 0
             self._face_ids.clear()
+            self._lines, self._hours = {}, {}
         for key in ("count_in", "count_out", "daily_event_count", "current_event_count_in"):
             if key in out:
                 self.stats[key] = int(out[key])
@@ -154,6 +162,7 @@ class LiveFeed:
             self.stats["event_active"] = bool(out["event_active"])
         lines = out.get("lines")
         if isinstance(lines, dict) and lines != self._lines:
+            self._add_to_hours(lines, result.frame.timestamp)
             self._lines = {k: dict(v) for k, v in lines.items()}
             self._counts_dirty = True
         event = out.get("event")
@@ -169,6 +178,18 @@ class LiveFeed:
             self._last_frame_at = now
             self.frames_published += 1
             self.bus.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
+
+    def _add_to_hours(self, lines: dict[str, dict[str, int]], frame_time: float) -> None:
+        hour = datetime.fromtimestamp(frame_time, self.tz).hour
+        for name, counts in lines.items():
+            before = self._lines.get(name, {})
+            grew_in = int(counts.get("in", 0)) - int(before.get("in", 0))
+            grew_out = int(counts.get("out", 0)) - int(before.get("out", 0))
+            if grew_in < 0 or grew_out < 0:  # the counter started over (a reset): all is new
+                grew_in, grew_out = int(counts.get("in", 0)), int(counts.get("out", 0))
+            if grew_in or grew_out:
+                cin, cout = self._hours.get((hour, name), (0, 0))
+                self._hours[(hour, name)] = (cin + grew_in, cout + grew_out)
 
     def _frame_due(self, now: float) -> bool:
         if self.config.max_fps <= 0:
@@ -194,7 +215,11 @@ class LiveFeed:
         self._counts_dirty = False
         try:
             await self._run_blocking(
-                self._records.save_counts, self.source, self.day, dict(self._lines)
+                self._records.save_counts,
+                self.source,
+                self.day,
+                dict(self._lines),
+                dict(self._hours),
             )
         except Exception:
             self._counts_dirty = True

@@ -1,4 +1,5 @@
-"""What the people counter keeps: daily counts per line, traffic events, and the face index.
+"""What the people counter keeps: counts per day and per hour for each line, traffic events,
+and the face index.
 
 Face images live as files beside the database (the runtime writes them); this index maps the
 server-made ``face_id`` to its file name, so no client string ever becomes a path.
@@ -52,6 +53,17 @@ daily_counts = Table(
     Column("count_in", Integer, nullable=False),
     Column("count_out", Integer, nullable=False),
     Column("updated_at", Double, nullable=False),
+)
+
+hourly_counts = Table(
+    "hourly_counts",
+    metadata,
+    Column("source", String(255), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("hour", Integer, primary_key=True),  # 0..23, local time of the source's zone
+    Column("line", String(255), primary_key=True),
+    Column("count_in", Integer, nullable=False),
+    Column("count_out", Integer, nullable=False),
 )
 
 traffic_events = Table(
@@ -152,8 +164,15 @@ class PeopleRecords:
 
     # -- counts --------------------------------------------------------------------------
 
-    def save_counts(self, source: str, day: str, lines: dict[str, dict[str, int]]) -> None:
-        """Store the day's counts per line (replacing what was stored for that day)."""
+    def save_counts(
+        self,
+        source: str,
+        day: str,
+        lines: dict[str, dict[str, int]],
+        hours: dict[tuple[int, str], tuple[int, int]] | None = None,
+    ) -> None:
+        """Store the day's counts per line and, when given, its crossings per (hour, line)
+        as ``(in, out)``, replacing what was stored for that day, in one transaction."""
         now = time.time()
         with self._store.transaction() as conn:
             conn.execute(
@@ -176,6 +195,28 @@ class PeopleRecords:
                         for name, c in lines.items()
                     ],
                 )
+            if hours is None:
+                return
+            conn.execute(
+                delete(hourly_counts).where(
+                    hourly_counts.c.source == source, hourly_counts.c.day == day
+                )
+            )
+            if hours:
+                conn.execute(
+                    insert(hourly_counts),
+                    [
+                        {
+                            "source": source,
+                            "day": day,
+                            "hour": hour,
+                            "line": line,
+                            "count_in": int(cin),
+                            "count_out": int(cout),
+                        }
+                        for (hour, line), (cin, cout) in hours.items()
+                    ],
+                )
 
     def load_counts(self, source: str, day: str) -> dict[str, dict[str, int]]:
         with self._store.transaction() as conn:
@@ -185,6 +226,27 @@ class PeopleRecords:
                 ).where(daily_counts.c.source == source, daily_counts.c.day == day)
             ).all()
         return {line: {"in": cin, "out": cout} for line, cin, cout in rows}
+
+    def load_hourly(self, source: str, day: str) -> dict[tuple[int, str], tuple[int, int]]:
+        """The day's crossings per (hour, line), as :meth:`save_counts` stored them."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(
+                    hourly_counts.c.hour,
+                    hourly_counts.c.line,
+                    hourly_counts.c.count_in,
+                    hourly_counts.c.count_out,
+                ).where(hourly_counts.c.source == source, hourly_counts.c.day == day)
+            ).all()
+        return {(hour, line): (cin, cout) for hour, line, cin, cout in rows}
+
+    def hourly_totals(self, source: str, day: str) -> list[dict[str, int]]:
+        """24 rows ``{"hour", "count_in", "count_out"}`` summed over lines, for a chart."""
+        totals = [[0, 0] for _ in range(24)]
+        for (hour, _line), (cin, cout) in self.load_hourly(source, day).items():
+            totals[hour][0] += cin
+            totals[hour][1] += cout
+        return [{"hour": h, "count_in": i, "count_out": o} for h, (i, o) in enumerate(totals)]
 
     # -- traffic events --------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from ..errors import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "SQLStore"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Version of the schema this code writes; bump it and add a step to ``_MIGRATIONS``."""
 
 ACTIVE: Final = "active"
@@ -93,7 +93,14 @@ session_snapshots = Table(
     Column("updated_at", Double, nullable=False),
 )
 
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _tables_only(conn: Connection) -> None:
+    """A step that only adds tables: ``create_all`` after the steps makes them."""
+
+
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _tables_only,  # 2 adds hourly_counts
+}
 """``_MIGRATIONS[n]`` upgrades a database from version ``n`` to ``n + 1``."""
 
 _SQLITE_PRAGMAS: Final = (
