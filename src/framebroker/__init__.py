@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .processors.bytetrack.processor import ByteTrackProcessor
     from .processors.detect import PersonDetector
     from .processors.face_gallery import FaceGallery
+    from .processors.heart_rate import HeartRate
     from .processors.line_counter import Line, LineCounter
     from .processors.traffic_events import TrafficEvents
 
@@ -49,6 +50,7 @@ _LAZY = {
     "Annotator": "framebroker.processors.annotate",
     "PersonDetector": "framebroker.processors.detect",
     "FaceGallery": "framebroker.processors.face_gallery",
+    "HeartRate": "framebroker.processors.heart_rate",
     "Line": "framebroker.processors.line_counter",
     "LineCounter": "framebroker.processors.line_counter",
     "TrafficEvents": "framebroker.processors.traffic_events",
@@ -76,6 +78,7 @@ __all__ = [
     "Frame",
     "FrameResult",
     "FramebrokerError",
+    "HeartRate",
     "Line",
     "LineCounter",
     "PersonDetector",
