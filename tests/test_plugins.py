@@ -130,3 +130,14 @@ def test_the_library_exports_every_builtin_processor() -> None:
         assert getattr(framebroker, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = framebroker.Nope  # type: ignore[attr-defined]
+
+
+def test_a_spec_can_make_any_processor_end_a_stage() -> None:
+    reg = ProcessorRegistry()
+    pipeline = reg.pipeline([{"name": "bytetrack", "ends_stage": True}, "annotate"])
+    assert pipeline.stages == 2
+    assert reg.pipeline(["bytetrack", "annotate"]).stages == 1
+    with pytest.raises(ProcessorLoadError, match="ends_stage must be true or false"):
+        reg.pipeline([{"name": "bytetrack", "ends_stage": "yes"}])
+    with pytest.raises(ProcessorLoadError, match="enabled must be true or false"):
+        reg.pipeline([{"name": "bytetrack", "enabled": None}])

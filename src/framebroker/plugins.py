@@ -8,7 +8,9 @@ A spec is a name or ``{"name": ..., **params}``. Two keys of it belong to the pi
 the processor, so every processor gets them without its class knowing: ``"rate"``
 (``{"every": N}`` and/or ``{"interval": S}``, replacing the class's declared
 :class:`~framebroker.core.Rate` for this instance) and ``"enabled"`` (``false`` starts it
-switched off, for another processor to switch on). They are namespaced rather than bare
+switched off, for another processor to switch on), and ``"ends_stage"`` (``true`` lets the
+processors after it work on the previous frame meanwhile, see
+:attr:`~framebroker.core.Pipeline.stages`). They are namespaced rather than bare
 ``every``/``interval`` keys because processors already use those names for their own
 parameters (``faces`` has an ``every``).
 """
@@ -31,7 +33,7 @@ ENTRY_POINT_GROUP = "framebroker.processors"
 
 Factory = Callable[..., Processor]
 
-PIPELINE_KEYS = frozenset({"name", "rate", "enabled"})
+PIPELINE_KEYS = frozenset({"name", "rate", "enabled", "ends_stage"})
 """Spec keys the registry and pipeline read; the rest are the processor's parameters."""
 
 _RATE_KEYS = frozenset({"every", "interval"})
@@ -144,10 +146,12 @@ class ProcessorRegistry:
         kwargs = {**self._defaults.get(name, {}), **params}
         rate = _rate(name, kwargs.pop("rate", None))
         enabled = kwargs.pop("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ProcessorLoadError(
-                f"processor {name!r}: enabled must be true or false, got {enabled!r}"
-            )
+        ends_stage = kwargs.pop("ends_stage", None)
+        for key, value in (("enabled", enabled), ("ends_stage", ends_stage)):
+            if not isinstance(value, bool) and (key == "enabled" or value is not None):
+                raise ProcessorLoadError(
+                    f"processor {name!r}: {key} must be true or false, got {value!r}"
+                )
         try:
             proc = factory(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -159,6 +163,8 @@ class ProcessorRegistry:
         if rate is not None:
             # An instance attribute shadows the class's declared rate for this session only.
             proc.rate = rate
+        if ends_stage is not None:
+            proc.ends_stage = ends_stage
         return proc, enabled
 
     def pipeline(self, specs: Sequence[ProcessorSpec]) -> Pipeline:

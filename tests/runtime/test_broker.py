@@ -142,7 +142,7 @@ class Heavy(Processor):
     """Ends a stage; on frame 1 it tells :class:`Tail` it ran."""
 
     name: ClassVar[str] = "heavy"
-    ends_stage: ClassVar[bool] = True
+    ends_stage = True
     reached: ClassVar[dict[int, threading.Event]] = {}
 
     def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:

@@ -136,11 +136,14 @@ class Processor(ABC):
     rate: Rate = Rate()
     config_only: ClassVar[frozenset[str]] = frozenset()
     """Parameters a client request may not set (file paths, say): only the server's config."""
-    ends_stage: ClassVar[bool] = False
+    ends_stage: bool = False
     """True for a processor heavy enough to deserve a pipeline stage of its own: the
     processors after it may then handle frame *n* while it already handles frame *n + 1*
-    (see :attr:`Pipeline.stages`). Whatever it hands to later processors must then travel on
-    the frame (detections, ``frame.results``), not in ``ctx.shared``, which is per session."""
+    (see :attr:`Pipeline.stages`). It pays only where cores are spare: on 2 cores the
+    people counter's detector overlapping BlazeFace and JPEG encoding cost a third more CPU
+    per frame and ran slower, so no built-in sets it; a spec can (``"ends_stage": true``).
+    Whatever it hands to later processors must then travel on
+the frame (detections, ``frame.results``), not in ``ctx.shared``, which is per session."""
 
     @classmethod
     def warm_up(cls) -> None:

@@ -68,7 +68,6 @@ class PersonDetector(Processor):
     name = "detect"
     config_only = frozenset({"model", "format"})  # a request must not make us open files
     needs_image = True
-    ends_stage = True  # drawing and encoding after it overlap with the next frame's detection
 
     def __init__(
         self,
