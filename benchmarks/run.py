@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_tracker.py", "bench_rest.py", "bench_people.py"]
+BENCHMARKS = [
+    "bench_tracker.py",
+    "bench_rest.py",
+    "bench_people.py",
+    "bench_frames.py",
+    "bench_socketio.py",
+    "bench_webrtc.py",
+]
 
 
 def main() -> int:

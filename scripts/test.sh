@@ -9,4 +9,5 @@ echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchma
 echo "== mypy --strict" && .venv/bin/mypy --strict src/framebroker
 echo "== example plugin: mypy and its own tests" &&
     (cd examples/framebroker-hud-plugin && ../../.venv/bin/mypy && ../../.venv/bin/pytest -q)
+echo "== browser" && bash scripts/install_browser.sh
 echo "== pytest" && .venv/bin/pytest "$@"

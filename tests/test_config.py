@@ -13,7 +13,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
-        if key.startswith("FRAMEBROKER_"):
+        if key.startswith("FRAMEBROKER_") or key == "WEBSOCKET_STREAM_QUALITY":
             monkeypatch.delenv(key)
 
 
@@ -77,4 +77,18 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_bad_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAMEBROKER_MAX_WORKERS", "lots")
     with pytest.raises(ConfigError, match="max_workers"):
+        load_settings()
+
+
+def test_the_seed_stream_quality_variable_sets_the_pushed_jpeg_quality(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().live.jpeg_quality == 70
+    monkeypatch.setenv("WEBSOCKET_STREAM_QUALITY", "85")
+    assert load_settings().live.jpeg_quality == 85
+    monkeypatch.setenv("FRAMEBROKER_LIVE__JPEG_QUALITY", "40")  # ours wins over the seed's
+    assert load_settings().live.jpeg_quality == 40
+    monkeypatch.delenv("FRAMEBROKER_LIVE__JPEG_QUALITY")
+    monkeypatch.setenv("WEBSOCKET_STREAM_QUALITY", "101")
+    with pytest.raises(ConfigError, match="jpeg_quality: Input should be less than or equal"):
         load_settings()

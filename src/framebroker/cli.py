@@ -2,7 +2,8 @@
 
 ``serve`` takes the seed-000 spellings (``--ssl_certfile``, ``--max_workers``) and their
 kebab-case twins; every flag left out falls back to the environment, then the config file,
-then the built-in default.
+then the built-in default. ``extract-frames`` replays a video into a frame server (see
+:mod:`framebroker.tools.extract_frames`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__
 from .errors import ConfigError, FramebrokerError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["main", "settings_from_args"]
+
+_T = TypeVar("_T")
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +51,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--data-dir", "--data_dir", dest="data_dir", type=Path)
     p.add_argument("--database-url", "--database_url", dest="database_url")
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        dest="log_format",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default text); each names its session",
+    )
     _source_flags(p)
+    _webrtc_flags(p)
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
@@ -63,14 +77,25 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--loop", action="store_true", help="start files over when they end")
     p.add_argument(
-        "--compat", action="store_true", help="also open each seed's own listener (8765)"
+        "--compat",
+        action="store_true",
+        help="also open each seed's own listener (people_ws 8765, frames 5000, "
+        "webrtc_http 8083, webrtc_ws 8084)",
     )
     p.add_argument(
         "--compat-port",
         dest="compat_port",
         action="append",
         metavar="NAME=PORT",
-        help="move a compatibility listener, e.g. people_ws=9765",
+        help="move a compatibility listener, e.g. people_ws=9765 or frames=5001",
+    )
+    p.add_argument(
+        "--processor",
+        dest="processors",
+        action="append",
+        metavar="NAME|MODULE:ATTR",
+        help="processor run on each frame posted to the seed-003 frame server "
+        "(multipart POST /); repeatable, in order",
     )
 
 
@@ -88,6 +113,206 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--compat", action="store_true")
 
 
+def _webrtc_flags(p: argparse.ArgumentParser) -> None:
+    """Seed 004's flags (its ``main.py``), and where its ``MODELS`` list goes."""
+    p.add_argument(
+        "--model",
+        dest="webrtc_models",
+        action="append",
+        metavar="NAME|MODULE:ATTR",
+        help="model run on each WebRTC stream (seed 004's MODELS); repeatable, in merge "
+        "order: later keys win (default: the heart-rate model)",
+    )
+    p.add_argument(
+        "--websocket-only",
+        dest="webrtc_websocket_only",
+        action="store_true",
+        help="WebRTC signaling over the WebSocket only: no HTTP POST /offer",
+    )
+    p.add_argument(
+        "--record-to",
+        dest="webrtc_record_to",
+        type=Path,
+        metavar="DIR",
+        help="write each incoming WebRTC stream to DIR/SESSION_ID.mp4",
+    )
+    p.add_argument("--cert-file", dest="cert_file", type=Path, help="HTTPS/WSS certificate")
+    p.add_argument("--key-file", dest="key_file", type=Path, help="its private key")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const="debug",
+        help="debug logging (same as --log-level debug)",
+    )
+
+
+def _webrtc_overrides(flags: dict[str, object]) -> None:
+    """Turn the flags of :func:`_webrtc_flags` into settings, in place."""
+    webrtc = {}
+    for key in ("models", "websocket_only", "record_to"):
+        value = flags.pop(f"webrtc_{key}", None)
+        if value is not None:
+            webrtc[key] = value
+    if webrtc:
+        flags["webrtc"] = webrtc
+    cert, keyfile = flags.pop("cert_file", None), flags.pop("key_file", None)
+    if cert is not None:
+        flags["ssl_certfile"] = cert
+    if keyfile is not None:
+        flags["ssl_keyfile"] = keyfile
+    if cert is not None or keyfile is not None:
+        flags.setdefault("ssl", True)  # the seed's cert and key alone turn HTTPS on
+
+
+def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``parse`` as an argparse ``type``: its ``ValueError`` message becomes the usage error."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise ValueError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _extract_frames_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .tools.extract_frames import parse_fps, parse_header, parse_size, parse_start_time
+
+    p = sub.add_parser(
+        "extract-frames",
+        help="replay a video file into a frame server, one POST per frame",
+        description="Decode SOURCE, sample it at --fps on the video's clock, and POST each "
+        "frame to DESTINATION as multipart/form-data: 'image' (raw BGR, 1920x1080 unless "
+        "--size) and 'frame' (JSON: timestamp, timestamp_str, relative_timestamp_str, "
+        "relative_timestamp, frame_no, source), over one kept-alive connection. Exit "
+        "status: 0 all frames answered 200, 1 a frame was refused, 2 the source, the "
+        "destination or --out cannot be used.",
+    )
+    p.add_argument("source", help="video source to extract frames from (file or stream URL)")
+    p.add_argument("destination", help="http:// or https:// endpoint to POST frames to")
+    p.add_argument(
+        "--fps",
+        "-r",
+        type=_checked(parse_fps),
+        default=1.0,
+        metavar="FPS",
+        help="frames per second of video to extract (can be decimal; 'all' for every "
+        "frame; default 1)",
+    )
+    p.add_argument(
+        "--seek",
+        "-s",
+        dest="seek_s",
+        type=_checked(_seconds),
+        default=0.0,
+        metavar="SECONDS",
+        help="seek time in seconds to seek into input before starting",
+    )
+    p.add_argument(
+        "--size",
+        type=_checked(parse_size),
+        default=(1920, 1080),
+        metavar="WxH",
+        help="size of the images sent (default 1920x1080)",
+    )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="post each frame at its time on the video clock instead of as fast as it decodes",
+    )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="go on after a frame is refused (the exit status is still 1)",
+    )
+    p.add_argument(
+        "--out", metavar="FILE", help="write each reply as a line of JSON to FILE ('-': stdout)"
+    )
+    p.add_argument(
+        "--header",
+        "-H",
+        dest="headers",
+        action="append",
+        type=_checked(parse_header),
+        default=[],
+        metavar="NAME:VALUE",
+        help="add this header to every request (repeatable)",
+    )
+    p.add_argument(
+        "--start-time",
+        type=_checked(parse_start_time),
+        default="auto",
+        metavar="WHEN",
+        help="what 'timestamp' counts from: auto (the file's creation time if it records "
+        "one, else now), now, seconds since 1970, or an ISO 8601 time",
+    )
+    p.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=_checked(_positive_seconds),
+        default=30.0,
+        metavar="SECONDS",
+        help="give up on a connection or reply after this long (default 30)",
+    )
+    p.add_argument("--cafile", metavar="PEM", help="trust the CA certificates in this file")
+    p.add_argument(
+        "--insecure", "-k", action="store_true", help="do not verify the HTTPS certificate"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+
+
+def _stream_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="stream a video file to a WebRTC server as a camera; print its predictions",
+        description="Seed 004's mock client: play VIDEO in real time as a WebRTC camera "
+        "track to the server at URL, print each message the server sends (predictions, "
+        "then the final result) as a line of JSON, and ask for the result when the video "
+        "ends. Exit status: 0 done, 1 the connection failed or the server reported an "
+        "error, 2 the video, the URL or the offer was refused.",
+    )
+    p.add_argument("video", help="video file (or rtsp:// URL or camera device)")
+    p.add_argument(
+        "url",
+        help="WebSocket signaling URL (ws://HOST:8000/webrtc/ws, or the seed's ws://HOST:8084);"
+        " with --use-http the offer URL (http://HOST:8000/offer or http://HOST:8083)",
+    )
+    p.add_argument("--use-http", action="store_true", help="HTTP POST signaling")
+    p.add_argument("--loop", action="store_true", help="start the video over when it ends")
+    p.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=_checked(_positive_seconds),
+        default=30.0,
+        metavar="SECONDS",
+        help="give up connecting, or waiting for the result, after this long (default 30)",
+    )
+    p.add_argument(
+        "--insecure", "-k", action="store_true", help="do not verify the TLS certificate"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="framebroker", description="Real-time vision stream server."
@@ -96,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _demo_parser(sub)
+    _extract_frames_parser(sub)
+    _stream_parser(sub)
     return parser
 
 
@@ -111,25 +338,77 @@ def _compat_ports(values: list[str] | None) -> dict[str, int] | None:
     return ports
 
 
-def _run_serve(args: argparse.Namespace) -> int:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings ``serve``/``demo`` run with: flags over env over the config file."""
     from .config import load_settings
-    from .server.serve import serve
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     flags["compat_ports"] = _compat_ports(flags.pop("compat_port", None))
+    processors = flags.pop("processors", None)
+    if processors:
+        flags["frames"] = {"pipeline": processors}
+    _webrtc_overrides(flags)
     if args.command == "demo":
         from .media.video import demo_clip
 
         flags["sources"] = [f"demo={demo_clip()}"]
         flags["loop"] = True
-    settings = load_settings(getattr(args, "config", None), **flags)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    return load_settings(getattr(args, "config", None), **flags)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+    from .server.serve import serve
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
     return 0
+
+
+def _run_extract_frames(args: argparse.Namespace) -> int:
+    from .tools.extract_frames import ExtractOptions, run
+
+    options = ExtractOptions(
+        source=args.source,
+        destination=args.destination,
+        fps=args.fps,
+        seek_s=args.seek_s,
+        size=args.size,
+        realtime=args.realtime,
+        keep_going=args.keep_going,
+        out=args.out,
+        headers=tuple(args.headers),
+        start_time=args.start_time,
+        timeout_s=args.timeout_s,
+        cafile=args.cafile,
+        insecure=args.insecure,
+        quiet=args.quiet,
+    )
+    try:
+        return run(options)
+    except KeyboardInterrupt:
+        print("framebroker: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    from .tools.stream import StreamOptions, run
+
+    options = StreamOptions(
+        video=args.video,
+        url=args.url,
+        use_http=args.use_http,
+        loop=args.loop,
+        timeout_s=args.timeout_s,
+        insecure=args.insecure,
+    )
+    try:
+        return run(options)
+    except KeyboardInterrupt:
+        print("framebroker: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("serve", "demo"):
             return _run_serve(args)
+        if args.command == "extract-frames":
+            return _run_extract_frames(args)
+        if args.command == "stream":
+            return _run_stream(args)
     except FramebrokerError as exc:
         print(f"framebroker: {exc.message}", file=sys.stderr)
         return 2

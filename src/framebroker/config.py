@@ -6,23 +6,40 @@ names the setting, rather than surfacing later as a 500. Every limit lives in :c
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
 
 __all__ = [
     "COMPAT_PORTS",
+    "AnalysisServiceSettings",
+    "AnalysisSettings",
+    "FramesSettings",
     "Limits",
     "LiveSettings",
     "PeopleCounterSettings",
     "Settings",
     "TrackerSettings",
+    "WebRTCSettings",
     "load_settings",
 ]
 
@@ -47,6 +64,10 @@ class Limits(BaseModel):
         64, ge=1, description="frames queued per session before new ones are refused"
     )
     bus_queue: int = Field(64, ge=1, description="messages kept per slow subscriber")
+    max_form_parts: int = Field(16, ge=1, description="parts of one multipart/form-data body")
+    max_part_header_bytes: int = Field(
+        16 * 1024, ge=256, description="header block of one multipart part"
+    )
 
 
 class TrackerSettings(BaseModel):
@@ -89,13 +110,31 @@ class PeopleCounterSettings(BaseModel):
         return self
 
 
+def _seed_env(name: str, default: Any) -> Callable[[], Any]:
+    """A default read from the seed's bare environment variable ``name`` when it is set.
+
+    A default, not a value: anything set explicitly beats it, and it is not counted as set
+    (``load_settings`` merges only what was set).
+    """
+
+    def factory() -> Any:
+        return os.environ.get(name, default)
+
+    return factory
+
+
 class LiveSettings(BaseModel):
     """The WebSocket push of seed 001."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     jpeg_quality: int = Field(
-        70, ge=1, le=100, description="quality of pushed frames (WEBSOCKET_STREAM_QUALITY)"
+        default_factory=_seed_env("WEBSOCKET_STREAM_QUALITY", 70),
+        validate_default=True,
+        ge=1,
+        le=100,
+        description="JPEG quality of pushed frames; the seed's WEBSOCKET_STREAM_QUALITY "
+        "environment variable is read as the default",
     )
     max_fps: float = Field(15.0, ge=0, description="frames pushed per second at most; 0: all")
     stats_interval_s: float = Field(0.5, gt=0)
@@ -103,7 +142,310 @@ class LiveSettings(BaseModel):
     send_timeout_s: float = Field(10.0, gt=0, description="a client not reading is dropped")
 
 
-COMPAT_PORTS = {"people_ws": 8765}
+class FramesSettings(BaseModel):
+    """The frame server of seed 003: a multipart ``POST /`` of ``image`` and ``frame``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipeline: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description="processors run on each posted frame, by name or module:attr, or "
+        '{"name": ..., **params} (serve --processor); default: none, the frame is echoed',
+    )
+    default_width: int = Field(1920, ge=1, description="raw image width when frame has none")
+    default_height: int = Field(1080, ge=1, description="raw image height when frame has none")
+
+    @model_validator(mode="after")
+    def _named_processors(self) -> FramesSettings:
+        for i, spec in enumerate(self.pipeline):
+            if isinstance(spec, dict) and not isinstance(spec.get("name"), str):
+                raise ValueError(f"pipeline[{i}]: a processor table needs a string 'name'")
+        return self
+
+
+class AnalysisServiceSettings(BaseModel):
+    """One HTTP analysis service of seed 002: the window's MP4 is POSTed to ``url``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="http:// or https:// URL the video is POSTed to")
+    timeout_s: float = Field(30.0, gt=0, description="whole time allowed, retries included")
+    retries: int = Field(2, ge=0, le=10, description="more tries after a refused connection or 5xx")
+    field: str = Field("file", min_length=1, description="multipart field holding the video")
+
+    @model_validator(mode="after")
+    def _http_url(self) -> AnalysisServiceSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"url: expected an http:// or https:// URL, got {self.url!r}")
+        return self
+
+
+_ANALYSIS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SEED_SESSION_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Engine.IO's own query parameters; a session id under one of these names would be lost.
+_ENGINEIO_PARAMS = frozenset({"EIO", "transport", "t", "sid", "j", "b64"})
+_PLACEHOLDER_KEYS = frozenset(
+    {"", "secret", "secret_key", "secret-key", "your_secret_key", "your-secret-key",
+     "your secret key", "changeme", "change-me", "change_me", "dev", "development", "test"}
+)  # fmt: skip
+_SEED_NAMES = (
+    "SECRET_KEY",
+    "ALLOWED_SESSION_IDS",
+    "MAX_BUFFER_SIZE",
+    "EMIT_RESULT",
+    "SESSION_ID_NAME",
+    "GENERATE_SESSION_ID_ON_CONNECT",
+)
+
+
+class AnalysisSettings(BaseModel):
+    """Seed 002: Socket.IO frame sessions, windows of frames encoded to MP4, and the fan-out
+    of each window (or ``POST /batch`` upload) to analysis services and in-process pipelines.
+
+    The seed's bare environment names (``SECRET_KEY``, ``ALLOWED_SESSION_IDS``,
+    ``MAX_BUFFER_SIZE``, ``EMIT_RESULT``, ``SESSION_ID_NAME``,
+    ``GENERATE_SESSION_ID_ON_CONNECT``) are read as defaults: any other source that sets the
+    same setting (``FRAMEBROKER_ANALYSIS__...``, the config file, a flag) wins. In a config
+    file the seed's upper-case spellings are accepted too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret_key: SecretStr | None = Field(
+        default_factory=_seed_env("SECRET_KEY", None),
+        validate_default=True,
+        description="signs the session ids /get_session_id hands out; unset: a random key "
+        "per process (ids do not survive a restart); a placeholder is refused unless dev_mode",
+    )
+    dev_mode: bool = Field(False, description="accept a placeholder or short secret_key")
+    allowed_session_ids: list[str] = Field(
+        default_factory=_seed_env("ALLOWED_SESSION_IDS", ()),
+        validate_default=True,
+        description="ids a client may connect with besides those handed out; each is "
+        "used up when its client disconnects (comma-separated or a JSON list in the env)",
+    )
+    max_buffer_size: int = Field(
+        default_factory=_seed_env("MAX_BUFFER_SIZE", 500 * MiB),
+        validate_default=True,
+        ge=1024,
+        description="largest POST /batch upload, in bytes",
+    )
+    emit_result: bool = Field(
+        default_factory=_seed_env("EMIT_RESULT", True),
+        validate_default=True,
+        description="emit each window's merged answers to its client as 'result'",
+    )
+    session_id_name: str = Field(
+        default_factory=_seed_env("SESSION_ID_NAME", "session_id"),
+        validate_default=True,
+        description="query parameter of the Socket.IO connection that carries the session id",
+    )
+    generate_session_id_on_connect: bool = Field(
+        default_factory=_seed_env("GENERATE_SESSION_ID_ON_CONNECT", False),
+        validate_default=True,
+        description="make an id for a client that connects without a known one, instead of "
+        "refusing it; the id is sent to it in a 'session' event",
+    )
+    services: dict[str, AnalysisServiceSettings] = Field(
+        default_factory=dict, description="HTTP analysis services: name = URL or a table"
+    )
+    pipelines: dict[str, list[str | dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="in-process pipelines run on each window's frames: name = processors",
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins of web pages allowed to open a Socket.IO connection ('*': any); "
+        "none: only pages from this server (clients outside a browser send no origin)",
+    )
+    window_frames: int = Field(30, ge=1, le=10_000, description="frames per video window")
+    window_seconds: float = Field(
+        0.0, ge=0, description="also close a window this long after its first frame; 0: never"
+    )
+    video_fps: float = Field(30.0, gt=0, le=240, description="frame rate written in the MP4")
+    video_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"
+    )
+    video_crf: int = Field(23, ge=0, le=51, description="H.264 quality: lower is better")
+    max_frame_bytes: int = Field(
+        8 * MiB,
+        ge=1024,
+        le=11 * MiB,
+        description="largest image in one 'process' event (at most 11 MiB: its base64 must "
+        "fit in one 16 MiB WebSocket message)",
+    )
+    max_inflight_events: int = Field(
+        8, ge=1, le=1024, description="'process' events of one client being handled at once"
+    )
+    max_windows_in_flight: int = Field(
+        2, ge=1, le=64, description="windows of one session being analysed at once"
+    )
+    max_window_bytes: int = Field(
+        64 * MiB, ge=MiB, description="bytes one open window may hold (video and frames)"
+    )
+    max_concurrent_requests: int = Field(
+        16, ge=1, le=1024, description="requests to analysis services in flight, server-wide"
+    )
+    max_answer_bytes: int = Field(
+        4 * MiB, ge=1024, description="largest answer read from an analysis service"
+    )
+    issued_id_ttl_s: float = Field(
+        600.0, gt=0, description="a handed-out session id must connect within this time"
+    )
+    max_issued_ids: int = Field(
+        100_000, ge=1, description="handed-out ids remembered (unused or used up) at once"
+    )
+    batch_max_frames: int = Field(
+        9000, ge=1, description="frames of one /batch upload run through in-process pipelines"
+    )
+    max_concurrent_batches: int = Field(
+        4, ge=1, le=256, description="POST /batch uploads handled at once; more get 503"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_spellings(cls, data: Any) -> Any:
+        # A config file may use the seed's names; the usual spelling, when both are there,
+        # came from the environment or a flag, and wins.
+        if not isinstance(data, dict) or not any(name in data for name in _SEED_NAMES):
+            return data
+        out = dict(data)
+        for name in _SEED_NAMES:
+            if name in out:
+                value = out.pop(name)
+                out.setdefault(name.lower(), value)
+        return out
+
+    @field_validator("allowed_session_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _bare_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)
+        if isinstance(value, dict):
+            return {k: {"url": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnalysisSettings:
+        key = self.secret_key.get_secret_value() if self.secret_key is not None else None
+        if key is not None and not self.dev_mode:
+            if key.strip().lower() in _PLACEHOLDER_KEYS:
+                raise ValueError(
+                    "analysis.secret_key (SECRET_KEY) is a placeholder; set it to a random "
+                    "value (python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                    "or set dev_mode"
+                )
+            if len(key) < 16:
+                raise ValueError(
+                    f"analysis.secret_key (SECRET_KEY) is {len(key)} characters; expected at "
+                    "least 16 outside dev_mode"
+                )
+        for bad in self.allowed_session_ids:
+            if not _SEED_SESSION_ID.fullmatch(bad):
+                raise ValueError(
+                    f"allowed_session_ids: {bad!r} is not 1-64 characters of A-Z a-z 0-9 . _ ~ -"
+                )
+        if not _QUERY_NAME.fullmatch(self.session_id_name):
+            raise ValueError(
+                f"session_id_name: expected a query parameter name, got {self.session_id_name!r}"
+            )
+        if self.session_id_name in _ENGINEIO_PARAMS:
+            raise ValueError(
+                f"session_id_name: {self.session_id_name!r} is Engine.IO's own query parameter"
+            )
+        for kind, names in (("services", self.services), ("pipelines", self.pipelines)):
+            for name in names:
+                if not _ANALYSIS_NAME.fullmatch(name):
+                    raise ValueError(f"{kind}: name {name!r} is not 1-64 of A-Z a-z 0-9 _ -")
+        both = sorted(set(self.services) & set(self.pipelines))
+        if both:
+            raise ValueError(f"{both} named both as a service and as a pipeline")
+        for name, specs in self.pipelines.items():
+            if not specs:
+                raise ValueError(f"pipelines.{name}: expected at least one processor")
+            for i, spec in enumerate(specs):
+                if isinstance(spec, dict) and not isinstance(spec.get("name"), str):
+                    raise ValueError(f"pipelines.{name}[{i}]: a processor table needs a 'name'")
+        return self
+
+
+_HEART_RATE = "heart_rate"  # the built-in rPPG model (entry point)
+
+
+class WebRTCSettings(BaseModel):
+    """Seed 004: a WebRTC peer streams its camera; each connection is a session whose frames
+    feed ``models``, each model in its own lane (see :mod:`framebroker.runtime.model_lanes`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: list[str | dict[str, Any]]([_HEART_RATE]),
+        description="the seed's MODELS: processors by name or module:attr, or "
+        '{"name": ..., **params}, in merge order (later keys win); serve --model',
+    )
+    websocket_only: bool = Field(False, description="no HTTP POST /offer signaling")
+    record_to: Path | None = Field(None, description="write each incoming stream to DIR/ID.mp4")
+    ice_servers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='ICE servers for the server and for clients that ask ({"urls": ..., '
+        '"username": ..., "credential": ...}); default none: host candidates only',
+    )
+    frame_timeout_s: float = Field(5.0, gt=0, description="longest one model may take on a frame")
+    max_model_failures: int = Field(
+        3, ge=0, description="failures in a row (errors, timeouts) that disable a model; 0: never"
+    )
+    end_timeout_s: float = Field(10.0, gt=0, description="wait for frames in progress at the end")
+    connect_timeout_s: float = Field(
+        15.0, gt=0, description="from the answer to the first video frame (ICE, DTLS, keyframe)"
+    )
+    media_timeout_s: float = Field(
+        10.0, gt=0, description="a connection that sends no frame for this long is ended"
+    )
+    max_connections: int = Field(32, ge=1, description="peer connections open at once")
+    max_message_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest signaling message or offer body"
+    )
+    client_queue: int = Field(64, ge=1, description="predictions kept for a slow client")
+
+    @field_validator("ice_servers", mode="after")
+    @classmethod
+    def _ice_urls(cls, servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, server in enumerate(servers):
+            urls = server.get("urls")
+            listed = [urls] if isinstance(urls, str) else urls
+            schemes = ("stun:", "stuns:", "turn:", "turns:")
+            if not isinstance(listed, list) or not listed:
+                listed = [None]
+            if not all(isinstance(u, str) and u.startswith(schemes) for u in listed):
+                raise ValueError(
+                    f"ice_servers[{i}]: urls must be stun:/turn: URLs, got {server.get('urls')!r}"
+                )
+            unknown = sorted(set(server) - {"urls", "username", "credential"})
+            if unknown:
+                raise ValueError(f"ice_servers[{i}]: unknown keys {unknown}")
+        return servers
+
+    @model_validator(mode="after")
+    def _named_models(self) -> WebRTCSettings:
+        for i, spec in enumerate(self.models):
+            if isinstance(spec, dict) and not isinstance(spec.get("name"), str):
+                raise ValueError(f"models[{i}]: a model table needs a string 'name'")
+        return self
+
+
+COMPAT_PORTS = {"people_ws": 8765, "frames": 5000, "webrtc_http": 8083, "webrtc_ws": 8084}
 """Each seed's own listener (``serve --compat``); ``--compat-port NAME=PORT`` moves one."""
 
 
@@ -126,6 +468,7 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default: SQLite file in data_dir"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     box_format: Literal["xyxy", "xywh", "cxcywh"] = "xywh"
     jpeg_quality: int = Field(90, ge=1, le=100)
     pipeline: list[str] = Field(default_factory=lambda: ["bytetrack"])
@@ -140,6 +483,9 @@ class Settings(BaseSettings):
     loop: bool = Field(False, description="start files over at their end")
     people: PeopleCounterSettings = Field(default_factory=PeopleCounterSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    frames: FramesSettings = Field(default_factory=FramesSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
     compat: bool = Field(False, description="also open each seed's own listener")
     compat_ports: dict[str, int] = Field(default_factory=lambda: dict(COMPAT_PORTS))
 
@@ -153,14 +499,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: no such file {path}")
         return self
 
-    @model_validator(mode="after")
-    def _compat_names(self) -> Settings:
-        unknown = sorted(set(self.compat_ports) - set(COMPAT_PORTS))
+    @field_validator("compat_ports", mode="after")
+    @classmethod
+    def _compat_names(cls, ports: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(ports) - set(COMPAT_PORTS))
         if unknown:
-            raise ValueError(
-                f"compat_ports: unknown listener(s) {unknown}; known: {sorted(COMPAT_PORTS)}"
-            )
-        return self
+            raise ValueError(f"unknown listener(s) {unknown}; known: {sorted(COMPAT_PORTS)}")
+        # Moving one listener keeps the others on their seed ports.
+        return {**COMPAT_PORTS, **ports}
 
     @property
     def faces_dir(self) -> Path:

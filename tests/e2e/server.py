@@ -14,11 +14,22 @@ from pathlib import Path
 
 import httpx
 
+from framebroker.config import COMPAT_PORTS
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def compat_flags(**chosen: int) -> list[str]:
+    """``--compat`` with every compatibility listener moved off its seed port: to the port
+    given here by name, else to a free one (the seed ports may be taken on a CI machine)."""
+    flags = ["--compat"]
+    for name in COMPAT_PORTS:
+        flags += ["--compat-port", f"{name}={chosen.get(name) or free_port()}"]
+    return flags
 
 
 class RunningServer:

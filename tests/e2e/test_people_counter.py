@@ -15,7 +15,7 @@ import websockets
 
 from framebroker.media.video import demo_clip
 
-from .server import free_port, running_server
+from .server import compat_flags, free_port, running_server
 
 STATS = {"count_in", "count_out", "face_count", "daily_event_count", "event_active",
          "current_event_count_in"}  # fmt: skip
@@ -54,8 +54,8 @@ def test_counts_frames_and_faces_pushed_over_websocket_and_kept_across_restart(
 ) -> None:
     data = tmp_path / "data"
     port = free_port()
-    args = ("--source", f"demo={demo_clip()}", "--no-source-realtime", "--loop", "--compat",
-            "--compat-port", f"people_ws={port}")  # fmt: skip
+    args = ("--source", f"demo={demo_clip()}", "--no-source-realtime", "--loop",
+            *compat_flags(people_ws=port))  # fmt: skip
     with running_server(data, *args):
         seen = asyncio.run(watch(f"ws://127.0.0.1:{port}/", 90))
     assert seen["frames"] >= 5
@@ -92,7 +92,7 @@ def test_a_compat_port_in_use_stops_the_server_with_a_clear_message(tmp_path: Pa
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "framebroker", "serve", "--port", str(free_port()),
-             "--data-dir", str(tmp_path), "--compat", "--compat-port", f"people_ws={port}"],
+             "--data-dir", str(tmp_path), *compat_flags(people_ws=port)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     assert proc.returncode == 2

@@ -217,3 +217,16 @@ async def test_a_staged_lane_starts_again_after_it_went_idle() -> None:
         assert [r.outputs["tail"] for r in [*first, later]] == [0, 1, 2]
     finally:
         await b.stop()
+
+
+async def test_metrics_count_received_processed_and_dropped_frames(broker: Broker) -> None:
+    s = await broker.create_session(transport="cam", backpressure=Backpressure.LATEST)
+    results = await asyncio.gather(*(broker.submit(s, Frame()) for _ in range(4)))
+    dropped = sum(r.dropped for r in results)
+    assert dropped >= 1  # latest: frames overtaken while the first one ran
+    text = broker.metrics.render().decode()
+    assert 'framebroker_frames_total{outcome="received",transport="cam"} 4.0' in text
+    assert f'framebroker_frames_total{{outcome="dropped",transport="cam"}} {dropped}.0' in text
+    processed = 4 - dropped
+    assert f'framebroker_frames_total{{outcome="processed",transport="cam"}} {processed}.0' in text
+    assert 'framebroker_sessions{transport="cam"} 1.0' in text

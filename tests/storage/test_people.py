@@ -32,6 +32,19 @@ def test_faces_get_server_made_ids_and_names(records: PeopleRecords) -> None:
     assert updated["quality"] == 3.0
 
 
+def test_faces_page_by_id_newest_first(records: PeopleRecords) -> None:
+    ids = [
+        records.add_face(source="cam", track_id=k, day="2026-11-21", quality=1, score=1)[0]
+        for k in range(5)
+    ]
+    assert [f["face_id"] for f in records.faces_page(2)] == [ids[4], ids[3]]
+    assert [f["face_id"] for f in records.faces_page(2, before=ids[3])] == [ids[2], ids[1]]
+    assert [f["face_id"] for f in records.faces_page(9, before=ids[1])] == [ids[0]]
+    assert records.faces_page(9, before=ids[0]) == []
+    with pytest.raises(ValueError, match="limit must be >= 0, got -1"):
+        records.faces_page(-1)
+
+
 def test_face_count_per_day_and_retention(records: PeopleRecords) -> None:
     for day in ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-21"]:
         records.add_face(source="cam", track_id=1, day=day, quality=1, score=1)

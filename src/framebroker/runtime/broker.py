@@ -24,8 +24,10 @@ from ..core.manager import ProcessorSpec, SessionManager, SessionPolicy
 from ..core.pipeline import FrameResult
 from ..core.session import Session, SessionSummary
 from ..core.store import Store
-from ..errors import SessionNotFound
+from ..errors import CapacityExceeded, SessionNotFound
+from ..logs import in_session, session_var
 from ..plugins import ProcessorRegistry
+from .metrics import Metrics
 
 __all__ = ["Broker", "BrokerConfig"]
 
@@ -66,6 +68,7 @@ class Broker:
         config: BrokerConfig | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
+        self.metrics = Metrics(self._census)
         self.registry = registry
         self.store = store
         self.bus = Bus(self.config.bus_queue)
@@ -108,6 +111,11 @@ class Broker:
         if self.store is not None:
             self.store.close()
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`stop` has begun."""
+        return self._closing
+
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` in the worker pool."""
         loop = asyncio.get_running_loop()
@@ -116,6 +124,9 @@ class Broker:
     @property
     def busy_sessions(self) -> set[str]:
         return {sid for sid, lane in self._lanes.items() if lane.task is not None or lane.inbox}
+
+    def _census(self) -> list[tuple[str, int]]:
+        return [(lane.session.transport, len(lane.inbox)) for lane in list(self._lanes.values())]
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -132,6 +143,8 @@ class Broker:
         )
         chosen = list(specs) if specs is not None else list(self.config.default_pipeline)
         self._lanes[session.id] = _Lane(session, Inbox(session.backpressure, capacity), chosen)
+        if record:
+            self.metrics.session_started(session.transport)
         if record and self.store is not None:
             info = session.info()
             store = self.store
@@ -235,6 +248,7 @@ class Broker:
         With ``keep_state`` the session's state is stored too, so :meth:`resume` can bring it
         back (a server stop suspends sessions this way).
         """
+        loop = asyncio.get_running_loop()
         session = self.manager.remove(session_id)
         lane = self._lanes.pop(session_id, None)
         if lane is not None and lane.task is not None:
@@ -246,9 +260,13 @@ class Broker:
                 "transport": session.transport,
                 "pipeline": lane.specs,
                 "backpressure": session.backpressure.value,
-                "state": await self.run_blocking(session.snapshot),
+                "state": await loop.run_in_executor(
+                    self.executor, in_session(session_id, session.snapshot)
+                ),
             }
-        summary = await self.run_blocking(session.end, reason)
+        summary = await loop.run_in_executor(
+            self.executor, in_session(session_id, session.end, reason)
+        )
         if self.store is not None:
             try:
                 await self.run_blocking(self.store.session_ended, summary)
@@ -273,9 +291,16 @@ class Broker:
         if lane is None or session.ended:
             raise SessionNotFound(session.id)
         session.touch()
+        self.metrics.frame_received(session.transport)
         fut: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
-        for old_frame, old_fut in lane.inbox.offer((frame, fut)):
+        try:
+            overtaken = lane.inbox.offer((frame, fut))
+        except CapacityExceeded:
+            self.metrics.frames_dropped(session.transport)
+            raise
+        for old_frame, old_fut in overtaken:
             session.count_dropped()
+            self.metrics.frames_dropped(session.transport)
             if not old_fut.done():
                 old_fut.set_result(FrameResult(old_frame, dropped=True))
         if lane.task is None:
@@ -283,6 +308,7 @@ class Broker:
         return await fut
 
     async def _pump(self, lane: _Lane) -> None:
+        session_var.set(lane.session.id)  # this task's context: its log lines name the session
         try:
             if lane.session.pipeline.stages == 1:
                 await self._pump_whole(lane)
@@ -297,7 +323,9 @@ class Broker:
         while (item := lane.inbox.take()) is not None:
             frame, fut = item
             try:
-                result = await loop.run_in_executor(self.executor, session.process, frame)
+                result = await loop.run_in_executor(
+                    self.executor, in_session(session.id, session.process, frame)
+                )
             except Exception as exc:
                 self._failed(session, fut, exc)
                 continue
@@ -323,7 +351,9 @@ class Broker:
             while True:
                 result, fut = await source.get()
                 try:
-                    await loop.run_in_executor(self.executor, session.process_stage, stage, result)
+                    await loop.run_in_executor(
+                        self.executor, in_session(session.id, session.process_stage, stage, result)
+                    )
                     if stage < n - 1:
                         await hand[stage].put((result, fut))
                     else:
@@ -345,8 +375,12 @@ class Broker:
                         return
                 frame, fut = item
                 try:
-                    result = await loop.run_in_executor(self.executor, session.begin, frame)
-                    await loop.run_in_executor(self.executor, session.process_stage, 0, result)
+                    result = await loop.run_in_executor(
+                        self.executor, in_session(session.id, session.begin, frame)
+                    )
+                    await loop.run_in_executor(
+                        self.executor, in_session(session.id, session.process_stage, 0, result)
+                    )
                 except Exception as exc:
                     self._failed(session, fut, exc)
                     continue
@@ -358,12 +392,14 @@ class Broker:
 
     def _failed(self, session: Session, fut: asyncio.Future[FrameResult], exc: Exception) -> None:
         log.error("session %s failed on a frame", session.id, exc_info=exc)
+        self.metrics.frame_failed(session.transport)
         if not fut.done():
             fut.set_exception(exc)
 
     def _deliver(
         self, session: Session, fut: asyncio.Future[FrameResult], result: FrameResult
     ) -> None:
+        self.metrics.frame_processed(session.transport, result)
         if not fut.done():
             fut.set_result(result)
         topic = f"session/{session.id}/result"

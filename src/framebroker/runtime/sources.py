@@ -165,10 +165,13 @@ class SourceFeed:
         await self.broker.run_blocking(self.video.start)
         log.info("source %s (%s) feeds session %s", self.name, self.uri, self.session.id)
 
-    async def stop(self) -> None:
-        self._stopping.set()
+    async def _stop_reader(self) -> None:
         if self.video is not None:
             await self.broker.run_blocking(self.video.stop)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._stop_reader()
         for task in list(self._pending):
             task.cancel()
         if self.live is not None:
@@ -201,6 +204,14 @@ class SourceFeed:
         if session is None or session.ended:
             if throttled:
                 self._slots.release()
+            if session is not None and not self._stopping.is_set():
+                # Ended from outside (DELETE /v1/sessions/..., the console): stop reading
+                # rather than decode frames nobody will process.
+                log.info("source %s: its session ended; stopping the reader", self.name)
+                self._stopping.set()
+                stopping = asyncio.ensure_future(self._stop_reader())
+                self._pending.add(stopping)
+                stopping.add_done_callback(self._pending.discard)
             return
         frame = Frame(source=RawImage(image), meta={"source": self.name, "pts": pts_s})
         task = asyncio.ensure_future(self.broker.submit(session, frame))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -20,12 +21,17 @@ from ..processors.detect import PersonDetector
 from ..processors.face_gallery import FaceGallery
 from ..processors.line_counter import LineCounter
 from ..processors.traffic_events import TrafficEvents
+from ..runtime.analysis import VideoAnalysis
 from ..runtime.broker import Broker, BrokerConfig
+from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..storage import open_store
-from ..transports import rest_v1, seed_tracking
+from ..transports import console, rest_v1, seed_frames, seed_tracking
 from ..transports.context import ServerContext
 from ..transports.http import install_error_handlers, json_response
 from ..transports.live_ws import live_routes
+from ..transports.seed_batch import router as seed_batch_router
+from ..transports.seed_socketio import SocketIOTransport
+from ..transports.webrtc import WebRTCTransport
 from .services import Services
 
 __all__ = ["build_app", "build_broker", "build_compat_app", "build_registry"]
@@ -50,6 +56,10 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
     return registry
 
 
+def _spec_names(specs: list[str | dict[str, Any]]) -> list[str]:
+    return [spec if isinstance(spec, str) else str(spec["name"]) for spec in specs]
+
+
 def build_broker(settings: Settings) -> Broker:
     limits = settings.limits
     return Broker(
@@ -63,7 +73,7 @@ def build_broker(settings: Settings) -> Broker:
             policy=SessionPolicy(
                 max_sessions=limits.max_sessions, idle_timeout_s=limits.session_idle_timeout_s
             ),
-            warm_up=("bytetrack", "annotate"),
+            warm_up=("bytetrack", "annotate", *_spec_names(settings.frames.pipeline)),
         ),
     )
 
@@ -72,13 +82,22 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """The ASGI app serving every transport on one port; its lifespan runs ``services``."""
     svc = services if services is not None else Services.build(settings, build_broker(settings))
     the_broker = svc.broker
+    ctx = ServerContext(broker=the_broker, settings=settings)
+    analysis = VideoAnalysis(settings.analysis, settings.limits, the_broker)  # seed 002
+    socketio_transport = SocketIOTransport(ctx, analysis)
+    webrtc = WebRTCTransport.shared(the_broker, settings)  # seed 004
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await svc.start()
         try:
+            await analysis.start()
+            await webrtc.start()
             yield
         finally:
+            await webrtc.stop()
+            await socketio_transport.stop()
+            await analysis.stop()
             await svc.stop()
 
     app = FastAPI(
@@ -91,17 +110,33 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.services = svc
-    install_error_handlers(app)
-    ctx = ServerContext(broker=the_broker, settings=settings)
+    install_error_handlers(app, on_error=lambda code: the_broker.metrics.error("http", code))
     app.include_router(seed_tracking.router(ctx))
     app.include_router(rest_v1.router(ctx))
+    app.include_router(console.router(ctx, svc.records))
+    app.mount(console.UI_PATH, console.static_files())  # the web console
     app.router.routes.extend(live_routes(svc.hub, "/ws/live"))
+    app.router.routes.extend(webrtc.routes())
+    app.state.analysis = analysis
+    app.include_router(seed_batch_router(ctx, analysis))
+    app.mount("/socket.io", socketio_transport.app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         if not svc.listening:
             return json_response({"status": "starting"}, 503)
         return json_response({"status": "ok", "sessions": len(the_broker.manager)})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        """Ready for traffic: every listener bound and the broker not shutting down."""
+        if not svc.listening or the_broker.closing:
+            return json_response({"status": "not ready"}, 503)
+        return json_response({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(the_broker.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return app
 
@@ -113,4 +148,12 @@ def build_compat_app(name: str, services: Services) -> Starlette:
     """
     if name == "people_ws":
         return Starlette(routes=live_routes(services.hub, "/"))
+    if name == "frames":
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        install_error_handlers(app, on_error=lambda code: services.broker.metrics.error(name, code))
+        ctx = ServerContext(broker=services.broker, settings=services.settings)
+        app.include_router(seed_frames.router(ctx))
+        return app
+    if name in ("webrtc_ws", "webrtc_http"):
+        return WebRTCTransport.shared(services.broker, services.settings).compat_app(name)
     raise ValueError(f"unknown compatibility listener {name!r}")

@@ -63,6 +63,8 @@ async def serve(settings: Settings) -> None:
     companions: list[tuple[str, int, _Companion]] = []
     if settings.compat:
         for name, default in COMPAT_PORTS.items():
+            if name == "webrtc_http" and settings.webrtc.websocket_only:
+                continue
             port = settings.compat_ports.get(name, default)
             app = build_compat_app(name, services)
             companions.append(
@@ -79,7 +81,11 @@ async def serve(settings: Settings) -> None:
         return
     base = f"{scheme}://{settings.host}:{settings.port}"
     log.info("framebroker listening on %s (API docs %s/docs)", base, base)
+    log.info("web console: %s/ui/", base)
     log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, settings.port)
+    log.info("frames (seed 003): POST multipart image + frame to %s/", base)
+    log.info("video analysis (seed 002): Socket.IO at %s/socket.io, POST %s/batch", base, base)
+    log.info("webrtc (seed 004): signaling %s://%s:%d/webrtc/ws", ws, settings.host, settings.port)
     tasks = []
     for name, port, server in companions:
         tasks.append(asyncio.create_task(server.serve_quietly()))
@@ -92,7 +98,8 @@ async def serve(settings: Settings) -> None:
                 f"compatibility listener {name} could not listen on {settings.host}:{port}; "
                 f"move it with --compat-port {name}=PORT"
             )
-        log.info("compatibility listener %s on %s://%s:%d/", name, ws, settings.host, port)
+        kind = ws if name in ("people_ws", "webrtc_ws") else scheme
+        log.info("compatibility listener %s on %s://%s:%d/", name, kind, settings.host, port)
     services.listening = True
     try:
         await main_task

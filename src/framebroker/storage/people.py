@@ -141,6 +141,18 @@ class PeopleRecords:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def faces_page(self, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` faces, highest ``face_id`` (newest saved) first; with ``before``,
+        only those whose id is below it, so the last id of one page asks for the next."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        query = select(faces).order_by(faces.c.face_id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(faces.c.face_id < before)
+        with self._store.transaction() as conn:
+            rows = conn.execute(query).all()
+        return [dict(r._mapping) for r in rows]
+
     def count_faces(self, day: str, source: str | None = None) -> int:
         query = select(func.count()).select_from(faces).where(faces.c.day == day)
         if source is not None:

@@ -7,6 +7,7 @@ response; handlers just raise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -78,16 +79,23 @@ def error_response(exc: FramebrokerError) -> Response:
     return json_response(exc.to_dict(), exc.http_status)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error an HTTP handler can raise to one JSON shape."""
+def install_error_handlers(app: FastAPI, on_error: Callable[[str], None] | None = None) -> None:
+    """Map every error an HTTP handler can raise to one JSON shape; ``on_error`` is told
+    each answer's error code (for metrics)."""
+
+    def seen(code: str) -> None:
+        if on_error is not None:
+            on_error(code)
 
     async def on_framebroker(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, FramebrokerError)
+        seen(exc.code)
         return error_response(exc)
 
     async def on_http(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        seen(code)
         return json_response(
             {"error": str(exc.detail), "code": code}, exc.status_code, dict(exc.headers or {})
         )
@@ -96,6 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        seen("invalid_input")
         return json_response(
             {"error": f"{where}: {first.get('msg')}", "code": "invalid_input", "field": where},
             400,
@@ -103,6 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
+        seen("internal")
         return json_response({"error": "internal server error", "code": "internal"}, 500)
 
     app.add_exception_handler(FramebrokerError, on_framebroker)

@@ -3,6 +3,10 @@
 ``GET /`` lists sessions, ``POST /`` tracks one frame of boxes for the session named by the
 ``Session-Id`` header (created on first use; a new id is made and returned in the
 ``Session-Id`` response header when the client sends none), ``DELETE /`` ends a session.
+
+A ``multipart/form-data`` ``POST /`` is seed 003's frame server instead
+(:mod:`~framebroker.transports.seed_frames`): the two seeds share the path and are told
+apart by content type.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from starlette.responses import Response
 
 from ..errors import InvalidInput, UnsupportedMediaType
 from ..runtime.broker import Broker
+from . import seed_frames
 from .context import ServerContext
 from .http import json_response
 from .tracking import read_tracking_request, tracked_boxes
@@ -42,6 +47,7 @@ def _is_json(content_type: str | None) -> bool:
 def router(ctx: ServerContext) -> APIRouter:
     api = APIRouter()
     broker = ctx.broker
+    post_frame = seed_frames.frame_handler(ctx)
 
     @api.get("/", include_in_schema=False)
     async def list_sessions() -> Response:
@@ -50,9 +56,12 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.post("/", include_in_schema=False)
     async def track(request: Request) -> Response:
         content_type = request.headers.get("content-type")
+        if seed_frames.is_form(content_type):
+            return await post_frame(request)
         if not _is_json(content_type):
             raise UnsupportedMediaType(
-                f"expected Content-Type application/json, got {content_type!r}",
+                "expected Content-Type application/json (boxes to track) or "
+                f"multipart/form-data (a video frame), got {content_type!r}",
                 field="Content-Type",
             )
         req = await read_tracking_request(request, ctx)

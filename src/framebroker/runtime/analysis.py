@@ -1,0 +1,200 @@
+"""Seed 002 assembled: session ids, streams of frames, uploads, and the fan-out behind them.
+
+:class:`VideoAnalysis` is what the seed-002 transports (Socket.IO events and the HTTP
+endpoints) talk to; it holds no wire format. Built from the ``analysis`` settings, started and
+stopped with the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncGenerator, Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..config import AnalysisSettings, Limits
+from ..errors import InvalidInput, SessionNotFound
+from ..media.encode import EncoderOptions
+from ..media.video import SourceError, open_source
+from .broker import Broker
+from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
+from .session_ids import SessionIds
+from .video_streams import Emit, StreamConfig, VideoStream, VideoStreams
+
+__all__ = ["VideoAnalysis"]
+
+log = logging.getLogger(__name__)
+
+Image = NDArray[np.uint8]
+
+
+class VideoAnalysis:
+    """Seed 002's state in one process. ``transport`` replaces httpx's network (tests)."""
+
+    def __init__(
+        self,
+        settings: AnalysisSettings,
+        limits: Limits,
+        broker: Broker,
+        *,
+        transport: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.broker = broker
+        if settings.secret_key is None:
+            key = secrets.token_bytes(32)
+            log.info(
+                "SECRET_KEY is not set: session ids are signed with a random key for this run "
+                "only (they do not survive a restart)"
+            )
+        else:
+            key = settings.secret_key.get_secret_value().encode("utf-8")
+            key = key if len(key) >= 16 else key.ljust(16, b"\0")  # dev_mode allows short keys
+        self.ids = SessionIds(
+            key,
+            allowed=settings.allowed_session_ids,
+            ttl_s=settings.issued_id_ttl_s,
+            max_ids=settings.max_issued_ids,
+        )
+        http = HttpServices(
+            (
+                HttpService(name, s.url, timeout_s=s.timeout_s, retries=s.retries, field=s.field)
+                for name, s in settings.services.items()
+            ),
+            max_concurrency=settings.max_concurrent_requests,
+            max_answer_bytes=settings.max_answer_bytes,
+            transport=transport,
+        )
+        pipelines = InProcessPipelines(broker, settings.pipelines) if settings.pipelines else None
+        self.fanout = Fanout(http, pipelines)
+        self.streams = VideoStreams(limits.max_sessions)
+        self.stream_config = StreamConfig(
+            window_frames=settings.window_frames,
+            window_seconds=settings.window_seconds,
+            max_window_bytes=settings.max_window_bytes,
+            max_inflight=settings.max_inflight_events,
+            max_windows_in_flight=settings.max_windows_in_flight,
+            emit_result=settings.emit_result,
+            encoder=EncoderOptions(
+                fps=settings.video_fps, preset=settings.video_preset, crf=settings.video_crf
+            ),
+        )
+
+    async def start(self) -> None:
+        """Build every configured pipeline once, so a bad one stops the server now."""
+        pipelines = self.fanout.pipelines
+        if pipelines is not None:
+            await self.broker.run_blocking(pipelines.check)
+
+    async def stop(self) -> None:
+        await self.streams.close_all()
+        await self.fanout.aclose()
+
+    def options(self) -> dict[str, Any]:
+        """``GET /options``: the names a client may ask for, and what each one is."""
+        return {"processes": self.fanout.names, "details": self.fanout.options()}
+
+    def select(self, requested: Iterable[str] | None) -> list[str]:
+        return self.fanout.select(requested)
+
+    def open_stream(
+        self,
+        connection: str,
+        session_id: str | None,
+        *,
+        emit: Emit,
+        processes: Iterable[str] | None = None,
+    ) -> tuple[VideoStream, bool]:
+        """A stream for a new connection; returns it and whether its id was made here.
+
+        The id must be allowed (configured, or handed out and unused) and not connected
+        already; with ``generate_session_id_on_connect`` a missing or unknown id gets a new
+        one instead. Raises :class:`InvalidInput`, :class:`SessionNotFound`,
+        :class:`~framebroker.errors.SessionConflict` or
+        :class:`~framebroker.errors.CapacityExceeded`, and nothing is kept then.
+        """
+        names = self.select(processes)
+        self.streams.check_room()
+        generated = False
+        try:
+            sid = self.ids.claim(session_id)
+        except (InvalidInput, SessionNotFound):
+            if not self.settings.generate_session_id_on_connect:
+                raise
+            sid, generated = self.ids.claim_new(), True
+        stream = VideoStream(
+            sid,
+            fanout=self.fanout,
+            names=names,
+            config=self.stream_config,
+            emit=emit,
+            run_blocking=self.broker.run_blocking,
+        )
+        self.streams.add(connection, stream)
+        log.info("seed-002 session %s connected (%s)", sid, "made" if generated else "given")
+        return stream, generated
+
+    async def close_stream(self, connection: str) -> None:
+        """The connection ended: drop its stream and use its id up."""
+        stream = await self.streams.close(connection)
+        if stream is not None:
+            self.ids.release(stream.id)
+            log.info("seed-002 session %s disconnected", stream.id)
+
+    async def probe_upload(self, path: Path) -> None:
+        """Raise :class:`InvalidInput` unless ``path`` holds a video FFmpeg can decode."""
+
+        def probe() -> None:
+            with open_source(str(path)):
+                pass
+
+        try:
+            await self.broker.run_blocking(probe)
+        except SourceError as exc:
+            reason = exc.message.split(": ", 1)[-1]
+            raise InvalidInput(
+                f"file: the upload is not a usable video: {reason}", field="file"
+            ) from None
+
+    async def _frames(self, path: Path) -> AsyncGenerator[Image, None]:
+        source = await self.broker.run_blocking(open_source, str(path))
+        frames = source.frames()
+
+        def step() -> Image | None:
+            frame = next(frames, None)
+            if frame is None:
+                return None
+            image: Image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+            return image
+
+        try:
+            while (image := await self.broker.run_blocking(step)) is not None:
+                yield image
+        finally:
+            await self.broker.run_blocking(source.close)
+
+    async def analyse_upload(
+        self,
+        path: Path,
+        names: Collection[str],
+        *,
+        filename: str = "video.mp4",
+        content_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        """An uploaded video (a file on disk) to every name in ``names``; ``{name: answer}``."""
+        await self.probe_upload(path)
+        local = [n for n in names if n not in self.fanout.http.services]
+        frames = self._frames(path) if local else None
+        video = Video(path=path, filename=filename, content_type=content_type)
+        try:
+            return await self.fanout.batch(
+                video, frames, names, max_frames=self.settings.batch_max_frames
+            )
+        finally:
+            if frames is not None:
+                await frames.aclose()

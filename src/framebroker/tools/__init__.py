@@ -1,0 +1,10 @@
+"""Command-line tools that feed framebroker, or any server speaking the same protocol.
+
+- :mod:`.extract_frames`: ``framebroker extract-frames``, replay a video file as frames
+  POSTed one by one (seed 003's plugin rig).
+- :mod:`.poster`: the multipart frame client it sends with.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,198 @@
+"""Seed 002 over Socket.IO: a python-socketio ``AsyncServer`` mounted at ``/socket.io``.
+
+Connect with the session id in the query parameter named by ``SESSION_ID_NAME``
+(``?session_id=...``; ``auth={"session_id": ...}`` works too), and optionally
+``processes=a,b`` to run only some of the names ``GET /options`` lists. Events:
+
+==============  ==========================================  =================================
+client emits    payload                                     server answers
+==============  ==========================================  =================================
+``test``        anything                                    ack and ``test`` event:
+                                                            ``{"data": ..., "session_id"}``
+``process``     JPEG/PNG bytes, base64 text (a data URL     ack: ``{"frame", "window",
+                too), or ``{"image": <either>}``            "first_pixel": [r, g, b],
+                                                            "size": [w, h]}``; each finished
+                                                            window: ``result`` event
+==============  ==========================================  =================================
+
+Server events: ``session`` (``{"session_id"}``, when the server made the id on connect),
+``result`` (``{"session_id", "window", "frames", "first_frame", "size", "closed_by",
+"video_bytes", "seconds", "result": {name: answer or {"error", "code", ...}}}``, when
+``EMIT_RESULT``), ``error`` (the error body ``{"error", "code", "field"?}`` plus ``"event"``
+or ``"window"``; a failed ``process`` also gets it as its ack).
+
+A refused connection gets ``connect_error`` with ``{"message", "data": {"error", "code"}}``:
+``session_not_found`` for an unknown, expired or used-up id, ``invalid_input`` for none,
+``session_conflict`` for an id another connection holds, ``capacity_exceeded`` when the
+server holds its limit of sessions. An id serves one connection: when it disconnects the
+id is used up, as in the seed.
+
+Frames bigger than ``max_frame_bytes`` get a ``payload_too_large`` error; a single message
+bigger than about twice that is cut off by Engine.IO, which closes that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+
+from ..core.frame import ImageSource
+from ..errors import FramebrokerError, InvalidInput, PayloadTooLarge, SessionNotFound
+from ..media.image import decode_base64_image, open_image
+from ..runtime.analysis import VideoAnalysis
+from .context import ServerContext
+
+__all__ = ["SocketIOTransport", "frame_parser"]
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD_KEYS = ("image", "frame", "data")
+_ENGINEIO_MAX_MESSAGE = 16 * 1024 * 1024 - 64 * 1024  # under uvicorn's 16 MiB WebSocket cap
+_ENVELOPE = 64 * 1024
+
+
+def frame_parser(data: Any, *, max_bytes: int, max_pixels: int) -> Callable[[], ImageSource]:
+    """Check a ``process`` payload's type and size now; return the parsing to run later, in
+    the worker pool (base64 decoding and header checks of a large image are not free).
+
+    Raises :class:`InvalidInput` for a payload of the wrong shape and :class:`PayloadTooLarge`
+    for one over ``max_bytes``; the returned function raises the image errors of
+    :func:`~framebroker.media.image.open_image`.
+    """
+    if isinstance(data, dict):
+        key = next((k for k in _PAYLOAD_KEYS if k in data), None)
+        if key is None:
+            raise InvalidInput(
+                f'image: expected {{"image": <bytes or base64>}}, got keys {sorted(data)[:8]}',
+                field="image",
+            )
+        data = data[key]
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(
+                f"image: {len(raw)} bytes, the limit is {max_bytes} bytes", field="image"
+            )
+        return lambda: open_image(raw, max_pixels=max_pixels)
+    if isinstance(data, str):
+        if len(data) > 4 * (max_bytes // 3 + 1) + _ENVELOPE:
+            raise PayloadTooLarge(
+                f"image: {len(data)} characters of base64 hold more than the limit of "
+                f"{max_bytes} bytes",
+                field="image",
+            )
+        text = data
+        return lambda: decode_base64_image(text, max_bytes=max_bytes, max_pixels=max_pixels)
+    raise InvalidInput(
+        f'image: expected JPEG or PNG bytes, base64 text or {{"image": ...}}, got '
+        f"{type(data).__name__}",
+        field="image",
+    )
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+class SocketIOTransport:
+    """The Socket.IO server of seed 002 and its event handlers; :attr:`app` is its ASGI app
+    (mount it at ``/socket.io``)."""
+
+    def __init__(self, ctx: ServerContext, analysis: VideoAnalysis) -> None:
+        self.ctx = ctx
+        self.analysis = analysis
+        settings = analysis.settings
+        origins = settings.cors_allowed_origins
+        self.sio: Any = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins="*" if "*" in origins else (origins or None),
+            max_http_buffer_size=min(
+                _ENGINEIO_MAX_MESSAGE, max(1_000_000, 2 * settings.max_frame_bytes + _ENVELOPE)
+            ),
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self.sio.on("test", self._test)
+        self.sio.on("process", self._process)
+        self.app: Any = socketio.ASGIApp(self.sio, socketio_path=None)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _emit_to(self, connection: str, event: str, payload: dict[str, Any]) -> None:
+        await self.sio.emit(event, payload, to=connection)
+
+    def _later(self, connection: str, event: str, payload: dict[str, Any]) -> None:
+        # From the connect handler: runs once the connection is accepted, so the client
+        # has its handlers for this namespace when the event arrives.
+        task = asyncio.create_task(self._emit_to(connection, event, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, connection: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        settings = self.analysis.settings
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        requested = _first(query, settings.session_id_name)
+        if requested is None and isinstance(auth, dict):
+            value = auth.get(settings.session_id_name)
+            requested = value if isinstance(value, str) else None
+        raw_processes = _first(query, "processes")
+        processes = (
+            [p.strip() for p in raw_processes.split(",") if p.strip()]
+            if raw_processes is not None
+            else None
+        )
+
+        async def emit(event: str, payload: dict[str, Any]) -> None:
+            await self._emit_to(connection, event, payload)
+
+        try:
+            stream, generated = self.analysis.open_stream(
+                connection, requested, emit=emit, processes=processes
+            )
+        except FramebrokerError as exc:
+            log.info("seed-002 connection refused: %s", exc.message)
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        if generated:
+            self._later(connection, "session", {"session_id": stream.id})
+        return True
+
+    async def _disconnect(self, connection: str, reason: Any = None) -> None:
+        await self.analysis.close_stream(connection)
+
+    async def _test(self, connection: str, data: Any = None) -> dict[str, Any]:
+        stream = self.analysis.streams.get(connection)
+        reply = {"data": data, "session_id": stream.id if stream is not None else None}
+        await self._emit_to(connection, "test", reply)
+        return reply
+
+    async def _process(self, connection: str, data: Any = None) -> dict[str, Any]:
+        stream = self.analysis.streams.get(connection)
+        settings = self.analysis.settings
+        try:
+            if stream is None:
+                raise SessionNotFound(connection, field="session_id")
+            parse = frame_parser(
+                data,
+                max_bytes=settings.max_frame_bytes,
+                max_pixels=self.ctx.settings.limits.max_image_pixels,
+            )
+            return await stream.add(parse)
+        except FramebrokerError as exc:
+            body = {**exc.to_dict(), "event": "process"}
+        except Exception:
+            log.exception("process event failed")
+            body = {"error": "internal server error", "code": "internal", "event": "process"}
+        await self._emit_to(connection, "error", body)
+        return body
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,142 @@
+"""Seed-002 test harness: the real app served by uvicorn on a free loopback port in the test's
+event loop, and python-socketio clients that record what the server emits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import socketio
+import uvicorn
+
+from framebroker.config import Settings, load_settings
+from framebroker.server import build_app
+
+from ..runtime.analysis_services import free_port
+from .images import scene
+
+KEY = "k" * 32
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # leave SIGINT to pytest
+
+
+class Served:
+    def __init__(self, url: str, settings: Settings, app: Any) -> None:
+        self.url = url
+        self.settings = settings
+        self.app = app
+
+    @property
+    def analysis(self) -> Any:
+        return self.app.state.analysis
+
+    async def session_id(self) -> str:
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            r = await http.get("/get_session_id")
+            assert r.status_code == 200, r.text
+            sid: str = r.json()["session_id"]
+            return sid
+
+
+@contextlib.asynccontextmanager
+async def serve(tmp_path: Path, **analysis: Any) -> AsyncIterator[Served]:
+    """The app with these ``analysis`` settings (plus a test key), until the block ends."""
+    settings = load_settings(
+        data_dir=tmp_path,
+        max_workers=2,
+        limits={"max_image_pixels": 4_000_000},
+        analysis={"secret_key": KEY, **analysis},
+    )
+    app = build_app(settings)
+    port = free_port()
+    server = _QuietServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError("server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", settings, app)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+class Client:
+    """A python-socketio client whose received events wait in queues by name."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, asyncio.Queue[Any]] = {}
+        self.refusal: Any = None
+        for name in ("result", "error", "session", "test"):
+            self.sio.on(name, self._recorder(name))
+        self.sio.on("connect_error", self._refused)
+
+    def _recorder(self, name: str) -> Any:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.events[name] = queue
+
+        async def record(data: Any = None) -> None:
+            queue.put_nowait(data)
+
+        return record
+
+    async def _refused(self, data: Any = None) -> None:
+        self.refusal = data
+
+    async def connect(self, url: str, query: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("transports", ["websocket"])
+        await self.sio.connect(f"{url}?{query}" if query else url, wait_timeout=5, **kwargs)
+
+    async def next(self, name: str, timeout: float = 10) -> Any:
+        return await asyncio.wait_for(self.events[name].get(), timeout)
+
+    def pending(self, name: str) -> list[Any]:
+        out = []
+        while not self.events[name].empty():
+            out.append(self.events[name].get_nowait())
+        return out
+
+    async def frame(self, image: np.ndarray | None = None, **kwargs: Any) -> Any:
+        payload = jpeg(image if image is not None else scene(64, 48))
+        return await self.sio.call("process", payload, timeout=10, **kwargs)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.sio.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str, query: str = "", **kwargs: Any) -> AsyncIterator[Client]:
+    client = Client()
+    try:
+        await client.connect(url, query, **kwargs)
+        yield client
+    finally:
+        await client.close()
+
+
+def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
