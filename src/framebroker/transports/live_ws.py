@@ -173,7 +173,9 @@ class LiveHub:
                 await client.wake.wait()
                 client.wake.clear()
                 while (text := client.next()) is not None:
-                    await asyncio.wait_for(ws.send_text(text), self.send_timeout_s)
+                    # A timeout scope rather than wait_for, which starts a task per message.
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await ws.send_text(text)
                     client.sent += 1
         except TimeoutError:
             # The client stopped reading: stop feeding it and close; its receive side ends when
