@@ -33,6 +33,7 @@ __all__ = [
     "COMPAT_PORTS",
     "AnalysisServiceSettings",
     "AnalysisSettings",
+    "AuthSettings",
     "FramesSettings",
     "Limits",
     "LiveSettings",
@@ -121,6 +122,28 @@ def _seed_env(name: str, default: Any) -> Callable[[], Any]:
         return os.environ.get(name, default)
 
     return factory
+
+
+class AuthSettings(BaseModel):
+    """Who may use the server: API keys by name, checked on every transport."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="name = key; empty: no key is asked for (a warning is printed when the "
+        "server then listens beyond loopback)",
+    )
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _usable_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, key in keys.items():
+            if not name.strip():
+                raise ValueError("every key needs a name")
+            if len(key.get_secret_value()) < 16:
+                raise ValueError(f"key {name!r} is shorter than 16 characters")
+        return keys
 
 
 class LiveSettings(BaseModel):
@@ -473,6 +496,7 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(90, ge=1, le=100)
     pipeline: list[str] = Field(default_factory=lambda: ["bytetrack"])
     limits: Limits = Field(default_factory=Limits)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     sources: list[str] = Field(
         default_factory=list, description="video sources to run the people counter on"

@@ -26,6 +26,7 @@ from ..runtime.broker import Broker, BrokerConfig
 from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..storage import open_store
 from ..transports import console, rest_v1, seed_frames, seed_tracking
+from ..transports.auth import ApiKeyMiddleware, ApiKeys
 from ..transports.context import ServerContext
 from ..transports.http import install_error_handlers, json_response
 from ..transports.live_ws import live_routes
@@ -138,6 +139,27 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(the_broker.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+    protect(app, settings, the_broker, "http")
+    return app
+
+
+OPEN_PATHS = ("/healthz", "/readyz", console.UI_PATH)
+"""Served without an API key: health checks, and the console's static files (no data)."""
+
+
+def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) -> Starlette:
+    """Ask every request and socket of ``app`` for an API key when keys are configured."""
+    keys = ApiKeys({n: k.get_secret_value() for n, k in settings.auth.api_keys.items()})
+    if keys:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=keys,
+            open_paths=OPEN_PATHS,
+            own_auth=("/socket.io",),
+            on_refused=lambda kind: broker.metrics.error(
+                transport if kind == "http" else f"{transport}_ws", "unauthorized"
+            ),
+        )
     return app
 
 
@@ -146,14 +168,16 @@ def build_compat_app(name: str, services: Services) -> Starlette:
 
     It shares the main app's services and has no lifespan of its own.
     """
+    app: Starlette
     if name == "people_ws":
-        return Starlette(routes=live_routes(services.hub, "/"))
-    if name == "frames":
+        app = Starlette(routes=live_routes(services.hub, "/"))
+    elif name == "frames":
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         install_error_handlers(app, on_error=lambda code: services.broker.metrics.error(name, code))
         ctx = ServerContext(broker=services.broker, settings=services.settings)
         app.include_router(seed_frames.router(ctx))
-        return app
-    if name in ("webrtc_ws", "webrtc_http"):
-        return WebRTCTransport.shared(services.broker, services.settings).compat_app(name)
-    raise ValueError(f"unknown compatibility listener {name!r}")
+    elif name in ("webrtc_ws", "webrtc_http"):
+        app = WebRTCTransport.shared(services.broker, services.settings).compat_app(name)
+    else:
+        raise ValueError(f"unknown compatibility listener {name!r}")
+    return protect(app, services.settings, services.broker, name)

@@ -13,6 +13,7 @@ import uvicorn
 
 from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
+from ..transports.auth import is_loopback
 from .app import build_app, build_broker, build_compat_app
 from .services import Services
 
@@ -54,8 +55,21 @@ def _config(
     )
 
 
+def warn_if_open(settings: Settings) -> bool:
+    """Warn when the server listens beyond this machine with no API keys; True if it did."""
+    if settings.auth.api_keys or is_loopback(settings.host):
+        return False
+    log.warning(
+        "listening on %s without API keys: anyone who can reach this address can send "
+        "frames and read faces; set [auth] api_keys (FRAMEBROKER_AUTH__API_KEYS)",
+        settings.host,
+    )
+    return True
+
+
 async def serve(settings: Settings) -> None:
     """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
+    warn_if_open(settings)
     services = Services.build(settings, build_broker(settings))
     main = uvicorn.Server(
         _config(build_app(settings, services), settings, settings.port, lifespan="on")

@@ -45,6 +45,7 @@ from ..core.frame import ImageSource
 from ..errors import FramebrokerError, InvalidInput, PayloadTooLarge, SessionNotFound
 from ..media.image import decode_base64_image, open_image
 from ..runtime.analysis import VideoAnalysis
+from .auth import ApiKeys
 from .context import ServerContext
 
 __all__ = ["SocketIOTransport", "frame_parser"]
@@ -124,6 +125,8 @@ class SocketIOTransport:
         self.sio.on("process", self._process)
         self.app: Any = socketio.ASGIApp(self.sio, socketio_path=None)
         self._tasks: set[asyncio.Task[None]] = set()
+        api_keys = ctx.settings.auth.api_keys
+        self.keys = ApiKeys({name: key.get_secret_value() for name, key in api_keys.items()})
 
     async def _emit_to(self, connection: str, event: str, payload: dict[str, Any]) -> None:
         await self.sio.emit(event, payload, to=connection)
@@ -135,7 +138,30 @@ class SocketIOTransport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _authorised(self, environ: dict[str, Any], auth: Any) -> bool:
+        """With API keys configured: one in ``auth={"api_key": ...}`` or in the headers."""
+        if not self.keys:
+            return True
+        headers = [
+            (name, str(environ[key]).encode())
+            for name, key in (
+                (b"authorization", "HTTP_AUTHORIZATION"),
+                (b"x-api-key", "HTTP_X_API_KEY"),
+            )
+            if key in environ
+        ]
+        if self.keys.from_headers(headers) is not None:
+            return True
+        key = auth.get("api_key") if isinstance(auth, dict) else None
+        return isinstance(key, str) and self.keys.check(key) is not None
+
     async def _connect(self, connection: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        if not self._authorised(environ, auth):
+            self.ctx.broker.metrics.error("socketio", "unauthorized")
+            message = 'an API key is required: connect with auth={"api_key": KEY}'
+            raise socketio.exceptions.ConnectionRefusedError(
+                message, {"error": message, "code": "unauthorized"}
+            )
         settings = self.analysis.settings
         query = parse_qs(environ.get("QUERY_STRING", ""))
         requested = _first(query, settings.session_id_name)
