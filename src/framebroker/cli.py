@@ -386,6 +386,11 @@ def _run_extract_frames(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         quiet=args.quiet,
     )
+    return _interruptible(run, options)
+
+
+def _interruptible(run: Callable[[_T], int], options: _T) -> int:
+    """A client tool's run: Ctrl-C ends it with the shell's 130, without a traceback."""
     try:
         return run(options)
     except KeyboardInterrupt:
@@ -404,11 +409,7 @@ def _run_stream(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
         insecure=args.insecure,
     )
-    try:
-        return run(options)
-    except KeyboardInterrupt:
-        print("framebroker: interrupted", file=sys.stderr)
-        return 130
+    return _interruptible(run, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
