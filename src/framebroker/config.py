@@ -135,6 +135,12 @@ class AuthSettings(BaseModel):
         "server then listens beyond loopback)",
     )
 
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="web pages (scheme://host[:port]) besides the server's own that may open "
+        "its WebSockets; '*': any",
+    )
+
     @field_validator("api_keys", mode="after")
     @classmethod
     def _usable_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:

@@ -30,6 +30,7 @@ from ..transports.auth import ApiKeyMiddleware, ApiKeys
 from ..transports.context import ServerContext
 from ..transports.http import install_error_handlers, json_response
 from ..transports.live_ws import live_routes
+from ..transports.origins import OriginMiddleware
 from ..transports.seed_batch import router as seed_batch_router
 from ..transports.seed_socketio import SocketIOTransport
 from ..transports.webrtc import WebRTCTransport
@@ -148,7 +149,8 @@ OPEN_PATHS = ("/healthz", "/readyz", console.UI_PATH)
 
 
 def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) -> Starlette:
-    """Ask every request and socket of ``app`` for an API key when keys are configured."""
+    """Ask every request and socket of ``app`` for an API key when keys are configured, and
+    let only the server's own pages (and the configured origins) open its WebSockets."""
     keys = ApiKeys({n: k.get_secret_value() for n, k in settings.auth.api_keys.items()})
     if keys:
         app.add_middleware(
@@ -160,6 +162,10 @@ def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) 
                 transport if kind == "http" else f"{transport}_ws", "unauthorized"
             ),
         )
+    # Added last, so it runs first: a foreign page's socket is refused before any key talk.
+    app.add_middleware(
+        OriginMiddleware, allowed=settings.auth.allowed_origins, own_check=("/socket.io",)
+    )
     return app
 
 
