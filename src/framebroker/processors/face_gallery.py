@@ -18,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..core.frame import Frame
-from ..core.processor import ProcessContext, Processor
-from ..detectors.blazeface import BlazeFace, shared_blazeface
+from ..core.processor import ProcessContext
+from ..detectors.blazeface import BlazeFace
 from ..media.image import encode_jpeg
+from .face_search import FaceSearchProcessor
 
 __all__ = ["FULL_SIZE_PX", "SHARPNESS_HALF", "FaceGallery", "face_quality"]
 
@@ -125,7 +126,7 @@ def _classes(value: Any) -> frozenset[int] | None:
     return frozenset(out)
 
 
-class FaceGallery(Processor):
+class FaceGallery(FaceSearchProcessor):
     """Outputs ``faces``: for each tracked person, a JPEG of its best face so far, when it changes.
 
     Reads ``frame.detections`` after a tracker: detections with ``track_id >= 0`` of the
@@ -187,20 +188,6 @@ class FaceGallery(Processor):
         self._frame = 0
         self._tracks: dict[int, _Track] = {}
         self._tracks_with_faces = 0
-
-    @classmethod
-    def warm_up(cls) -> None:
-        # Reads the model and runs it once, so the first session does not wait for it; raises
-        # ModelUnavailable at start-up, rather than mid-session, when it is not installed.
-        shared_blazeface().detect(np.zeros((64, 64, 3), np.uint8))
-
-    def setup(self, ctx: ProcessContext) -> None:
-        self._face_detector()
-
-    def _face_detector(self) -> BlazeFace:
-        if self._detector is None:
-            self._detector = shared_blazeface()
-        return self._detector
 
     @property
     def tracks_with_faces(self) -> int:

@@ -18,8 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..core.frame import Frame
-from ..core.processor import ProcessContext, Processor
-from ..detectors.blazeface import BlazeFace, shared_blazeface
+from ..core.processor import ProcessContext
+from ..detectors.blazeface import BlazeFace
+from .face_search import FaceSearchProcessor
 from .rppg import estimate_pulse, resample_uniform
 
 __all__ = ["SKIN_REGIONS", "HeartRate"]
@@ -98,7 +99,7 @@ def skin_colour(image: Image, box: Box) -> tuple[float, float, float] | None:
     return float(r), float(g), float(b)
 
 
-class HeartRate(Processor):
+class HeartRate(FaceSearchProcessor):
     """Outputs ``heart_rate``: the pulse rate of the face in view, about once a second.
 
     The face is searched with BlazeFace every ``detect_every`` frames (with a face in view or
@@ -200,20 +201,6 @@ class HeartRate(Processor):
         self._sum_quality = 0.0
         self._min_bpm = math.inf
         self._max_bpm = -math.inf
-
-    @classmethod
-    def warm_up(cls) -> None:
-        # Loads the model and runs it once so the first session does not wait for it, and so a
-        # missing model fails the server's start rather than a session.
-        shared_blazeface().detect(np.zeros((64, 64, 3), np.uint8))
-
-    def setup(self, ctx: ProcessContext) -> None:
-        self._face_detector()
-
-    def _face_detector(self) -> BlazeFace:
-        if self._detector is None:
-            self._detector = shared_blazeface()
-        return self._detector
 
     @property
     def buffered(self) -> int:
