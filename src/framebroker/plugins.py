@@ -27,7 +27,7 @@ from .core.pipeline import Pipeline
 from .core.processor import Processor, Rate
 from .errors import ProcessorLoadError
 
-__all__ = ["ENTRY_POINT_GROUP", "ProcessorRegistry", "import_from_string"]
+__all__ = ["ENTRY_POINT_GROUP", "ProcessorRegistry", "import_from_string", "spec_name"]
 
 ENTRY_POINT_GROUP = "framebroker.processors"
 
@@ -37,6 +37,11 @@ PIPELINE_KEYS = frozenset({"name", "rate", "enabled", "ends_stage"})
 """Spec keys the registry and pipeline read; the rest are the processor's parameters."""
 
 _RATE_KEYS = frozenset({"every", "interval"})
+
+
+def spec_name(spec: ProcessorSpec) -> str:
+    """The processor name a spec (a name, or ``{"name": ..., **params}``) asks for."""
+    return spec if isinstance(spec, str) else str(spec.get("name"))
 
 
 def import_from_string(path: str) -> Any:

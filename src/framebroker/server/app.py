@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -14,7 +13,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..config import Settings
 from ..core.manager import SessionPolicy
-from ..plugins import ProcessorRegistry
+from ..plugins import ProcessorRegistry, spec_name
 from ..processors.annotate import Annotator
 from ..processors.bytetrack.processor import ByteTrackProcessor
 from ..processors.detect import PersonDetector
@@ -58,10 +57,6 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
     return registry
 
 
-def _spec_names(specs: list[str | dict[str, Any]]) -> list[str]:
-    return [spec if isinstance(spec, str) else str(spec["name"]) for spec in specs]
-
-
 def build_broker(settings: Settings) -> Broker:
     limits = settings.limits
     return Broker(
@@ -75,7 +70,7 @@ def build_broker(settings: Settings) -> Broker:
             policy=SessionPolicy(
                 max_sessions=limits.max_sessions, idle_timeout_s=limits.session_idle_timeout_s
             ),
-            warm_up=("bytetrack", "annotate", *_spec_names(settings.frames.pipeline)),
+            warm_up=("bytetrack", "annotate", *map(spec_name, settings.frames.pipeline)),
         ),
     )
 

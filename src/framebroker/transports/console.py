@@ -34,6 +34,7 @@ from starlette.types import Scope
 from .. import __version__
 from ..core.manager import ProcessorSpec
 from ..errors import InvalidInput
+from ..plugins import spec_name
 from ..runtime.sources import parse_source_arg
 from ..storage.people import PeopleRecords, face_filename
 from .context import ServerContext
@@ -147,7 +148,7 @@ class EventsOut(BaseModel):
 
 
 def _model_label(spec: ProcessorSpec) -> tuple[str, str]:
-    name = spec if isinstance(spec, str) else str(spec["name"])
+    name = spec_name(spec)
     short = name.rpartition(":")[2].rpartition(".")[2] or name
     return name, short
 

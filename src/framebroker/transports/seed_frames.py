@@ -71,7 +71,7 @@ from ..errors import (
     ProcessorLoadError,
 )
 from ..media.image import JPEG_MAGIC, PNG_MAGIC, RawBGRImage, open_image
-from ..plugins import ProcessorRegistry
+from ..plugins import ProcessorRegistry, spec_name
 from .context import ServerContext
 from .http import json_response
 from .multipart import FormLimits, FormPart, form_boundary, read_form
@@ -269,9 +269,8 @@ def check_pipeline(registry: ProcessorRegistry, specs: Sequence[ProcessorSpec]) 
     """Resolve every processor of ``frames.pipeline`` at start-up; raises :class:`ConfigError`
     naming the entry, so a typo stops the server instead of failing every frame."""
     for i, spec in enumerate(specs):
-        name = spec if isinstance(spec, str) else spec.get("name")
         try:
-            registry.resolve(str(name))
+            registry.resolve(spec_name(spec))
         except ProcessorLoadError as exc:
             raise ConfigError(f"frames.pipeline[{i}]: {exc.message}") from exc
 

@@ -73,6 +73,7 @@ from ..errors import (
     PayloadTooLarge,
     SessionConflict,
 )
+from ..plugins import spec_name
 from ..runtime.broker import Broker
 from ..runtime.model_lanes import LaneLimits
 from .context import ServerContext
@@ -98,10 +99,6 @@ def _ice_servers(settings: WebRTCSettings) -> tuple[RTCIceServer, ...]:
         )
         for server in settings.ice_servers
     )
-
-
-def _spec_name(spec: ProcessorSpec) -> str:
-    return spec if isinstance(spec, str) else str(spec["name"])
 
 
 class SignalingClient:
@@ -193,7 +190,7 @@ class WebRTCTransport:
         The rest of the server does not wait for them; a model that cannot be loaded is
         logged here, and each offer is refused with its error.
         """
-        names = [_spec_name(s) for s in self.settings.models]
+        names = [spec_name(s) for s in self.settings.models]
         self._warm = asyncio.create_task(self._warm_up(names), name="webrtc-warm-up")
 
     async def _warm_up(self, names: list[str]) -> None:
@@ -252,7 +249,7 @@ class WebRTCTransport:
         A client may choose among the server's models but never name other code: anything
         else raises :class:`~framebroker.errors.InvalidInput`.
         """
-        configured = {_spec_name(spec): spec for spec in self.options.models}
+        configured = {spec_name(spec): spec for spec in self.options.models}
         if (
             not isinstance(names, list)
             or not names
