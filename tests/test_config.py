@@ -92,3 +92,20 @@ def test_the_seed_stream_quality_variable_sets_the_pushed_jpeg_quality(
     monkeypatch.setenv("WEBSOCKET_STREAM_QUALITY", "101")
     with pytest.raises(ConfigError, match="jpeg_quality: Input should be less than or equal"):
         load_settings()
+
+
+def test_client_limits_default_to_what_changes_nothing_and_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = load_settings().limits
+    assert (limits.max_sessions_per_client, limits.max_fps_per_session) == (256, 0.0)
+    assert limits.max_ws_message_bytes == 16 * 1024 * 1024  # uvicorn's own default
+    monkeypatch.setenv("FRAMEBROKER_LIMITS__MAX_FPS_PER_SESSION", "30")
+    assert load_settings().limits.max_fps_per_session == 30
+    for name, bad in (
+        ("max_fps_per_session", -1),
+        ("max_sessions_per_client", -1),
+        ("max_ws_message_bytes", 100),
+    ):
+        with pytest.raises(ConfigError, match=f"limits.{name}"):
+            load_settings(limits={name: bad})

@@ -9,7 +9,6 @@ then the built-in default. ``extract-frames`` replays a video into a frame serve
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import math
 import sys
@@ -358,12 +357,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _run_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
-    from .server.serve import serve
+    from .server.serve import run_serve
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+        run_serve(settings)
     return 0
 
 

@@ -58,16 +58,73 @@ class Limits(BaseModel):
         8192 * 8192, ge=1, description="width x height of one image, checked from its header"
     )
     max_sessions: int = Field(1024, ge=1, description="live sessions on this server")
+    max_sessions_per_client: int = Field(
+        256,
+        ge=0,
+        description="sessions one client address holds at once, over every transport; "
+        "0: no limit. Sessions the server feeds itself (--source) are not counted",
+    )
+    max_fps_per_session: float = Field(
+        0.0,
+        ge=0,
+        description="frames per second a client's session may send (a burst of one "
+        "second's worth is allowed); 0: no limit",
+    )
+    max_ws_message_bytes: int = Field(
+        16 * MiB,
+        ge=1024,
+        description="largest WebSocket message on any socket; a bigger one closes the "
+        "socket with 1009",
+    )
     session_idle_timeout_s: float = Field(
         300.0, gt=0, description="a session with no frame for this long is ended"
     )
     max_pending_frames: int = Field(
         64, ge=1, description="frames queued per session before new ones are refused"
     )
+    processor_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest one processor call (setup included) may take on a frame; past "
+        "it the frame's client gets 504 and the session refuses frames until the call returns "
+        "or the session is ended (WebRTC models use webrtc.frame_timeout_s)",
+    )
     bus_queue: int = Field(64, ge=1, description="messages kept per slow subscriber")
     max_form_parts: int = Field(16, ge=1, description="parts of one multipart/form-data body")
     max_part_header_bytes: int = Field(
         16 * 1024, ge=256, description="header block of one multipart part"
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open HTTP and WebSocket connections per listener (the main port and "
+        "each compat listener count apart); a request on one more is answered 503",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="request line and headers of one request; over it: 431 and the "
+        "connection is closed (a WebSocket handshake's lines are also capped at 8 KiB each)",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a request's headers must be complete within this, counted from the "
+        "connection's opening or, on a kept-alive connection, from the previous response; "
+        "else 408 and the connection is closed",
+    )
+    body_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="a request's whole body must arrive within this after its headers (a "
+        "deadline, not a rate: raise it for big uploads over slow links); else 408, or the "
+        "connection is closed if the answer had begun",
+    )
+    idle_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="a connection with no request under way (fresh or kept alive) is closed "
+        "after this; WebSockets, once open, are not subject to any of these timeouts",
     )
 
 
@@ -492,12 +549,21 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     max_workers: int = Field(4, ge=1, le=256)
+    processor_memory_sample_every: int = Field(
+        16,
+        ge=0,
+        description="measure resident-memory growth across every Nth call of each processor "
+        "for /metrics (framebroker_processor_memory_growth_bytes); 0: never",
+    )
     data_dir: Path = Path("data")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file in data_dir"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="auto: uvloop where it is installed, else asyncio's own"
+    )
     box_format: Literal["xyxy", "xywh", "cxcywh"] = "xywh"
     jpeg_quality: int = Field(90, ge=1, le=100)
     pipeline: list[str] = Field(default_factory=lambda: ["bytetrack"])

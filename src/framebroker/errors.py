@@ -14,9 +14,18 @@ The tree::
     │   ├── UnsupportedMediaType      415  unsupported_media_type
     │   └── ProcessorLoadError        400  processor_load_error (unknown or unbuildable processor)
     ├── PayloadTooLarge               413  payload_too_large  (a size limit was exceeded)
+    │   └── HeadersTooLarge           431  headers_too_large  (max_header_bytes, 8 KiB lines)
     ├── SessionNotFound               404  session_not_found
     ├── SessionConflict               409  session_conflict
     ├── CapacityExceeded              503  capacity_exceeded  (too many sessions, inbox full)
+    │   └── TooManyConnections        503  too_many_connections (a listener's max_connections)
+    ├── RequestTimeout                408  request_timeout    (a request arrived too slowly)
+    │   ├── HeaderTimeout             408  header_timeout     (header_timeout_s)
+    │   └── BodyTimeout               408  body_timeout       (body_timeout_s)
+    ├── TooManyRequests               429  too_many_requests  (one client's or session's share)
+    │   ├── ClientSessionLimit        429  client_session_limit (max_sessions_per_client)
+    │   └── FrameRateExceeded         429  frame_rate_exceeded  (max_fps_per_session)
+    ├── ProcessorTimeout              504  processor_timeout  (processor_timeout_s; names it)
     └── ConfigError                   ---  config_error       (at start-up, never on the wire)
 """
 
@@ -25,17 +34,26 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "BodyTimeout",
     "CapacityExceeded",
+    "ClientSessionLimit",
     "ConfigError",
+    "FrameRateExceeded",
     "FramebrokerError",
+    "HeaderTimeout",
+    "HeadersTooLarge",
     "InvalidBoxes",
     "InvalidImage",
     "InvalidInput",
     "InvalidJSON",
     "PayloadTooLarge",
     "ProcessorLoadError",
+    "ProcessorTimeout",
+    "RequestTimeout",
     "SessionConflict",
     "SessionNotFound",
+    "TooManyConnections",
+    "TooManyRequests",
     "UnsupportedMediaType",
 ]
 
@@ -97,13 +115,24 @@ class PayloadTooLarge(FramebrokerError):
     code = "payload_too_large"
 
 
+class HeadersTooLarge(PayloadTooLarge):
+    """A request's head is over ``limits.max_header_bytes``, or a WebSocket handshake has a
+    line longer than the WebSocket layer reads. The connection is closed after the answer."""
+
+    http_status = 431
+    code = "headers_too_large"
+
+
 class SessionNotFound(FramebrokerError):
     http_status = 404
     ws_close_code = 4404
     code = "session_not_found"
 
     def __init__(self, session_id: str, *, field: str | None = "Session-Id") -> None:
-        super().__init__(f"no active session with id {session_id!r}", field=field)
+        shown = (
+            session_id if len(session_id) <= 64 else f"{session_id[:64]}… ({len(session_id)} chars)"
+        )
+        super().__init__(f"no active session with id {shown!r}", field=field)
         self.session_id = session_id
 
 
@@ -119,6 +148,88 @@ class CapacityExceeded(FramebrokerError):
     http_status = 503
     ws_close_code = 1013
     code = "capacity_exceeded"
+
+
+class TooManyConnections(CapacityExceeded):
+    """A listener already holds ``limits.max_connections`` open connections."""
+
+    code = "too_many_connections"
+
+
+class RequestTimeout(FramebrokerError):
+    """A request's headers or body did not arrive in time. The connection is closed after
+    the answer, since the rest of the request may still be on its way."""
+
+    http_status = 408
+    ws_close_code = 1008
+    code = "request_timeout"
+
+
+class HeaderTimeout(RequestTimeout):
+    code = "header_timeout"
+
+
+class BodyTimeout(RequestTimeout):
+    code = "body_timeout"
+
+
+class TooManyRequests(FramebrokerError):
+    """One client or session is over its own share; others are unaffected. ``limit`` names
+    the setting (under ``limits``); ``retry_after_s``, when known, says when to try again."""
+
+    http_status = 429
+    ws_close_code = 1013
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["limit"] = self.limit
+        if self.retry_after_s is not None:
+            body["retry_after_s"] = round(self.retry_after_s, 3)
+        return body
+
+
+class ClientSessionLimit(TooManyRequests):
+    """A client (one address) already holds ``limits.max_sessions_per_client`` sessions."""
+
+    code = "client_session_limit"
+
+
+class FrameRateExceeded(TooManyRequests):
+    """A session is sending frames faster than ``limits.max_fps_per_session``."""
+
+    code = "frame_rate_exceeded"
+
+
+class ProcessorTimeout(FramebrokerError):
+    """A processor ran past ``limits.processor_timeout_s`` on a frame of this session.
+
+    Raised for the frames waiting on it when it overran, and for the session's later frames
+    until the call returns or the session is ended. ``processor`` and ``session_id`` say
+    which; ``timeout_s`` is the limit.
+    """
+
+    http_status = 504
+    ws_close_code = 1011
+    code = "processor_timeout"
+
+    def __init__(self, message: str, *, processor: str, session_id: str, timeout_s: float) -> None:
+        super().__init__(message)
+        self.processor = processor
+        self.session_id = session_id
+        self.timeout_s = timeout_s
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["processor"] = self.processor
+        body["session_id"] = self.session_id
+        body["timeout_s"] = self.timeout_s
+        return body
 
 
 class ConfigError(FramebrokerError):

@@ -16,22 +16,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import av
 import cv2
 import httpx
-import numpy as np
 import playwright.sync_api as playwright_api
 import pytest
 
 from framebroker.media.video import demo_clip
 
-from ..processors.rppg_video import MEDIA, PulsingFace
+from ..processors.rppg_video import PulsingFace
+from .browser import CHROMIUM, TRACK_SOCKETS, chromium
+from .portrait import PORTRAIT, write_portrait_clip
 from .server import RunningServer, running_server
 
 expect = playwright_api.expect
@@ -39,11 +38,9 @@ expect = playwright_api.expect
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and os.environ.get("FRAMEBROKER_SKIP_BROWSER_TESTS") == "1":
     pytest.skip("FRAMEBROKER_SKIP_BROWSER_TESTS=1", allow_module_level=True)
 
-PORTRAIT = MEDIA / "astronaut.png"
 PULSE_BPM = 75.0
 CAMERA_FPS = 15
 WIDE = {"width": 1280, "height": 900}
@@ -51,16 +48,10 @@ PHONE = {"width": 390, "height": 844}
 
 # Counts WebSockets and object URLs, so a test can drop the live socket as a network would
 # and check that every object URL made is revoked.
-INSTRUMENT = """
+INSTRUMENT = (
+    TRACK_SOCKETS
+    + """
 (() => {
-  const Native = window.WebSocket;
-  window.__sockets = [];
-  window.WebSocket = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.__sockets.push(this);
-    }
-  };
   window.__urls = { made: 0, revoked: 0 };
   const make = URL.createObjectURL.bind(URL);
   const revoke = URL.revokeObjectURL.bind(URL);
@@ -72,25 +63,10 @@ INSTRUMENT = """
   }).observe({ type: "layout-shift", buffered: true });
 })();
 """
+)
 
 
 # -- media the test makes ------------------------------------------------------------------
-
-
-def write_portrait_clip(path: Path, seconds: float = 4.0, fps: int = 5) -> None:
-    """A person facing the camera, drifting sideways: the people counter saves the face."""
-    portrait = cv2.resize(cv2.imread(str(PORTRAIT), cv2.IMREAD_COLOR), (400, 400))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
-        for k in range(round(seconds * fps)):
-            canvas = np.full((480, 640, 3), 90, np.uint8)
-            x = 60 + 4 * k
-            canvas[80:480, x : x + 400] = portrait
-            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="bgr24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 def write_camera_y4m(path: Path, seconds: float = 4.0) -> None:
@@ -148,23 +124,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, media: Media) -> Iterator[R
 
 @pytest.fixture(scope="module")
 def browser(media: Media) -> Iterator[Browser]:
-    args = [
-        "--no-sandbox",  # root in a container
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        # Host candidates as plain addresses, loopback included: the server is on 127.0.0.1.
-        "--allow-loopback-in-peer-connection",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ]
-    args.append(f"--use-file-for-fake-video-capture={media.camera}")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium(f"--use-file-for-fake-video-capture={media.camera}") as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,12 @@ import pytest
 
 from framebroker.core import Backpressure, Frame, ProcessContext, Processor
 from framebroker.core.manager import SessionPolicy
-from framebroker.errors import CapacityExceeded, SessionNotFound
+from framebroker.errors import (
+    CapacityExceeded,
+    ClientSessionLimit,
+    FrameRateExceeded,
+    SessionNotFound,
+)
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
 
@@ -230,3 +235,39 @@ async def test_metrics_count_received_processed_and_dropped_frames(broker: Broke
     processed = 4 - dropped
     assert f'framebroker_frames_total{{outcome="processed",transport="cam"}} {processed}.0' in text
     assert 'framebroker_sessions{transport="cam"} 1.0' in text
+
+
+async def test_a_session_over_its_frame_rate_is_refused_and_another_goes_on() -> None:
+    reg = ProcessorRegistry()
+    reg.register("counter", Counter)
+    b = Broker(
+        reg,
+        config=BrokerConfig(
+            default_pipeline=("counter",),
+            policy=SessionPolicy(max_fps_per_session=2, max_sessions_per_client=2),
+        ),
+    )
+    await b.start()
+    try:
+        fast = await b.create_session(transport="cam", client="10.0.0.1")
+        other = await b.create_session(transport="cam", client="10.0.0.1")
+        t = time.time()
+        await b.submit(fast, Frame(received_at=t))
+        await b.submit(fast, Frame(received_at=t))
+        with pytest.raises(FrameRateExceeded) as info:
+            await b.submit(fast, Frame(received_at=t))
+        assert info.value.retry_after_s == pytest.approx(0.5)
+        assert (await b.submit(other, Frame(received_at=t))).outputs["seen"] == 1
+        later = await b.submit(fast, Frame(received_at=t + 0.5))  # as the error said
+        assert later.outputs["seen"] == 3
+        assert later.frame.index == 2  # the refused frame took no number
+        assert fast.stats.frames_dropped == 1
+        with pytest.raises(ClientSessionLimit):
+            await b.create_session(transport="cam", client="10.0.0.1")
+        await b.end_session(other.id)
+        await b.create_session(transport="cam", client="10.0.0.1")  # its slot is free again
+        text = b.metrics.render().decode()
+        assert 'framebroker_frames_dropped_total{reason="rate_limited",transport="cam"} 1.0' in text
+        assert 'framebroker_frames_total{outcome="dropped",transport="cam"} 1.0' in text
+    finally:
+        await b.stop()

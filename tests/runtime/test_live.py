@@ -10,8 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from framebroker.core import Bus, Frame, FrameResult
-from framebroker.runtime.live import LiveFeed, LiveFeedConfig, local_day, seed_timestamp
-from framebroker.storage import PeopleRecords, SQLStore
+from framebroker.runtime.live import (
+    LiveFeed,
+    LiveFeedConfig,
+    end_interrupted_events,
+    local_day,
+    seed_timestamp,
+)
+from framebroker.storage import FaceFolder, PeopleRecords, SQLStore
 
 
 async def inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -139,4 +145,82 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     await again.stop()
     assert records.load_hourly("cam", day) == {(9, "door"): (3, 1), (10, "door"): (3, 0)}
     assert records.hourly_totals("cam", day)[10] == {"hour": 10, "count_in": 3, "count_out": 0}
+    store.close()
+
+
+async def test_nothing_is_shown_before_it_is_stored(
+    feed: tuple[LiveFeed, PeopleRecords, Bus], tmp_path: Path
+) -> None:
+    """Each message is checked against the store at the moment it is published: a crash
+    right after it could not take back what it showed."""
+    live, records, bus = feed
+    day = local_day(1_763_700_000.0, live.tz)
+    checked: list[str] = []
+    sub = bus.subscribe("live/cam/*")
+
+    def check() -> None:
+        for message in sub.drain():
+            kind = message.topic.rsplit("/", 1)[1]
+            checked.append(kind)
+            stored = records.load_counts("cam", day)
+            assert sum(c["in"] for c in stored.values()) >= live.stats["count_in"]
+            assert len(records.events_on("cam", day)) >= live.stats["daily_event_count"]
+            assert records.count_faces(day, "cam") >= live.stats["face_count"]
+            for row in records.recent_faces():
+                assert (tmp_path / "faces" / row["filename"]).read_bytes() == b"face"
+            if kind == "event":
+                (event,) = records.events_on("cam", day)
+                assert event["started_at"] == 1_763_700_000.0
+            if kind == "frame":
+                # The picture draws the counts: the stored ones are the drawn ones.
+                assert stored == {"door": {"in": 3, "out": 1}}
+
+    sub.wake = check
+    await live.handle(
+        result(
+            annotated_image="QUJD", count_in=3, count_out=1, day=day,
+            lines={"door": {"in": 3, "out": 1}}, daily_event_count=1, event_active=True,
+            event={"status": "started", "start_time": "09:00:00"},
+            faces=[{"track_id": 5, "jpeg": b"face", "quality": 1.0}],
+        )
+    )  # fmt: skip
+    await asyncio.sleep(0.12)  # a stats tick
+    assert {"frame", "event", "stats"} <= set(checked)
+    assert live.stats["face_count"] == 1
+
+
+async def test_a_face_whose_file_cannot_be_placed_is_not_indexed(
+    feed: tuple[LiveFeed, PeopleRecords, Bus], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live, records, _ = feed
+
+    def full_disk(self: FaceFolder, staged: Path, name: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FaceFolder, "place", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        await live.handle(result(faces=[{"track_id": 7, "jpeg": b"face", "quality": 1.0}]))
+    assert records.recent_faces() == []
+    assert live.stats["face_count"] == 0
+    assert list((tmp_path / "faces").iterdir()) == []  # the staged file was removed
+
+
+def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
+    tmp_path: Path,
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    records = PeopleRecords(store)
+    tz = ZoneInfo("Europe/Paris")
+    assert end_interrupted_events(records, "cam", tz) == 0
+    started = datetime(2026, 11, 21, 9, 0, tzinfo=tz).timestamp()
+    eid = records.event_started(source="cam", day="2026-11-21", started_at=started,
+                                start_time="09:00:00")  # fmt: skip
+    records.save_counts("cam", "2026-11-21", {"door": {"in": 4, "out": 0}})
+    last = records.last_counted_at("cam")
+    assert last is not None
+    assert end_interrupted_events(records, "cam", tz) == 1
+    (event,) = records.events_on("cam", "2026-11-21")
+    assert (event["id"], event["ended_at"], event["count_in"]) == (eid, max(last, started), None)
+    assert event["end_time"] == datetime.fromtimestamp(event["ended_at"], tz).strftime("%H:%M:%S")
+    assert end_interrupted_events(records, "cam", tz) == 0
     store.close()

@@ -445,3 +445,36 @@ async def test_frames_and_model_times_are_counted_in_metrics(
         value('framebroker_processor_seconds_count{processor="slow"}') == runs["slow"]["frames_run"]
     )
     assert value('framebroker_processor_seconds_count{processor="fast"}') == 20
+
+
+async def test_frames_over_the_sessions_rate_reach_no_model_and_are_counted(
+    executor: ThreadPoolExecutor,
+) -> None:
+    from framebroker.runtime.metrics import Metrics
+
+    metrics = Metrics()
+    session = Session("s1", Pipeline([Fast()]), transport="webrtc",
+                      backpressure=Backpressure.LATEST, client="10.0.0.1", max_fps=5)  # fmt: skip
+    lanes = ModelLanes(session, executor, metrics=metrics)
+    lanes.start()
+    start = time.time()
+    offered = [lanes.offer(Frame(received_at=start + i / 50)) for i in range(20)]  # 50 fps
+    assert offered[:5] == [True] * 5  # the first second's burst
+    assert offered.count(True) <= 7
+    assert await lanes.wait_idle(5)
+    await lanes.stop()
+    refused = offered.count(False)
+    stats = lanes.stats.to_dict()
+    assert stats["frames_dropped"] >= refused
+    assert stats["frames_in"] == 20
+    assert lanes.report()["fast"]["frames_offered"] == 20 - refused
+    # The frames that went in are numbered without gaps.
+    fast = session.pipeline.processors[0]
+    assert isinstance(fast, Fast)
+    assert fast.seen == sorted(fast.seen)
+    assert set(fast.seen) <= set(range(20 - refused))
+    text = metrics.render().decode()
+    assert (
+        f'framebroker_frames_dropped_total{{reason="rate_limited",transport="webrtc"}} {refused}.0'
+        in text
+    )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from pathlib import Path
+
+import pytest
 
 from framebroker.config import load_settings
 from framebroker.media.video import demo_clip
@@ -42,3 +46,30 @@ async def test_ending_its_session_from_outside_stops_the_reader(tmp_path: Path) 
     finally:
         await feed.stop()
         await broker.stop()
+
+
+async def test_failing_frames_are_counted_and_reported_a_line_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=1))
+    feed = SourceFeed(
+        "cam", "unused.mp4", broker, None,
+        PeopleCounterConfig(faces=False), LiveFeedConfig(),
+        realtime=False, loop=False,
+    )  # fmt: skip
+
+    async def fail() -> None:
+        raise RuntimeError("processor 'hang' timed out")
+
+    caplog.set_level(logging.WARNING, logger="framebroker.runtime.sources")
+    for _ in range(50):  # every frame of a feed whose processor is stuck fails
+        task = asyncio.ensure_future(fail())
+        with contextlib.suppress(RuntimeError):
+            await task
+        feed._done(task, throttled=False)
+    assert feed.frames_failed == 50
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "1 frame(s) failed" in lines[0]
+    assert "timed out" in lines[0]

@@ -110,3 +110,43 @@ def test_hourly_counts_replace_the_day_and_sum_for_a_chart(records: PeopleRecord
     records.save_counts("cam", "2026-11-21", {"a": {"in": 9, "out": 9}})
     assert records.load_hourly("cam", "2026-11-21")[(13, "b")] == (4, 0)
     assert records.load_hourly("other", "2026-11-21") == {}
+
+
+def test_a_face_is_indexed_only_once_its_file_is_in_place(
+    records: PeopleRecords, tmp_path: Path
+) -> None:
+    placed: list[str] = []
+
+    def place(name: str) -> None:
+        # Inside the transaction: the row exists for this connection, not yet for others.
+        assert records.recent_faces() == []
+        placed.append(name)
+
+    face_id, name = records.add_face(
+        source="cam", track_id=1, day="2026-11-21", quality=1, score=1, place=place
+    )
+    assert placed == [name] == [face_filename(face_id)]
+
+    def fail(name: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        records.add_face(source="cam", track_id=2, day="2026-11-21", quality=1, score=1, place=fail)
+    assert [f["face_id"] for f in records.recent_faces()] == [face_id]
+    assert records.face_filenames() == {name}
+
+
+def test_events_left_open_and_when_counts_were_last_stored(records: PeopleRecords) -> None:
+    assert records.last_counted_at("cam") is None
+    records.save_counts("cam", "2026-11-21", {"door": {"in": 1, "out": 0}})
+    last = records.last_counted_at("cam")
+    assert last is not None
+    assert records.last_counted_at("other") is None
+    done = records.event_started(source="cam", day="2026-11-21", started_at=10.0, start_time="a")
+    records.event_ended(done, ended_at=20.0, end_time="b", count_in=3)
+    running = records.event_started(source="cam", day="2026-11-21", started_at=30.0, start_time="c")
+    records.event_started(source="yard", day="2026-11-21", started_at=40.0, start_time="d")
+    assert [e["id"] for e in records.open_events("cam")] == [running]
+    records.event_ended(running, ended_at=50.0, end_time="e", count_in=None)
+    assert records.open_events("cam") == []
+    assert records.events_on("cam", "2026-11-21")[-1]["count_in"] is None

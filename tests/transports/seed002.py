@@ -120,6 +120,10 @@ class Client:
         if self.sio.connected:
             await self.sio.disconnect()
         await self.sio.shutdown()
+        # A handshake refused at the HTTP level leaves engineio's aiohttp session open.
+        http = getattr(self.sio.eio, "http", None)
+        if http is not None and not http.closed:
+            await http.close()
 
 
 @contextlib.asynccontextmanager

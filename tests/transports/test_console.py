@@ -101,6 +101,7 @@ async def test_console_info_names_sources_and_camera_models(services: Services) 
     ]
     assert info["live_ws"] == "/ws/live"
     assert info["signaling_ws"] == "/webrtc/ws"
+    assert info["api_keys"] is False
     assert info["timezone"] == "UTC"
     assert info["today"] == TODAY
     assert abs(info["server_time"] - time.time()) < 5

@@ -434,6 +434,94 @@ def test_damaged_forms_only_raise_typed_errors(
         parse(split(body, cuts), boundary, limits)
 
 
+# -- a last part of declared size -----------------------------------------------------------
+
+
+def parse_declaring(
+    chunks: Sequence[bytes], declared: int, boundary: bytes = BOUNDARY
+) -> tuple[list[Part], bool]:
+    """Like :func:`parse`, declaring the last part's size as soon as it has begun; also
+    whether the parser took the hint."""
+    body_size = sum(len(c) for c in chunks)
+    parser = MultipartParser(boundary, LIMITS)
+    parts: list[Part] = []
+    start: PartStart | None = None
+    data = bytearray()
+    taken = False
+    for chunk in chunks:
+        parser.receive_data(chunk)
+        for event in parser.events_received():
+            if isinstance(event, PartStart):
+                start, data = event, bytearray()
+            elif isinstance(event, PartData):
+                data += event.data
+            elif isinstance(event, PartEnd):
+                assert start is not None
+                parts.append(Part(start.name, bytes(data), start.filename, start.content_type))
+                start = None
+        if start is not None and start.name == "last" and not taken:
+            taken = parser.expect_part_size(declared, body_size=body_size)
+            assert parser.part_bytes == len(data)
+    parser.receive_eof()
+    assert parser.done
+    return parts, taken
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    boundary=boundaries.map(str.encode),
+    first=st.binary(max_size=50),
+    data=st.data(),
+    epilogue=st.sampled_from([b"", b"\r\n"]),
+)
+def test_a_declared_size_right_or_wrong_gives_back_exactly_the_parts(
+    boundary: bytes, first: bytes, data: st.DataObject, epilogue: bytes
+) -> None:
+    last = data.draw(contents(boundary) | st.binary(min_size=1, max_size=300))
+    delimiter = b"\r\n--" + boundary
+    for content in (first, last):
+        assume((content + delimiter).find(delimiter) == len(content))
+    parts = [Part("first", first), Part("last", last)]
+    body = build(boundary, parts, epilogue=epilogue)
+    declared = len(last) + data.draw(st.sampled_from([0, 0, 0, -2, -1, 1, 2, -len(last)]))
+    cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=20))
+    got, taken = parse_declaring(split(body, cuts), declared, boundary)
+    assert got == parts
+    if taken:
+        # Only the right size, or one 2 bytes off that a closing CRLF makes look right.
+        assert abs(declared - len(last)) in (0, 2)
+
+
+def test_a_declared_size_is_taken_and_its_bytes_are_not_searched() -> None:
+    pixels = os.urandom(300_000)
+    body = build(BOUNDARY, [Part("frame", b"{}"), Part("last", pixels)])
+    chunks = split(body, range(0, len(body), 65_536))
+    got, taken = parse_declaring(chunks, len(pixels))
+    assert taken
+    assert got == [Part("frame", b"{}"), Part("last", pixels)]
+    # Unsearched is unsearched: a delimiter inside the declared bytes (which RFC 2046
+    # forbids) stays part of them, where a full search would have cut the part there.
+    inside = pixels[:1000] + b"\r\n--" + BOUNDARY + b"\r\n\r\n" + pixels[1000:2000]
+    body = build(BOUNDARY, [Part("frame", b"{}"), Part("last", inside)])
+    got, taken = parse_declaring(split(body, [len(body) - len(inside) + 10]), len(inside))
+    assert taken
+    assert got[1].content == inside
+
+
+def test_a_declared_size_is_refused_where_the_part_may_be_shorter() -> None:
+    pixels = os.urandom(5000)
+    # Not the last part: what follows could begin inside the declared size.
+    body = build(BOUNDARY, [Part("last", pixels), Part("frame", b"{}")])
+    got, taken = parse_declaring(split(body, [200]), len(pixels))
+    assert not taken
+    assert got == [Part("last", pixels), Part("frame", b"{}")]
+    # The last part, but the body ends before the declared size would.
+    body = build(BOUNDARY, [Part("frame", b"{}"), Part("last", pixels[:3000])])
+    got, taken = parse_declaring(split(body, [200]), len(pixels))
+    assert not taken
+    assert got[1].content == pixels[:3000]
+
+
 # -- the part buffer ------------------------------------------------------------------------
 
 

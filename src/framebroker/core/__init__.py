@@ -6,9 +6,10 @@ from .bus import Bus, Message, Subscription
 from .detections import BoxFormat, Detections, rows_of
 from .frame import Frame, ImageSource, RawImage
 from .inbox import Backpressure, Inbox
-from .manager import SessionManager, SessionPolicy, new_session_id
+from .manager import ClientSessions, SessionManager, SessionPolicy, new_session_id
 from .pipeline import FrameResult, Pipeline, SkipReason
 from .processor import BaseModel, ProcessContext, Processor, Rate
+from .rate import FrameRate
 from .session import Session, SessionStats, SessionSummary
 from .store import Store
 
@@ -17,8 +18,10 @@ __all__ = [
     "BaseModel",
     "BoxFormat",
     "Bus",
+    "ClientSessions",
     "Detections",
     "Frame",
+    "FrameRate",
     "FrameResult",
     "ImageSource",
     "Inbox",

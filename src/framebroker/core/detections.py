@@ -22,6 +22,10 @@ from ..errors import InvalidBoxes, PayloadTooLarge
 __all__ = ["BoxFormat", "Detections", "rows_of"]
 
 ROW_LENGTH = 6
+MAX_COORDINATE = 1e9
+"""Box numbers further than this from 0 are refused: no picture is that large, and sums of
+numbers near the float limit overflow to infinity on the way to ``xyxy``."""
+MAX_CLASS_ID = 2**31 - 1
 
 
 class BoxFormat(StrEnum):
@@ -89,6 +93,11 @@ def _check_row(i: int, row: Any, fmt: BoxFormat) -> None:
             )
         if not math.isfinite(v):
             raise InvalidBoxes(f"{where}[{j}]: expected a finite number, got {v}", field=where)
+        if j < 4 and abs(v) > MAX_COORDINATE:
+            raise InvalidBoxes(
+                f"{where}[{j}]: box numbers must be within ±{MAX_COORDINATE:g}, got {v}",
+                field=f"{where}[{j}]",
+            )
     a, b, c, d, score, cls = row
     if fmt is BoxFormat.XYXY:
         if c <= a or d <= b:
@@ -106,9 +115,10 @@ def _check_row(i: int, row: Any, fmt: BoxFormat) -> None:
             f"{where}[4]: score must be in [0, 1] (or a percent in (1, 100]), got {score}",
             field=f"{where}[4]",
         )
-    if cls < 0 or cls != int(cls):
+    if not 0 <= cls <= MAX_CLASS_ID or cls != int(cls):
         raise InvalidBoxes(
-            f"{where}[5]: class must be a non-negative integer, got {cls}", field=f"{where}[5]"
+            f"{where}[5]: class must be a non-negative integer up to {MAX_CLASS_ID}, got {cls}",
+            field=f"{where}[5]",
         )
 
 

@@ -3,6 +3,11 @@
 Ids are made with :mod:`secrets` so they cannot be guessed. A transport that must honour a
 client-chosen id (seed 000's ``Session-Id`` header) creates with ``session_id=``; such ids are
 checked against a strict alphabet and, when an allow-list is configured, against it.
+
+A transport names the client that creates a session (``client=``, its address), so one
+client's share is counted here, once for every transport: at most
+``max_sessions_per_client`` sessions at a time, each bounded to ``max_fps_per_session``.
+Sessions the server feeds itself have no client and neither bound.
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CapacityExceeded, InvalidInput, SessionConflict, SessionNotFound
+from ..errors import (
+    CapacityExceeded,
+    ClientSessionLimit,
+    InvalidInput,
+    SessionConflict,
+    SessionNotFound,
+)
 from .inbox import Backpressure
 from .pipeline import Pipeline
 from .session import Session
 
 __all__ = [
+    "ClientSessions",
     "PipelineFactory",
     "ProcessorSpec",
     "SessionManager",
@@ -46,17 +58,73 @@ class SessionPolicy:
     """Bounds on the session directory.
 
     ``allowed_ids``: when not ``None``, the only ids a client may name.
+    ``max_sessions_per_client`` and ``max_fps_per_session``: 0 is no limit.
     """
 
     max_sessions: int = 1024
     idle_timeout_s: float = 300.0
     allowed_ids: frozenset[str] | None = None
+    max_sessions_per_client: int = 0
+    max_fps_per_session: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
         if self.idle_timeout_s <= 0:
             raise ValueError(f"idle_timeout_s must be > 0, got {self.idle_timeout_s}")
+        if self.max_sessions_per_client < 0:
+            raise ValueError(
+                f"max_sessions_per_client must be >= 0, got {self.max_sessions_per_client}"
+            )
+        if not self.max_fps_per_session >= 0:
+            raise ValueError(f"max_fps_per_session must be >= 0, got {self.max_fps_per_session}")
+
+
+class ClientSessions:
+    """How many sessions each client holds, at most ``limit`` each (0: no limit).
+
+    Only clients holding a session have an entry, so the map never outgrows the sessions.
+    Thread-safe: sessions are made in the worker pool and ended on the event loop.
+    """
+
+    def __init__(self, limit: int = 0) -> None:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        self.limit = limit
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def held(self, client: str | None) -> int:
+        return self._held.get(client, 0) if client is not None else 0
+
+    def take(self, client: str | None) -> None:
+        """Count one more session for ``client`` (``None``: the server's own, not counted);
+        raises :class:`~framebroker.errors.ClientSessionLimit` when it holds its limit."""
+        if client is None:
+            return
+        with self._lock:
+            held = self._held.get(client, 0)
+            if self.limit and held >= self.limit:
+                raise ClientSessionLimit(
+                    f"client {client} already holds {held} sessions, the limit "
+                    f"(limits.max_sessions_per_client) is {self.limit}; end one first",
+                    limit="max_sessions_per_client",
+                )
+            self._held[client] = held + 1
+
+    def give_back(self, client: str | None) -> None:
+        """One session of ``client`` has ended."""
+        if client is None:
+            return
+        with self._lock:
+            held = self._held.get(client, 0) - 1
+            if held > 0:
+                self._held[client] = held
+            else:
+                self._held.pop(client, None)
 
 
 class SessionManager:
@@ -78,6 +146,9 @@ class SessionManager:
         self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.clients = ClientSessions(self.policy.max_sessions_per_client)
+        """Sessions per client; a transport whose sessions live elsewhere (seed 002's
+        streams) takes and gives back its slots here too, so a client has one count."""
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -87,9 +158,13 @@ class SessionManager:
 
     def check_id(self, session_id: str, *, field: str = "Session-Id") -> str:
         """Validate a client-supplied id; raises :class:`InvalidInput` saying why not."""
-        if not SESSION_ID_RE.fullmatch(session_id):
+        # Ids never become paths, and "." and ".." (the only ones that could mean one) are
+        # refused anyway, should one ever be used to name a file.
+        if not SESSION_ID_RE.fullmatch(session_id) or not session_id.strip("."):
+            shown = session_id if len(session_id) <= 64 else f"{session_id[:64]}…"
             raise InvalidInput(
-                f"session id must be 1-128 characters of A-Z a-z 0-9 . _ ~ -, got {session_id!r}",
+                "session id must be 1-128 characters of A-Z a-z 0-9 . _ ~ -, not only dots, "
+                f"got {shown!r} ({len(session_id)} characters)",
                 field=field,
             )
         allowed = self.policy.allowed_ids
@@ -104,9 +179,17 @@ class SessionManager:
         transport: str = "library",
         pipeline: Sequence[ProcessorSpec] | None = None,
         backpressure: Backpressure = Backpressure.WAIT,
+        client: str | None = None,
     ) -> Session:
-        """Make a new session; a named id must be valid and free."""
+        """Make a new session; a named id must be valid and free, and ``client`` (the
+        creator's key; ``None``: the server's own) under its share of sessions.
+
+        Raises :class:`InvalidInput`, :class:`SessionNotFound` (not on the allow-list),
+        :class:`SessionConflict`, :class:`CapacityExceeded` (the server is full) and
+        :class:`~framebroker.errors.ClientSessionLimit`; nothing is kept then.
+        """
         sid = self.check_id(session_id) if session_id is not None else None
+        self.check_client(client)  # before building a pipeline that may load models
         built = self._factory(pipeline)
         with self._lock:
             if len(self._sessions) >= self.policy.max_sessions:
@@ -120,11 +203,25 @@ class SessionManager:
                     sid = new_session_id()
             elif sid in self._sessions:
                 raise SessionConflict(f"session {sid!r} already exists", field="Session-Id")
+            self.clients.take(client)
             session = Session(
-                sid, built, transport=transport, backpressure=backpressure, clock=self._clock
+                sid,
+                built,
+                transport=transport,
+                backpressure=backpressure,
+                clock=self._clock,
+                client=client,
+                max_fps=self.policy.max_fps_per_session if client is not None else 0.0,
             )
             self._sessions[sid] = session
         return session
+
+    def check_client(self, client: str | None) -> None:
+        """Raise :class:`~framebroker.errors.ClientSessionLimit` if ``client`` holds its
+        share of sessions already (:meth:`create` checks again when it takes the slot)."""
+        limit = self.clients.limit
+        if client is not None and limit and self.clients.held(client) >= limit:
+            self.clients.take(client)  # raises, saying why
 
     def get(self, session_id: str) -> Session:
         try:
@@ -138,23 +235,31 @@ class SessionManager:
         *,
         transport: str = "library",
         pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
     ) -> Session:
-        """The session with this id, created if it does not exist (seed 000's semantics)."""
+        """The session with this id, created if it does not exist (seed 000's semantics).
+
+        Attaching to an existing session takes no slot: it stays its creator's."""
         existing = self._sessions.get(session_id)
         if existing is not None:
             return existing
         try:
-            return self.create(session_id=session_id, transport=transport, pipeline=pipeline)
+            return self.create(
+                session_id=session_id, transport=transport, pipeline=pipeline, client=client
+            )
         except SessionConflict:  # created by a concurrent request in between
             return self.get(session_id)
 
     def remove(self, session_id: str) -> Session:
-        """Take a session out of the directory; raises :class:`SessionNotFound`."""
+        """Take a session out of the directory, giving its client's slot back; raises
+        :class:`SessionNotFound`."""
         with self._lock:
             try:
-                return self._sessions.pop(session_id)
+                session = self._sessions.pop(session_id)
             except KeyError:
                 raise SessionNotFound(session_id) from None
+            self.clients.give_back(session.client)
+        return session
 
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())

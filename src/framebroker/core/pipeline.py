@@ -7,13 +7,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .frame import Frame
 from .processor import ProcessContext, Processor
 from .switches import Switches
 
-__all__ = ["FrameResult", "Pipeline", "SkipReason"]
+__all__ = ["CallProbe", "FrameResult", "Pipeline", "ProcessorCall", "SkipReason"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,32 @@ class FrameResult:
     """The pipeline's own count of this frame (from 0), which rates with ``every`` follow."""
 
 
+class ProcessorCall(NamedTuple):
+    """A processor running now: in which stage, on which frame, since when
+    (:func:`time.perf_counter` seconds)."""
+
+    processor: str
+    stage: int
+    frame: int
+    started: float
+
+
+class CallProbe(Protocol):
+    """What a host measures around processor calls (resident memory, say).
+
+    The pipeline calls :meth:`before` and :meth:`after` around every ``every``-th call of each
+    processor (``setup`` included), in the worker thread that runs it, so both must be cheap
+    and thread-safe.
+    """
+
+    @property
+    def every(self) -> int: ...
+
+    def before(self) -> int: ...
+
+    def after(self, processor: str, before: int) -> None: ...
+
+
 @dataclass(slots=True)
 class _Slot:
     """A processor and its rate clock: the frame count and frame time of its last run."""
@@ -57,6 +83,7 @@ class _Slot:
     last_time: float = float("-inf")
     next_time: float = float("-inf")
     ready: bool = False
+    calls: int = 0
 
     def due(self, seq: int, ts: float) -> bool:
         rate = self.processor.rate
@@ -83,7 +110,13 @@ class Pipeline:
     with the next processor. Names must be unique so timings, errors and switches are
     unambiguous. ``disabled`` names processors that start switched off (another processor may
     switch them on, see :class:`ProcessContext`); an unknown name raises ``ValueError``.
+
+    A host that runs pipelines in threads can see which processor is running
+    (:meth:`running`), give up on a pipeline stuck in one (:meth:`abandon`) and measure calls
+    through a :class:`CallProbe` set as ``probe``.
     """
+
+    probe: CallProbe | None
 
     def __init__(self, processors: Sequence[Processor], *, disabled: Iterable[str] = ()) -> None:
         names = [p.name for p in processors]
@@ -96,6 +129,11 @@ class Pipeline:
         cuts = [i + 1 for i, p in enumerate(processors[:-1]) if p.ends_stage]
         edges = [0, *cuts, len(processors)]
         self._stages = list(pairwise(edges))
+        self.probe = None
+        # Per stage, the processor running now as (name, started, frame index); written only
+        # by the thread running that stage.
+        self._running: list[tuple[str, float, int] | None] = [None] * len(self._stages)
+        self._abandoned = False
 
     @property
     def processors(self) -> list[Processor]:
@@ -132,6 +170,32 @@ class Pipeline:
         """
         return len(self._stages)
 
+    def running(self) -> list[ProcessorCall]:
+        """The processors running now, at most one per stage; safe to call from any thread."""
+        return [
+            ProcessorCall(entry[0], stage, entry[2], entry[1])
+            for stage, entry in enumerate(list(self._running))
+            if entry is not None
+        ]
+
+    def abandon(self) -> list[str]:
+        """Start no processor any more, and return those still running (stuck, say).
+
+        For a host giving up on a pipeline whose call it cannot interrupt: once this returns,
+        only the processors it names may still be inside a call, so :meth:`end` can safely run
+        the others' ``end``; it skips those still running then, reporting an error for each.
+        """
+        # Set the flag before reading what runs; run_stage records a processor before it
+        # reads the flag. Under the GIL one of the two sees the other's write, so a processor
+        # either shows up here or is never called.
+        self._abandoned = True
+        return sorted({call.processor for call in self.running()})
+
+    @property
+    def abandoned(self) -> bool:
+        """True once :meth:`abandon` was called."""
+        return self._abandoned
+
     def run(self, frame: Frame, ctx: ProcessContext) -> FrameResult:
         """Run every processor that is on and due, in order; see :class:`FrameResult`."""
         result = self.start(frame)
@@ -153,6 +217,7 @@ class Pipeline:
         """
         lo, hi = self._stages[stage]
         frame, seq, ts = result.frame, result.seq, result.frame.timestamp
+        running = self._running
         with ctx._bound(self._switches):
             for slot in self._slots[lo:hi]:
                 proc = slot.processor
@@ -165,6 +230,17 @@ class Pipeline:
                     continue
                 slot.mark_run(seq, ts)
                 start = time.perf_counter()
+                running[stage] = (proc.name, start, frame.index)
+                if self._abandoned:  # read after recording the call: see abandon()
+                    running[stage] = None
+                    break
+                probe, before = self.probe, 0
+                if probe is not None:
+                    slot.calls += 1
+                    if slot.calls % probe.every:
+                        probe = None  # not a sampled call
+                    else:
+                        before = probe.before()
                 try:
                     if not slot.ready:
                         proc.setup(ctx)
@@ -176,6 +252,10 @@ class Pipeline:
                         {"processor": proc.name, "error": f"{type(exc).__name__}: {exc}"}
                     )
                     out = None
+                finally:
+                    running[stage] = None
+                if probe is not None:
+                    probe.after(proc.name, before)
                 result.timings[proc.name] = time.perf_counter() - start
                 result.ran.append(proc.name)
                 if out:
@@ -184,12 +264,24 @@ class Pipeline:
 
     def end(self, ctx: ProcessContext) -> tuple[dict[str, Any], list[dict[str, str]]]:
         """Run every processor's ``end`` and ``close``, switched off or not (what it saw before
-        still counts); returns merged outputs and errors."""
+        still counts); returns merged outputs and errors. Processors :meth:`abandon` found
+        still running are skipped (never called concurrently), with an error each."""
         merged: dict[str, Any] = {}
         errors: list[dict[str, str]] = []
+        # Once abandoned no processor starts, so what runs now is all that may still run.
+        hung = {call.processor for call in self.running()} if self._abandoned else set()
         with ctx._bound(self._switches):
             for slot in self._slots:
                 proc = slot.processor
+                if proc.name in hung:
+                    errors.append(
+                        {
+                            "processor": proc.name,
+                            "error": "TimeoutError: still processing a frame when the session "
+                            "ended; its end() and close() were not called",
+                        }
+                    )
+                    continue
                 try:
                     out = proc.end(ctx)
                     if out:

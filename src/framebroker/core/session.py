@@ -6,10 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import FrameRateExceeded
 from .frame import Frame
 from .inbox import Backpressure
 from .pipeline import FrameResult, Pipeline
 from .processor import ProcessContext
+from .rate import FrameRate
 
 __all__ = ["Session", "SessionStats", "SessionSummary"]
 
@@ -70,6 +72,8 @@ class Session:
     """One client's stream. ``process`` must not be called concurrently on one session.
 
     ``last_active`` is on the monotonic clock given at construction and drives idle expiry.
+    ``client`` is the key of the client that holds the session (its address), ``None`` for a
+    session the server feeds itself; ``max_fps`` > 0 bounds the frames :meth:`admit` lets in.
     """
 
     def __init__(
@@ -80,11 +84,15 @@ class Session:
         transport: str = "library",
         backpressure: Backpressure = Backpressure.WAIT,
         clock: Any = time.monotonic,
+        client: str | None = None,
+        max_fps: float = 0.0,
     ) -> None:
         self.id = session_id
         self.pipeline = pipeline
         self.transport = transport
         self.backpressure = backpressure
+        self.client = client
+        self.rate = FrameRate(max_fps) if max_fps > 0 else None
         self.created_at = time.time()
         self._clock = clock
         self.last_active: float = clock()
@@ -128,6 +136,18 @@ class Session:
             self.stats.latency_s[name] = self.stats.latency_s.get(name, 0.0) + seconds
             self.stats.runs[name] = self.stats.runs.get(name, 0) + 1
         self.touch()
+
+    def admit(self, arrived_at: float) -> None:
+        """Let a frame that arrived at ``arrived_at`` (seconds) in, or refuse it with
+        :class:`~framebroker.errors.FrameRateExceeded` (counted as dropped) when the session
+        is over its frame rate. The session itself goes on."""
+        if self.rate is None:
+            return
+        try:
+            self.rate.admit(arrived_at, self.id)
+        except FrameRateExceeded:
+            self.count_dropped()
+            raise
 
     def count_dropped(self, n: int = 1) -> None:
         """Record frames discarded before reaching the pipeline."""

@@ -15,6 +15,10 @@ __all__ = ["Annotator"]
 
 def _class_names(names: Mapping[Any, Any]) -> dict[int, str]:
     # Names may come from a JSON request, where object keys are always strings ("0").
+    if not isinstance(names, Mapping):
+        raise ValueError(
+            f"class_names must be an object {{class number: name}}, got {type(names).__name__}"
+        )
     out: dict[int, str] = {}
     for key, value in names.items():
         try:

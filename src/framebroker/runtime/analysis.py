@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnalysisSettings, Limits
+from ..core.rate import FrameRate
 from ..errors import InvalidInput, SessionNotFound
 from ..media.encode import EncoderOptions
 from ..media.video import SourceError, open_source
@@ -92,6 +93,8 @@ class VideoAnalysis:
             await self.broker.run_blocking(pipelines.check)
 
     async def stop(self) -> None:
+        for stream in self.streams.streams():
+            self.broker.manager.clients.give_back(stream.client)
         await self.streams.close_all()
         await self.fanout.aclose()
 
@@ -109,33 +112,47 @@ class VideoAnalysis:
         *,
         emit: Emit,
         processes: Iterable[str] | None = None,
+        client: str | None = None,
     ) -> tuple[VideoStream, bool]:
         """A stream for a new connection; returns it and whether its id was made here.
 
         The id must be allowed (configured, or handed out and unused) and not connected
         already; with ``generate_session_id_on_connect`` a missing or unknown id gets a new
-        one instead. Raises :class:`InvalidInput`, :class:`SessionNotFound`,
-        :class:`~framebroker.errors.SessionConflict` or
-        :class:`~framebroker.errors.CapacityExceeded`, and nothing is kept then.
+        one instead. ``client`` (the connection's address) holds one of its
+        ``max_sessions_per_client`` slots, counted with its other sessions in the broker's
+        session manager, until :meth:`close_stream`; its frames are bounded by
+        ``max_fps_per_session``. Raises :class:`InvalidInput`, :class:`SessionNotFound`,
+        :class:`~framebroker.errors.SessionConflict`,
+        :class:`~framebroker.errors.CapacityExceeded` or
+        :class:`~framebroker.errors.ClientSessionLimit`, and nothing is kept then.
         """
         names = self.select(processes)
         self.streams.check_room()
-        generated = False
+        slots = self.broker.manager.clients
+        slots.take(client)
         try:
-            sid = self.ids.claim(session_id)
-        except (InvalidInput, SessionNotFound):
-            if not self.settings.generate_session_id_on_connect:
-                raise
-            sid, generated = self.ids.claim_new(), True
-        stream = VideoStream(
-            sid,
-            fanout=self.fanout,
-            names=names,
-            config=self.stream_config,
-            emit=emit,
-            run_blocking=self.broker.run_blocking,
-        )
-        self.streams.add(connection, stream)
+            generated = False
+            try:
+                sid = self.ids.claim(session_id)
+            except (InvalidInput, SessionNotFound):
+                if not self.settings.generate_session_id_on_connect:
+                    raise
+                sid, generated = self.ids.claim_new(), True
+            fps = self.limits.max_fps_per_session
+            stream = VideoStream(
+                sid,
+                fanout=self.fanout,
+                names=names,
+                config=self.stream_config,
+                emit=emit,
+                run_blocking=self.broker.run_blocking,
+                client=client,
+                rate=FrameRate(fps) if fps > 0 and client is not None else None,
+            )
+            self.streams.add(connection, stream)
+        except BaseException:
+            slots.give_back(client)
+            raise
         log.info("seed-002 session %s connected (%s)", sid, "made" if generated else "given")
         return stream, generated
 
@@ -143,6 +160,7 @@ class VideoAnalysis:
         """The connection ended: drop its stream and use its id up."""
         stream = await self.streams.close(connection)
         if stream is not None:
+            self.broker.manager.clients.give_back(stream.client)
             self.ids.release(stream.id)
             log.info("seed-002 session %s disconnected", stream.id)
 

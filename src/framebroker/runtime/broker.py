@@ -5,15 +5,24 @@ The core is synchronous and knows nothing of event loops. The broker gives each 
 into a worker pool. So frames of one session run one at a time in arrival order, different
 sessions run in parallel, and the event loop never runs decoding, tracking or drawing.
 Blocking store calls go through the same pool.
+
+A processor call that runs past ``processor_timeout_s`` (see :mod:`.watchdog`) cannot be
+stopped, only given up on: the frames waiting on it, that one and those queued behind it, fail
+with :class:`~framebroker.errors.ProcessorTimeout`, and the session refuses new frames with
+the same error until the call returns (then it goes on) or the session is ended (then every
+other processor's ``end`` runs, and the stuck one's is skipped and reported). It is not ended
+on the spot, so its client sees why its frames are refused instead of a session that vanished.
+The pool starts a thread in place of the lost one, so other sessions keep working.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,13 +30,16 @@ from ..core.bus import Bus
 from ..core.frame import Frame
 from ..core.inbox import Backpressure, Inbox
 from ..core.manager import ProcessorSpec, SessionManager, SessionPolicy
-from ..core.pipeline import FrameResult
+from ..core.pipeline import FrameResult, ProcessorCall
 from ..core.session import Session, SessionSummary
 from ..core.store import Store
-from ..errors import CapacityExceeded, SessionNotFound
+from ..errors import CapacityExceeded, FrameRateExceeded, ProcessorTimeout, SessionNotFound
 from ..logs import in_session, session_var
 from ..plugins import ProcessorRegistry
+from .memory import RssProbe
 from .metrics import Metrics
+from .watchdog import Watchdog
+from .workers import WorkerPool
 
 __all__ = ["Broker", "BrokerConfig"]
 
@@ -39,7 +51,12 @@ _Item = tuple[Frame, "asyncio.Future[FrameResult]"]
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    """``warm_up``: processor names whose ``warm_up`` runs before the broker serves."""
+    """``warm_up``: processor names whose ``warm_up`` runs before the broker serves.
+
+    ``processor_timeout_s``: longest one processor call may take on a frame (see the module
+    docstring). ``memory_sample_every``: measure resident-memory growth across every Nth call
+    of each processor (see :mod:`.memory`); 0: never.
+    """
 
     max_workers: int = 4
     max_pending_frames: int = 64
@@ -48,14 +65,22 @@ class BrokerConfig:
     default_pipeline: tuple[ProcessorSpec, ...] = ("bytetrack",)
     policy: SessionPolicy = field(default_factory=SessionPolicy)
     warm_up: tuple[str, ...] = ()
+    processor_timeout_s: float = 10.0
+    memory_sample_every: int = 16
 
 
 @dataclass(eq=False)
 class _Lane:
+    """``pending``: frames taken from the inbox and not answered yet; ``stuck``: per stage,
+    the processor call that overran and has not returned; ``stalled`` is set meanwhile."""
+
     session: Session
     inbox: Inbox[_Item]
     specs: list[ProcessorSpec]
     task: asyncio.Task[None] | None = None
+    pending: set[asyncio.Future[FrameResult]] = field(default_factory=set)
+    stuck: dict[int, ProcessorCall] = field(default_factory=dict)
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Broker:
@@ -73,9 +98,10 @@ class Broker:
         self.store = store
         self.bus = Bus(self.config.bus_queue)
         self.manager = SessionManager(self._build_pipeline, self.config.policy)
-        self.executor = ThreadPoolExecutor(
-            max_workers=self.config.max_workers, thread_name_prefix="framebroker-worker"
-        )
+        self.executor = WorkerPool(self.config.max_workers, thread_name_prefix="framebroker-worker")
+        self.metrics.stuck_threads.set_function(lambda: self.executor.stuck)
+        self._watchdog = Watchdog(self.executor, self.config.processor_timeout_s, self.metrics)
+        self._probe = RssProbe.open(self.config.memory_sample_every, self.metrics.memory_grew)
         self._lanes: dict[str, _Lane] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
@@ -107,7 +133,15 @@ class Broker:
                 await self.end_session(sid, reason="server_stopped", keep_state=True)
             except Exception:
                 log.exception("could not end session %s cleanly", sid)
-        self.executor.shutdown(wait=True, cancel_futures=False)
+        stuck = self.executor.stuck
+        if stuck:
+            log.warning(
+                "%d worker thread(s) still inside a processor that timed out: not waiting",
+                stuck,
+            )
+        self.executor.shutdown(wait=not stuck, cancel_futures=False)
+        if self._probe is not None:
+            self._probe.close()
         if self.store is not None:
             self.store.close()
 
@@ -122,8 +156,19 @@ class Broker:
         return await loop.run_in_executor(self.executor, fn, *args)
 
     @property
+    def stuck_threads(self) -> int:
+        """Worker threads inside a processor call that timed out and has not returned."""
+        return self.executor.stuck
+
+    @property
     def busy_sessions(self) -> set[str]:
-        return {sid for sid, lane in self._lanes.items() if lane.task is not None or lane.inbox}
+        """Sessions with frames to process; one stuck in a processor is not busy but blocked,
+        and may expire when idle."""
+        return {
+            sid
+            for sid, lane in self._lanes.items()
+            if (lane.task is not None and not lane.stuck) or lane.inbox
+        }
 
     def _census(self) -> list[tuple[str, int]]:
         return [(lane.session.transport, len(lane.inbox)) for lane in list(self._lanes.values())]
@@ -131,9 +176,11 @@ class Broker:
     # -- sessions ------------------------------------------------------------------------------
 
     def _build_pipeline(self, specs: Sequence[ProcessorSpec] | None) -> Any:
-        return self.registry.pipeline(
+        pipeline = self.registry.pipeline(
             list(specs) if specs is not None else list(self.config.default_pipeline)
         )
+        pipeline.probe = self._probe
+        return pipeline
 
     def _register(
         self, session: Session, specs: Sequence[ProcessorSpec] | None, *, record: bool = True
@@ -158,14 +205,20 @@ class Broker:
         transport: str,
         pipeline: Sequence[ProcessorSpec] | None = None,
         backpressure: Backpressure = Backpressure.WAIT,
+        client: str | None = None,
     ) -> Session:
-        """A new session; building its pipeline (which may load models) runs in the pool."""
+        """A new session; building its pipeline (which may load models) runs in the pool.
+
+        ``client`` (the creator's address) holds one of its ``max_sessions_per_client``
+        slots until the session ends; see :meth:`SessionManager.create` for what it raises.
+        """
         session = await self.run_blocking(
             lambda: self.manager.create(
                 session_id=session_id,
                 transport=transport,
                 pipeline=pipeline,
                 backpressure=backpressure,
+                client=client,
             )
         )
         return self._register(session, pipeline)
@@ -176,8 +229,10 @@ class Broker:
         *,
         transport: str,
         pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
     ) -> Session:
-        """The live session with this id; else the suspended one resumed; else a new one.
+        """The live session with this id; else the suspended one resumed; else a new one
+        (held by ``client``, as with :meth:`create_session`).
 
         This is seed 000's "create or attach", extended across restarts: a session the server
         suspended when it stopped carries on with the same tracks.
@@ -190,19 +245,19 @@ class Broker:
             lane = self._lanes.get(session_id)
             if lane is not None:
                 return lane.session
-            resumed = await self.resume(session_id)
+            resumed = await self.resume(session_id, client=client)
             if resumed is not None:
                 return resumed
             session = await self.run_blocking(
                 lambda: self.manager.create(
-                    session_id=session_id, transport=transport, pipeline=pipeline
+                    session_id=session_id, transport=transport, pipeline=pipeline, client=client
                 )
             )
             return self._register(session, pipeline)
 
-    async def live_or_resumed(self, session_id: str) -> Session:
-        """The live session with this id, or the suspended one resumed; else
-        :class:`~framebroker.errors.SessionNotFound`."""
+    async def live_or_resumed(self, session_id: str, *, client: str | None = None) -> Session:
+        """The live session with this id, or the suspended one resumed (then held by
+        ``client``); else :class:`~framebroker.errors.SessionNotFound`."""
         lane = self._lanes.get(session_id)
         if lane is not None:
             return lane.session
@@ -210,15 +265,17 @@ class Broker:
             lane = self._lanes.get(session_id)
             if lane is not None:
                 return lane.session
-            resumed = await self.resume(session_id)
+            resumed = await self.resume(session_id, client=client)
         if resumed is None:
             raise SessionNotFound(session_id, field="session_id")
         return resumed
 
-    async def resume(self, session_id: str) -> Session | None:
-        """Bring back a session suspended by a server stop, exactly where it was."""
+    async def resume(self, session_id: str, *, client: str | None = None) -> Session | None:
+        """Bring back a session suspended by a server stop, exactly where it was; ``client``
+        holds it from now on."""
         if self.store is None:
             return None
+        self.manager.check_client(client)  # before the store hands the saved state over
         saved = await self.run_blocking(self.store.session_resumed, session_id)
         if saved is None:
             return None
@@ -229,6 +286,7 @@ class Broker:
                 transport=str(saved["transport"]),
                 pipeline=saved["pipeline"],
                 backpressure=Backpressure(saved["backpressure"]),
+                client=client,
             )
             session.restore(saved["state"])
             return session
@@ -246,16 +304,28 @@ class Broker:
         """Take the session out, let its queued frames finish, run ``end``, persist.
 
         With ``keep_state`` the session's state is stored too, so :meth:`resume` can bring it
-        back (a server stop suspends sessions this way).
+        back (a server stop suspends sessions this way). A session stuck in a processor call
+        is not waited for: it ends without that processor's ``end`` (reported in the
+        summary's ``errors``), and without its state.
         """
         loop = asyncio.get_running_loop()
         session = self.manager.remove(session_id)
         lane = self._lanes.pop(session_id, None)
         if lane is not None and lane.task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(lane.task)
+            await self._settle(lane)
+        stuck = lane is not None and bool(lane.stuck)
+        if stuck:
+            # The stuck call may never return: end the others without it, and without a
+            # snapshot (its processor's state is being changed by that call).
+            hung = session.pipeline.abandon()
+            log.warning(
+                "session %s ends with %s still running: %s not called",
+                session_id,
+                ", ".join(hung),
+                "its end() is" if len(hung) == 1 else "their end() are",
+            )
         saved = None
-        if keep_state and lane is not None:
+        if keep_state and lane is not None and not stuck:
             saved = {
                 "transport": session.transport,
                 "pipeline": lane.specs,
@@ -278,6 +348,19 @@ class Broker:
         log.info("session %s ended (%s)", session_id, reason)
         return summary
 
+    async def _settle(self, lane: _Lane) -> None:
+        """Until the lane's pump is done, or one of its calls is stuck (it may never be)."""
+        task = lane.task
+        if task is None or lane.stuck:
+            return
+        stalled = asyncio.ensure_future(lane.stalled.wait())
+        try:
+            await asyncio.wait({task, stalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stalled.cancel()
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a pump that failed was logged by it already
+
     # -- frames ----------------------------------------------------------------------------
 
     async def submit(self, session: Session, frame: Frame) -> FrameResult:
@@ -285,18 +368,32 @@ class Broker:
 
         Under ``latest`` backpressure a frame overtaken by a newer one resolves at once with
         ``dropped=True``. Raises :class:`~framebroker.errors.CapacityExceeded` when a ``wait``
-        session already has its limit of frames queued.
+        session already has its limit of frames queued, and
+        :class:`~framebroker.errors.FrameRateExceeded` when the frame arrived over the
+        session's ``max_fps_per_session``; both are counted as dropped. Raises
+        :class:`~framebroker.errors.ProcessorTimeout` when a processor overran its time on
+        this frame or on one before it, and for every frame sent while that call has not
+        returned (counted as failed).
         """
         lane = self._lanes.get(session.id)
         if lane is None or session.ended:
             raise SessionNotFound(session.id)
+        if lane.stuck:
+            self.metrics.frame_received(session.transport)
+            self.metrics.frame_failed(session.transport)
+            raise self._blocked(lane)
         session.touch()
         self.metrics.frame_received(session.transport)
+        try:
+            session.admit(frame.received_at)
+        except FrameRateExceeded:
+            self.metrics.frames_dropped(session.transport, reason="rate_limited")
+            raise
         fut: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
         try:
             overtaken = lane.inbox.offer((frame, fut))
         except CapacityExceeded:
-            self.metrics.frames_dropped(session.transport)
+            self.metrics.frames_dropped(session.transport, reason="queue_full")
             raise
         for old_frame, old_fut in overtaken:
             session.count_dropped()
@@ -318,18 +415,16 @@ class Broker:
             lane.task = None
 
     async def _pump_whole(self, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
         session = lane.session
         while (item := lane.inbox.take()) is not None:
             frame, fut = item
+            lane.pending.add(fut)
             try:
-                result = await loop.run_in_executor(
-                    self.executor, in_session(session.id, session.process, frame)
-                )
+                result = await self._watched(lane, 0, session.process, frame)
             except Exception as exc:
-                self._failed(session, fut, exc)
+                self._failed(lane, fut, exc)
                 continue
-            self._deliver(session, fut, result)
+            self._deliver(lane, fut, result)
 
     async def _pump_staged(self, lane: _Lane) -> None:
         """Stage *k + 1* of frame *n* runs while stage *k* takes frame *n + 1*.
@@ -351,15 +446,13 @@ class Broker:
             while True:
                 result, fut = await source.get()
                 try:
-                    await loop.run_in_executor(
-                        self.executor, in_session(session.id, session.process_stage, stage, result)
-                    )
+                    await self._watched(lane, stage, session.process_stage, stage, result)
                     if stage < n - 1:
                         await hand[stage].put((result, fut))
                     else:
-                        self._deliver(session, fut, result)
+                        self._deliver(lane, fut, result)
                 except Exception as exc:
-                    self._failed(session, fut, exc)
+                    self._failed(lane, fut, exc)
                 finally:
                     source.task_done()
 
@@ -374,15 +467,14 @@ class Broker:
                     if item is None:
                         return
                 frame, fut = item
+                lane.pending.add(fut)
                 try:
                     result = await loop.run_in_executor(
                         self.executor, in_session(session.id, session.begin, frame)
                     )
-                    await loop.run_in_executor(
-                        self.executor, in_session(session.id, session.process_stage, 0, result)
-                    )
+                    await self._watched(lane, 0, session.process_stage, 0, result)
                 except Exception as exc:
-                    self._failed(session, fut, exc)
+                    self._failed(lane, fut, exc)
                     continue
                 await hand[0].put((result, fut))
         finally:
@@ -390,15 +482,87 @@ class Broker:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    def _failed(self, session: Session, fut: asyncio.Future[FrameResult], exc: Exception) -> None:
+    async def _watched(self, lane: _Lane, stage: int, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the pool, running ``stage`` of the lane's pipeline, timed."""
+        session = lane.session
+        return await self._watchdog.call(
+            in_session(session.id, fn, *args),
+            session.pipeline,
+            stage,
+            on_stuck=functools.partial(self._stuck, lane),
+            on_return=functools.partial(self._unstuck, lane),
+        )
+
+    def _stuck(self, lane: _Lane, call: ProcessorCall) -> None:
+        session = lane.session
+        lane.stuck[call.stage] = call
+        lane.stalled.set()
+        limit = self._watchdog.timeout_s
+        log.error(
+            "session %s: processor %s has run for over %g s on frame %d; its worker thread is "
+            "lost until it returns, and the session refuses frames meanwhile",
+            session.id,
+            call.processor,
+            limit,
+            call.frame,
+        )
+        waiting = [*lane.pending, *(fut for _, fut in lane.inbox.clear())]
+        lane.pending.clear()
+        for fut in waiting:
+            if not fut.done():
+                self.metrics.frame_failed(session.transport)
+                fut.set_exception(
+                    ProcessorTimeout(
+                        f"processor {call.processor!r} took longer than {limit:g} s on frame "
+                        f"{call.frame} of session {session.id!r}; the session refuses frames "
+                        "until it returns or the session is ended",
+                        processor=call.processor,
+                        session_id=session.id,
+                        timeout_s=limit,
+                    )
+                )
+
+    def _unstuck(self, lane: _Lane, call: ProcessorCall, seconds: float) -> None:
+        lane.stuck.pop(call.stage, None)
+        if not lane.stuck:
+            lane.stalled.clear()
+        log.warning(
+            "session %s: processor %s returned after %.1f s on frame %d; %s",
+            lane.session.id,
+            call.processor,
+            seconds,
+            call.frame,
+            "the session had ended" if lane.session.ended else "the session takes frames again",
+        )
+
+    def _blocked(self, lane: _Lane) -> ProcessorTimeout:
+        """The error for a frame sent to a session with a stuck processor call."""
+        call = min(lane.stuck.values(), key=lambda c: c.started)
+        limit = self._watchdog.timeout_s
+        return ProcessorTimeout(
+            f"session {lane.session.id!r} is blocked: processor {call.processor!r} has been "
+            f"running for {time.perf_counter() - call.started:.1f} s on frame {call.frame} "
+            f"(limit {limit:g} s); frames are refused until it returns or the session is ended",
+            processor=call.processor,
+            session_id=lane.session.id,
+            timeout_s=limit,
+        )
+
+    def _failed(self, lane: _Lane, fut: asyncio.Future[FrameResult], exc: Exception) -> None:
+        lane.pending.discard(fut)
+        if fut.done() and not fut.cancelled():
+            return  # answered already: it timed out
+        session = lane.session
         log.error("session %s failed on a frame", session.id, exc_info=exc)
         self.metrics.frame_failed(session.transport)
         if not fut.done():
             fut.set_exception(exc)
 
-    def _deliver(
-        self, session: Session, fut: asyncio.Future[FrameResult], result: FrameResult
-    ) -> None:
+    def _deliver(self, lane: _Lane, fut: asyncio.Future[FrameResult], result: FrameResult) -> None:
+        lane.pending.discard(fut)
+        if fut.done() and not fut.cancelled():
+            return  # a late answer to a frame that timed out: its client was told already
+        session = lane.session
         self.metrics.frame_processed(session.transport, result)
         if not fut.done():
             fut.set_result(result)

@@ -5,6 +5,12 @@ publishes the annotated picture, on event transitions an event, twice a second t
 and it persists the day's counts, the traffic events and the saved faces. It publishes plain
 payloads on the bus (``live/<source>/frame|stats|event``); a transport formats each once and
 fans it out.
+
+Store, then show: a frame's new counts, its event and its faces are committed before anything
+that shows them is published (the picture draws the counts too), so a crash, even SIGKILL,
+never takes back a number, an event or a face that a client was shown. Counts change only on
+the frames where someone crosses a line, so this is one small transaction per crossing, not
+per frame; SQLite in WAL mode with ``synchronous=NORMAL`` commits it without an fsync.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,9 +29,10 @@ from zoneinfo import ZoneInfo
 
 from ..core.bus import Bus, Subscription
 from ..core.pipeline import FrameResult
-from ..storage.people import PeopleRecords
+from ..storage.face_files import FaceFolder
+from ..storage.people import PeopleRecords, face_filename
 
-__all__ = ["LiveFeed", "LiveFeedConfig", "local_day", "seed_timestamp"]
+__all__ = ["LiveFeed", "LiveFeedConfig", "end_interrupted_events", "local_day", "seed_timestamp"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,6 @@ class LiveFeedConfig:
     faces_dir: Path | None = None
     max_faces: int = 10_000
     face_retention_days: int = 30
-    counts_flush_s: float = 1.0
 
 
 class LiveFeed:
@@ -82,6 +87,8 @@ class LiveFeed:
         self.tz = ZoneInfo(self.config.timezone)
         self._run_blocking = run_blocking
         self._records = records
+        folder = self.config.faces_dir
+        self._faces = None if folder is None else FaceFolder(folder)
         self.stats: dict[str, Any] = dict.fromkeys(STATS_FIELDS, 0)
         self.stats["event_active"] = False
         self.day = local_day(time.time(), self.tz)
@@ -90,7 +97,10 @@ class LiveFeed:
         self._lines: dict[str, dict[str, int]] = {}
         # Crossings per (hour, line) today, from the growth of the line totals between frames.
         self._hours: dict[tuple[int, str], tuple[int, int]] = {}
+        # True while counts are not stored (a write failed): the stats tick retries.
         self._counts_dirty = False
+        # One save at a time, so an older snapshot of the counts never commits after a newer.
+        self._saving = asyncio.Lock()
         self._event_id: int | None = None
         self._face_ids: OrderedDict[int, int] = OrderedDict()  # track id -> face id, bounded
         self._faces_added = 0
@@ -145,9 +155,8 @@ class LiveFeed:
                         log.exception("live feed %s failed on a result", self.source)
 
     async def handle(self, result: FrameResult) -> None:
-        """Publish and persist what one processed frame produced."""
+        """Persist what one processed frame produced, then publish it (see the module)."""
         out = result.outputs
-        now = time.time()
         day = str(out.get("day") or local_day(result.frame.timestamp, self.tz))
         if day != self.day:
             await self._flush_counts()
@@ -155,24 +164,27 @@ class LiveFeed:
             self.stats["face_count"] = 0
             self._face_ids.clear()
             self._lines, self._hours = {}, {}
-        for key in ("count_in", "count_out", "daily_event_count", "current_event_count_in"):
-            if key in out:
-                self.stats[key] = int(out[key])
-        if "event_active" in out:
-            self.stats["event_active"] = bool(out["event_active"])
         lines = out.get("lines")
         if isinstance(lines, dict) and lines != self._lines:
             self._add_to_hours(lines, result.frame.timestamp)
             self._lines = {k: dict(v) for k, v in lines.items()}
             self._counts_dirty = True
+            await self._flush_counts()
         event = out.get("event")
         if isinstance(event, dict):
-            self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
             await self._record_event(event, result.frame.timestamp)
         faces = out.get("faces")
         if isinstance(faces, list) and faces and self._records is not None:
             for face in faces:
                 await self._record_face(face)
+        for key in ("count_in", "count_out", "daily_event_count", "current_event_count_in"):
+            if key in out:
+                self.stats[key] = int(out[key])
+        if "event_active" in out:
+            self.stats["event_active"] = bool(out["event_active"])
+        now = time.time()
+        if isinstance(event, dict):
+            self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
         image = out.get("annotated_image")
         if isinstance(image, str) and self._frame_due(now):
             self._last_frame_at = now
@@ -197,33 +209,32 @@ class LiveFeed:
         return now - self._last_frame_at >= 1.0 / self.config.max_fps
 
     async def _tick(self) -> None:
-        flushed_at = time.monotonic()
         while True:
             await asyncio.sleep(self.config.stats_interval_s)
+            await self._flush_counts()  # only does something after a failed write
             self.bus.publish(
                 f"live/{self.source}/stats", {"data": dict(self.stats), "time": time.time()}
             )
-            if time.monotonic() - flushed_at >= self.config.counts_flush_s:
-                flushed_at = time.monotonic()
-                await self._flush_counts()
 
     # -- persistence -----------------------------------------------------------------------
 
     async def _flush_counts(self) -> None:
-        if not self._counts_dirty or self._records is None:
-            return
-        self._counts_dirty = False
-        try:
-            await self._run_blocking(
-                self._records.save_counts,
-                self.source,
-                self.day,
-                dict(self._lines),
-                dict(self._hours),
-            )
-        except Exception:
-            self._counts_dirty = True
-            log.exception("could not save the counts of %s", self.source)
+        """Store the day's counts if they changed since they were last stored."""
+        async with self._saving:
+            if not self._counts_dirty or self._records is None:
+                return
+            self._counts_dirty = False
+            try:
+                await self._run_blocking(
+                    self._records.save_counts,
+                    self.source,
+                    self.day,
+                    dict(self._lines),
+                    dict(self._hours),
+                )
+            except Exception:
+                self._counts_dirty = True
+                log.exception("could not save the counts of %s", self.source)
 
     async def _record_event(self, event: dict[str, Any], frame_time: float) -> None:
         if self._records is None:
@@ -250,8 +261,9 @@ class LiveFeed:
             )
 
     async def _record_face(self, face: dict[str, Any]) -> None:
-        records = self._records
-        folder = self.config.faces_dir
+        """A new track's face is indexed in the transaction that renames its file into place;
+        a better crop of a known one replaces the file, then updates the row."""
+        records, folder = self._records, self._faces
         if records is None or folder is None:
             return
         track_id = int(face["track_id"])
@@ -260,29 +272,34 @@ class LiveFeed:
         score = float(face.get("score", 0.0))
         known = self._face_ids.get(track_id)
         if known is not None:
-            face_id = known
+            await self._run_blocking(folder.write, face_filename(known), jpeg)
             await self._run_blocking(
-                lambda: records.update_face(face_id, quality=quality, score=score)
+                lambda: records.update_face(known, quality=quality, score=score)
             )
-            name = f"face_{face_id}.jpg"
         else:
-            face_id, name = await self._run_blocking(
-                lambda: records.add_face(
-                    source=self.source, track_id=track_id, day=self.day, quality=quality,
-                    score=score,
-                )
-            )  # fmt: skip
+            staged = await self._run_blocking(folder.stage, jpeg)
+            try:
+                face_id, _ = await self._run_blocking(
+                    lambda: records.add_face(
+                        source=self.source, track_id=track_id, day=self.day, quality=quality,
+                        score=score, place=lambda name: folder.place(staged, name),
+                    )
+                )  # fmt: skip
+            except BaseException:
+                await self._run_blocking(folder.discard, staged)
+                raise
             self._face_ids[track_id] = face_id
             while len(self._face_ids) > 4096:
                 self._face_ids.popitem(last=False)
             self.stats["face_count"] = int(self.stats["face_count"]) + 1
             self._faces_added += 1
-        await self._run_blocking(_write_atomically, folder / name, jpeg)
         if self._faces_added and self._faces_added % 100 == 0:
             await self._apply_retention()
 
     async def _apply_retention(self) -> None:
-        records, folder = self._records, self.config.faces_dir
+        """Rows go first, then files: a crash in between leaves files that the start-up sweep
+        removes, never a row without its file."""
+        records, folder = self._records, self._faces
         if records is None or folder is None:
             return
         oldest = datetime.now(self.tz) - timedelta(days=self.config.face_retention_days)
@@ -292,13 +309,26 @@ class LiveFeed:
             )
         )
         for name in gone:
-            with contextlib.suppress(FileNotFoundError):
-                await self._run_blocking(os.unlink, folder / name)
+            await self._run_blocking(folder.remove, name)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers never see half a file: write beside it, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def end_interrupted_events(records: PeopleRecords, source: str, tz: ZoneInfo) -> int:
+    """Close the source's events that a previous process left running; returns how many.
+
+    A process that dies (SIGKILL, power cut) cannot end its running event. Each one is ended
+    at the last moment the store heard from the source (its counts' last write, not before
+    the event's start), with ``count_in`` unknown (null). Call it before the source starts.
+    """
+    running = records.open_events(source)
+    if not running:
+        return 0
+    last = records.last_counted_at(source) or 0.0
+    for event in running:
+        ended_at = max(float(event["started_at"]), last)
+        records.event_ended(
+            int(event["id"]),
+            ended_at=ended_at,
+            end_time=datetime.fromtimestamp(ended_at, tz).strftime("%H:%M:%S"),
+            count_in=None,
+        )
+    return len(running)

@@ -4,8 +4,10 @@ One :class:`Metrics` per server, on a registry of its own (not the library's glo
 two servers in one process, as in the tests, never mix their counts. Counters are bumped where
 things happen (the broker, the error handlers); gauges that describe the present (sessions
 open, frames queued) are read from the broker when Prometheus scrapes, so they cannot drift.
-A processor that leaks memory shows in ``process_resident_memory_bytes``, which the process
-collector adds.
+A process that leaks memory shows in ``process_resident_memory_bytes``, which the process
+collector adds; which processor leaks shows in ``framebroker_processor_memory_growth_bytes``
+(see :mod:`framebroker.runtime.memory`). A processor stuck in a call shows in
+``framebroker_processor_timeouts_total`` and ``framebroker_stuck_threads``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -90,6 +93,13 @@ class Metrics:
             ["transport", "outcome"],
             registry=self.registry,
         )
+        self.dropped = Counter(
+            "framebroker_frames_dropped",
+            "Frames dropped, by transport and reason: overtaken (a newer frame came first), "
+            "queue_full (max_pending_frames), rate_limited (max_fps_per_session)",
+            ["transport", "reason"],
+            registry=self.registry,
+        )
         self.processor_seconds = Histogram(
             "framebroker_processor_seconds",
             "Time one processor took on one frame",
@@ -100,6 +110,25 @@ class Metrics:
         self.processor_errors = Counter(
             "framebroker_processor_errors",
             "Frames on which a processor raised",
+            ["processor"],
+            registry=self.registry,
+        )
+        self.processor_timeouts = Counter(
+            "framebroker_processor_timeouts",
+            "Calls of a processor that ran past its time limit (limits.processor_timeout_s; "
+            "webrtc.frame_timeout_s for WebRTC models)",
+            ["processor"],
+            registry=self.registry,
+        )
+        self.stuck_threads = Gauge(
+            "framebroker_stuck_threads",
+            "Worker threads still inside a processor call that ran past its time limit",
+            registry=self.registry,
+        )
+        self.processor_memory = Gauge(
+            "framebroker_processor_memory_growth_bytes",
+            "Resident memory the processor's calls added, net, estimated from every Nth call "
+            "(processor_memory_sample_every); a steady climb is a leak",
             ["processor"],
             registry=self.registry,
         )
@@ -122,8 +151,9 @@ class Metrics:
     def frame_received(self, transport: str) -> None:
         self.frames.labels(transport, "received").inc()
 
-    def frames_dropped(self, transport: str, n: int = 1) -> None:
+    def frames_dropped(self, transport: str, n: int = 1, reason: str = "overtaken") -> None:
         self.frames.labels(transport, "dropped").inc(n)
+        self.dropped.labels(transport, reason).inc(n)
 
     def frame_failed(self, transport: str) -> None:
         self.frames.labels(transport, "failed").inc()
@@ -142,6 +172,13 @@ class Metrics:
             failed = error.get("processor")
             if failed:
                 self.processor_errors.labels(failed).inc()
+
+    def processor_timed_out(self, processor: str) -> None:
+        self.processor_timeouts.labels(processor).inc()
+
+    def memory_grew(self, processor: str, nbytes: float) -> None:
+        """``processor``'s calls changed resident memory by ``nbytes`` (may be negative)."""
+        self.processor_memory.labels(processor).inc(nbytes)
 
     def error(self, transport: str, code: str) -> None:
         """A request or message refused: ``code`` is the error's wire code."""

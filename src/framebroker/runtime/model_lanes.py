@@ -10,10 +10,12 @@ fast model beside it processes all of them, and the track is never waited on.
 
 Faults stay inside their lane. A model that raises gets the error reported with its frame and
 goes on with the next one. A model that runs longer than ``frame_timeout_s`` on one frame is
-reported as timed out; its late answer is discarded, and it is given no new frame until the
-call returns (a processor is never called concurrently, and a worker thread cannot be
-interrupted). After ``max_failures`` failures in a row (errors or timeouts) the model is
-disabled for the rest of the session, which is reported too.
+reported as timed out (and counted in ``framebroker_processor_timeouts_total``); its late
+answer is discarded, and it is given no new frame until the call returns (a processor is never
+called concurrently, and a worker thread cannot be interrupted). Meanwhile a
+:class:`~framebroker.runtime.workers.WorkerPool` runs another thread in place of the stuck one.
+After ``max_failures`` failures in a row (errors or timeouts) the model is disabled for the
+rest of the session, which is reported too.
 
 Outputs are merged in pipeline order, later keys winning, as :class:`~framebroker.core.Pipeline`
 does: every :class:`Prediction` carries the newest output of each model merged that way.
@@ -34,7 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ from ..core.frame import Frame
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.processor import ProcessContext, Processor
 from ..core.session import Session, SessionStats, SessionSummary
+from ..errors import FrameRateExceeded
+from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -246,6 +250,7 @@ class ModelLanes:
             lane_pipeline = Pipeline(
                 [proc], disabled=[proc.name] if proc.name in switched_off else []
             )
+            lane_pipeline.probe = session.pipeline.probe
             self._lanes.append(_Lane(proc, lane_pipeline, ctx, stats))
         self._latest: dict[str, dict[str, Any]] = {}
         self._next_index = 0
@@ -300,20 +305,28 @@ class ModelLanes:
                 self._work(lane), name=f"model-lane-{self.session.id}-{lane.name}"
             )
 
-    def offer(self, frame: Frame) -> None:
+    def offer(self, frame: Frame) -> bool:
         """Hand ``frame`` to every model that is not disabled; numbers it in arrival order.
 
-        A frame still waiting in a model's mailbox is replaced (skipped for that model). Never
-        blocks; raises ``RuntimeError`` after :meth:`stop` or before :meth:`start`.
+        A frame still waiting in a model's mailbox is replaced (skipped for that model). A
+        frame over the session's ``max_fps_per_session`` goes to no model: it is counted as
+        dropped and ``False`` is returned. Never blocks; raises ``RuntimeError`` after
+        :meth:`stop` or before :meth:`start`.
         """
         if not self._started or self._closing:
             raise RuntimeError("model lanes are not running")
-        frame.index = self._next_index
-        self._next_index += 1
-        self.stats.frames_in += 1
         if self.metrics is not None:
             self.metrics.frame_received(self.session.transport)
         self.session.touch()
+        try:
+            self.session.admit(frame.received_at)  # counts a refused frame in and dropped
+        except FrameRateExceeded:
+            if self.metrics is not None:
+                self.metrics.frames_dropped(self.session.transport, reason="rate_limited")
+            return False
+        frame.index = self._next_index
+        self._next_index += 1
+        self.stats.frames_in += 1
         offer = _Offer(frame)
         for lane in self._lanes:
             if lane.stats.disabled is not None:
@@ -328,6 +341,7 @@ class ModelLanes:
             lane.wake.set()
         if offer.holders == 0:
             self._dropped()
+        return True
 
     def _release(self, offer: _Offer) -> None:
         offer.holders -= 1
@@ -389,7 +403,8 @@ class ModelLanes:
             loop.call_soon_threadsafe(_resolve, started, time.monotonic())
             return lane.pipeline.run(frame, lane.ctx)
 
-        fut = loop.run_in_executor(self.executor, call)
+        work = self.executor.submit(call)
+        fut = asyncio.wrap_future(work, loop=loop)
         # The clock starts when a worker picks the call up, not while it queues for one.
         either: set[asyncio.Future[Any]] = {fut, started}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -398,7 +413,7 @@ class ModelLanes:
             remaining = self.limits.frame_timeout_s - (time.monotonic() - t0)
             await asyncio.wait({fut}, timeout=max(remaining, 0.0))
         if not fut.done():
-            await self._timed_out(lane, shared, fut)
+            await self._timed_out(lane, shared, fut, work)
             return
         try:
             result = fut.result()
@@ -408,9 +423,28 @@ class ModelLanes:
             return
         self._record(lane, shared, result)
 
-    async def _timed_out(self, lane: _Lane, frame: Frame, fut: asyncio.Future[FrameResult]) -> None:
+    async def _timed_out(
+        self,
+        lane: _Lane,
+        frame: Frame,
+        fut: asyncio.Future[FrameResult],
+        work: Future[FrameResult],
+    ) -> None:
         limit = self.limits.frame_timeout_s
         lane.stats.timeouts += 1
+        log.warning(
+            "session %s: model %s has run for over %g s on frame %d; its answer will be dropped",
+            self.session.id,
+            lane.name,
+            limit,
+            frame.index,
+        )
+        if self.metrics is not None:
+            self.metrics.processor_timed_out(lane.name)
+        pool = self.executor
+        if isinstance(pool, WorkerPool):
+            pool.lose()
+            work.add_done_callback(lambda _: pool.regain())
         self._failed(
             lane,
             frame,

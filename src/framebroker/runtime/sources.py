@@ -3,13 +3,16 @@
 A source's frames go into its session under the ``latest`` policy, so a pipeline slower than
 the camera drops stale frames (counted) instead of falling behind. The session runs the
 people counter; a :class:`~framebroker.runtime.live.LiveFeed` publishes and persists what it
-produces. A restart in the middle of the day resumes the day's counts from the store.
+produces. A restart in the middle of the day resumes the day's counts from the store; an event
+that a crash left running is closed first (see
+:func:`~framebroker.runtime.live.end_interrupted_events`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 import time
@@ -25,11 +28,14 @@ from ..core.session import Session
 from ..media.video import VideoSource
 from ..storage.people import PeopleRecords
 from .broker import Broker
-from .live import LiveFeed, LiveFeedConfig, local_day
+from .live import LiveFeed, LiveFeedConfig, end_interrupted_events, local_day
 
 __all__ = ["PeopleCounterConfig", "SourceFeed", "parse_source_arg", "people_pipeline"]
 
 log = logging.getLogger(__name__)
+
+FAILURE_LOG_INTERVAL_S = 10.0
+"""At most one warning line per source this often about frames that failed."""
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9._~-]+")
 
@@ -120,6 +126,9 @@ class SourceFeed:
         self.live: LiveFeed | None = None
         self.video: VideoSource | None = None
         self.frames_submitted = 0
+        self.frames_failed = 0
+        self._failures_logged = 0
+        self._failure_logged_at = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         # A file read as fast as possible is paced by the pipeline instead: at most one frame
@@ -130,11 +139,17 @@ class SourceFeed:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        day = local_day(time.time(), ZoneInfo(self.counter.timezone))
+        tz = ZoneInfo(self.counter.timezone)
+        day = local_day(time.time(), tz)
         counts: dict[str, dict[str, int]] = {}
         events_today = 0
         if self.records is not None:
             records = self.records
+            closed = await self.broker.run_blocking(end_interrupted_events, records, self.name, tz)
+            if closed:
+                log.info(
+                    "source %s: closed %d event(s) a previous run left open", self.name, closed
+                )
             counts = await self.broker.run_blocking(records.load_counts, self.name, day)
             events_today = len(await self.broker.run_blocking(records.events_on, self.name, day))
         self.session = await self.broker.create_session(
@@ -224,7 +239,19 @@ class SourceFeed:
             self._slots.release()
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("source %s: a frame failed: %r", self.name, task.exception())
+            self.frames_failed += 1
+            # A stuck or failing processor fails every frame, at the video's rate: report
+            # the first at once, then one line per interval with how many more failed.
+            now = time.monotonic()
+            if now - self._failure_logged_at >= FAILURE_LOG_INTERVAL_S:
+                log.warning(
+                    "source %s: %d frame(s) failed since the last report; the latest: %r",
+                    self.name,
+                    self.frames_failed - self._failures_logged,
+                    task.exception(),
+                )
+                self._failure_logged_at = now
+                self._failures_logged = self.frames_failed
 
     def _on_end(self, error: BaseException | None) -> None:
         if error is not None:

@@ -8,6 +8,8 @@ coming, and its answers are emitted as ``result``. Every bound is explicit:
 - at most ``max_inflight`` frames of a client are being handled at once; one more is refused
   at once with :class:`~framebroker.errors.CapacityExceeded` (the transport turns that into
   an ``error`` event), so a client that floods gets errors, not a queue that grows;
+- with a ``rate`` (``limits.max_fps_per_session``), a frame arriving faster is refused with
+  :class:`~framebroker.errors.FrameRateExceeded`; the stream goes on;
 - the open window holds at most ``max_window_bytes``;
 - at most ``max_windows_in_flight`` windows of a stream are analysed at once; a window that
   closes while that many are still out is dropped and the client is told (``error`` event
@@ -32,7 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..core.frame import ImageSource
-from ..errors import CapacityExceeded, FramebrokerError, SessionNotFound
+from ..core.rate import FrameRate
+from ..errors import CapacityExceeded, FramebrokerError, FrameRateExceeded, SessionNotFound
 from ..media.encode import EncoderOptions
 from .fanout import Fanout, Video
 from .video_windows import ClosedBy, ClosedWindow, WindowWriter
@@ -83,8 +86,12 @@ class VideoStream:
         config: StreamConfig,
         emit: Emit,
         run_blocking: RunBlocking,
+        client: str | None = None,
+        rate: FrameRate | None = None,
     ) -> None:
         self.id = session_id
+        self.client = client
+        self.rate = rate
         self.fanout = fanout
         self.names = list(names)
         self.config = config
@@ -125,11 +132,18 @@ class VideoStream:
 
         Returns ``{"frame", "window", "first_pixel": [r, g, b], "size": [w, h]}``. Raises
         :class:`CapacityExceeded` when ``max_inflight`` frames are already being handled,
+        :class:`~framebroker.errors.FrameRateExceeded` for a frame over the stream's rate,
         :class:`SessionNotFound` once closed, and whatever ``parse`` or decoding raises for a
         bad image (the window is then unchanged).
         """
         if self.closed:
             raise SessionNotFound(self.id, field="session_id")
+        if self.rate is not None:
+            try:
+                self.rate.admit(time.time(), self.id)
+            except FrameRateExceeded:
+                self.frames_refused += 1
+                raise
         if self._inflight >= self.config.max_inflight:
             self.frames_refused += 1
             raise CapacityExceeded(

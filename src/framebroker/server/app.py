@@ -68,9 +68,14 @@ def build_broker(settings: Settings) -> Broker:
             bus_queue=limits.bus_queue,
             default_pipeline=tuple(settings.pipeline),
             policy=SessionPolicy(
-                max_sessions=limits.max_sessions, idle_timeout_s=limits.session_idle_timeout_s
+                max_sessions=limits.max_sessions,
+                idle_timeout_s=limits.session_idle_timeout_s,
+                max_sessions_per_client=limits.max_sessions_per_client,
+                max_fps_per_session=limits.max_fps_per_session,
             ),
             warm_up=("bytetrack", "annotate", *map(spec_name, settings.frames.pipeline)),
+            processor_timeout_s=limits.processor_timeout_s,
+            memory_sample_every=settings.processor_memory_sample_every,
         ),
     )
 
@@ -112,7 +117,14 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(rest_v1.router(ctx))
     app.include_router(console.router(ctx, svc.records))
     app.mount(console.UI_PATH, console.static_files())  # the web console
-    app.router.routes.extend(live_routes(svc.hub, "/ws/live"))
+    app.router.routes.extend(
+        live_routes(
+            svc.hub,
+            "/ws/live",
+            max_message_bytes=settings.limits.max_ws_message_bytes,
+            on_refused=lambda: the_broker.metrics.error("live_ws", "payload_too_large"),
+        )
+    )
     app.router.routes.extend(webrtc.routes())
     app.state.analysis = analysis
     app.include_router(seed_batch_router(ctx, analysis))
@@ -171,7 +183,14 @@ def build_compat_app(name: str, services: Services) -> Starlette:
     """
     app: Starlette
     if name == "people_ws":
-        app = Starlette(routes=live_routes(services.hub, "/"))
+        app = Starlette(
+            routes=live_routes(
+                services.hub,
+                "/",
+                max_message_bytes=services.settings.limits.max_ws_message_bytes,
+                on_refused=lambda: services.broker.metrics.error("live_ws", "payload_too_large"),
+            )
+        )
     elif name == "frames":
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         install_error_handlers(app, on_error=lambda code: services.broker.metrics.error(name, code))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Generator
+import os
+import sys
+from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 import uvicorn
@@ -14,10 +17,13 @@ import uvicorn
 from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
 from ..transports.auth import is_loopback
+from ..transports.ws_limits import hard_cap
 from .app import build_app, build_broker, build_compat_app
+from .deadlines import protocol_class
 from .services import Services
+from .ws_protocol import PreframedWebSocketProtocol
 
-__all__ = ["serve"]
+__all__ = ["loop_factory", "run_serve", "serve", "uvicorn_config"]
 
 log = logging.getLogger("framebroker")
 
@@ -35,14 +41,26 @@ class _Companion(uvicorn.Server):
             await self.serve()
 
 
-def _config(
-    app: Any, settings: Settings, port: int, *, lifespan: Literal["on", "off"]
+def uvicorn_config(
+    app: Any,
+    settings: Settings,
+    port: int,
+    *,
+    lifespan: Literal["on", "off"],
+    listener: str,
+    services: Services,
 ) -> uvicorn.Config:
+    """``listener`` labels the connection limits' refusals in the metrics ("http": main)."""
     ssl = settings.ssl
     return uvicorn.Config(
         app,
         host=settings.host,
         port=port,
+        # Connection cap and header/body/idle deadlines (uvicorn's keep-alive timer is
+        # replaced by the idle one), counted per listener.
+        http=protocol_class(
+            settings.limits, functools.partial(services.broker.metrics.error, listener)
+        ),
         ssl_certfile=str(settings.ssl_certfile) if ssl and settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if ssl and settings.ssl_keyfile else None,
         log_level=settings.log_level,
@@ -52,6 +70,11 @@ def _config(
         # Pushed frames are base64 JPEG, which deflate barely shrinks; compressing every
         # frame once per listener cost more CPU than the whole pipeline.
         ws_per_message_deflate=False,
+        # uvicorn's own WebSocket protocol, taking the live push's ready frames as well.
+        ws=PreframedWebSocketProtocol,
+        # Every socket checks limits.max_ws_message_bytes itself and says why it closes;
+        # this cap only stops a far bigger message from being buffered at all.
+        ws_max_size=hard_cap(settings.limits.max_ws_message_bytes),
     )
 
 
@@ -67,12 +90,42 @@ def warn_if_open(settings: Settings) -> bool:
     return True
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to serve on; ``None`` means asyncio's own.
+
+    uvloop reads sockets in C: receiving a 6 MB frame costs about half the CPU it costs on
+    asyncio's selector loop, whose every 256 KB read goes through Python.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop = uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run_serve(settings: Settings) -> None:
+    """Serve on the configured event loop until interrupted."""
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(settings))
+
+
 async def serve(settings: Settings) -> None:
     """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
     warn_if_open(settings)
     services = Services.build(settings, build_broker(settings))
     main = uvicorn.Server(
-        _config(build_app(settings, services), settings, settings.port, lifespan="on")
+        uvicorn_config(
+            build_app(settings, services),
+            settings,
+            settings.port,
+            lifespan="on",
+            listener="http",
+            services=services,
+        )
     )
     companions: list[tuple[str, int, _Companion]] = []
     if settings.compat:
@@ -82,7 +135,15 @@ async def serve(settings: Settings) -> None:
             port = settings.compat_ports.get(name, default)
             app = build_compat_app(name, services)
             companions.append(
-                (name, port, _Companion(_config(app, settings, port, lifespan="off")))
+                (
+                    name,
+                    port,
+                    _Companion(
+                        uvicorn_config(
+                            app, settings, port, lifespan="off", listener=name, services=services
+                        )
+                    ),
+                )
             )
     scheme = "https" if settings.ssl else "http"
     ws = "wss" if settings.ssl else "ws"
@@ -121,3 +182,23 @@ async def serve(settings: Settings) -> None:
         for _, _, server in companions:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        _exit_if_stuck(services)  # also when stopped by a signal (uvicorn re-raises it)
+
+
+def _exit_if_stuck(services: Services) -> None:
+    """Leave now if a worker thread is still inside a processor that timed out: the
+    interpreter would wait for it at exit, and it may never return."""
+    stuck = services.broker.stuck_threads
+    if not stuck:
+        return
+    failure = sys.exc_info()[1]
+    crashed = failure is not None and not isinstance(
+        failure, KeyboardInterrupt | asyncio.CancelledError
+    )
+    if crashed:
+        log.error("server failed", exc_info=failure)
+    log.warning("stopped; exiting without %d worker thread(s) stuck in a processor", stuck)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if crashed else 0)

@@ -9,7 +9,7 @@ from ..config import Settings
 from ..runtime.broker import Broker
 from ..runtime.live import LiveFeedConfig
 from ..runtime.sources import PeopleCounterConfig, SourceFeed, parse_source_arg
-from ..storage import PeopleRecords, SQLStore
+from ..storage import FaceFolder, PeopleRecords, SQLStore
 from ..transports.live_ws import LiveHub
 
 __all__ = ["Services"]
@@ -81,8 +81,17 @@ class Services:
         await self.broker.start()
         await self.hub.start()
         self.started = True
+        if self.records is not None:
+            await self._sweep_faces(self.records)
         for feed in self.feeds:
             await feed.start()
+
+    async def _sweep_faces(self, records: PeopleRecords) -> None:
+        """Before any feed writes a face, remove what a crash left in the faces folder."""
+        folder = FaceFolder(self.settings.faces_dir)
+        gone = await self.broker.run_blocking(lambda: folder.sweep(records.face_filenames()))
+        if gone:
+            log.info("removed %d face file(s) a previous run left unfinished", gone)
 
     async def stop(self) -> None:
         if not self.started:

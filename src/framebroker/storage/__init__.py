@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from .face_files import FaceFolder
+
 # people registers its tables on the shared metadata before any store creates the schema.
 from .people import PeopleRecords, face_filename
 from .sqlstore import SCHEMA_VERSION, SQLStore
 
-__all__ = ["SCHEMA_VERSION", "PeopleRecords", "SQLStore", "face_filename", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "FaceFolder",
+    "PeopleRecords",
+    "SQLStore",
+    "face_filename",
+    "open_store",
+]
 
 
 def open_store(url: str) -> SQLStore:

@@ -1,13 +1,19 @@
 """What the people counter keeps: counts per day and per hour for each line, traffic events,
 and the face index.
 
-Face images live as files beside the database (the runtime writes them); this index maps the
-server-made ``face_id`` to its file name, so no client string ever becomes a path.
+Face images live as files beside the database (:mod:`~framebroker.storage.face_files` writes
+them); this index maps the server-made ``face_id`` to its file name, so no client string ever
+becomes a path.
+
+Each write is its own transaction, committed before the caller goes on: the runtime stores a
+count, an event or a face before any client is shown it, so a crash never takes back what was
+reported.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -26,7 +32,7 @@ from sqlalchemy import (
 
 from .sqlstore import SQLStore, metadata
 
-__all__ = ["PeopleRecords", "face_filename"]
+__all__ = ["MAX_FACE_ID", "PeopleRecords", "face_filename"]
 
 faces = Table(
     "faces",
@@ -81,6 +87,10 @@ traffic_events = Table(
 )
 
 
+MAX_FACE_ID = 2**63 - 1
+"""The largest id a SQL integer column holds: a larger one names no face."""
+
+
 def face_filename(face_id: int) -> str:
     """The one way a face file is named: from the server's integer id, never client text."""
     return f"face_{int(face_id)}.jpg"
@@ -95,9 +105,22 @@ class PeopleRecords:
     # -- faces ---------------------------------------------------------------------------
 
     def add_face(
-        self, *, source: str, track_id: int, day: str, quality: float, score: float
+        self,
+        *,
+        source: str,
+        track_id: int,
+        day: str,
+        quality: float,
+        score: float,
+        place: Callable[[str], None] | None = None,
     ) -> tuple[int, str]:
-        """Index a new face; returns its id and the file name to write it under."""
+        """Index a new face; returns its id and its file name.
+
+        ``place(name)`` runs inside the transaction once the id is known and must put the
+        face's file in place under ``name``; the row commits only if it returns, so a crash
+        can never leave an indexed face without its file. Whatever ``place`` raises is raised
+        here, with nothing indexed. Without ``place`` the caller writes the file afterwards.
+        """
         now = time.time()
         with self._store.transaction() as conn:
             face_id = conn.execute(
@@ -114,6 +137,8 @@ class PeopleRecords:
             ).inserted_primary_key[0]  # type: ignore[index]
             name = face_filename(face_id)
             conn.execute(update(faces).where(faces.c.face_id == face_id).values(filename=name))
+            if place is not None:
+                place(name)
         return int(face_id), name
 
     def update_face(self, face_id: int, *, quality: float, score: float) -> None:
@@ -125,6 +150,9 @@ class PeopleRecords:
             )
 
     def get_face(self, face_id: int) -> dict[str, Any] | None:
+        """The face's row, or ``None``; an id no SQL integer holds is simply not found."""
+        if not 0 <= face_id <= MAX_FACE_ID:
+            return None
         with self._store.transaction() as conn:
             row = conn.execute(select(faces).where(faces.c.face_id == face_id)).first()
         return None if row is None else dict(row._mapping)
@@ -152,6 +180,11 @@ class PeopleRecords:
         with self._store.transaction() as conn:
             rows = conn.execute(query).all()
         return [dict(r._mapping) for r in rows]
+
+    def face_filenames(self) -> set[str]:
+        """The file name of every indexed face (to tell a crash's leftovers from faces)."""
+        with self._store.transaction() as conn:
+            return set(conn.execute(select(faces.c.filename)).scalars())
 
     def count_faces(self, day: str, source: str | None = None) -> int:
         query = select(func.count()).select_from(faces).where(faces.c.day == day)
@@ -271,13 +304,34 @@ class PeopleRecords:
             ).inserted_primary_key[0]  # type: ignore[index]
         return int(event_id)
 
-    def event_ended(self, event_id: int, *, ended_at: float, end_time: str, count_in: int) -> None:
+    def event_ended(
+        self, event_id: int, *, ended_at: float, end_time: str, count_in: int | None
+    ) -> None:
+        """Close an event; ``count_in`` is ``None`` when it is not known (a crash cut it)."""
         with self._store.transaction() as conn:
             conn.execute(
                 update(traffic_events)
                 .where(traffic_events.c.id == event_id)
                 .values(ended_at=ended_at, end_time=end_time, count_in=count_in)
             )
+
+    def open_events(self, source: str) -> list[dict[str, Any]]:
+        """The source's events that have no end, oldest first."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(traffic_events)
+                .where(traffic_events.c.source == source, traffic_events.c.ended_at.is_(None))
+                .order_by(traffic_events.c.started_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def last_counted_at(self, source: str) -> float | None:
+        """When the source's counts were last stored (any day), or ``None`` if never."""
+        with self._store.transaction() as conn:
+            found = conn.execute(
+                select(func.max(daily_counts.c.updated_at)).where(daily_counts.c.source == source)
+            ).scalar_one()
+        return None if found is None else float(found)
 
     def events_on(self, source: str, day: str) -> list[dict[str, Any]]:
         with self._store.transaction() as conn:

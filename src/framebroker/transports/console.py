@@ -17,6 +17,7 @@ store can answer:
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from ..core.manager import ProcessorSpec
 from ..errors import InvalidInput
 from ..plugins import spec_name
 from ..runtime.sources import parse_source_arg
-from ..storage.people import PeopleRecords, face_filename
+from ..storage.people import MAX_FACE_ID, PeopleRecords, face_filename
 from .context import ServerContext
 from .http import json_response
 
@@ -52,6 +53,7 @@ MAX_FACE_PAGE = 200
 _SPARE_FACES = 16
 _SOURCE_NAME = r"^[A-Za-z0-9._~-]{1,255}$"
 _DAY = r"^\d{4}-\d{2}-\d{2}$"
+_FACE_ID = re.compile(r"[0-9]{1,19}")
 
 SECURITY_HEADERS = {
     # Everything the pages load comes from this server: no CDN, no inline script.
@@ -98,6 +100,9 @@ class ConsoleOut(BaseModel):
     live_ws: str = Field(description="path of the seed-001 WebSocket")
     signaling_ws: str = Field(description="path of the seed-004 signaling WebSocket")
     webrtc_models: list[ModelOut] = Field(description="models each camera connection runs")
+    api_keys: bool = Field(
+        description="whether this server asks for API keys (then the pages send theirs)"
+    )
 
 
 class FaceOut(BaseModel):
@@ -198,6 +203,7 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
     faces_dir = settings.faces_dir
     sources = [parse_source_arg(arg, i)[0] for i, arg in enumerate(settings.sources)]
     models = [_model_label(spec) for spec in settings.webrtc.models]
+    keyed = bool(settings.auth.api_keys)
 
     @api.get("/console", response_model=ConsoleOut)
     async def console_info() -> Response:
@@ -213,13 +219,16 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
                 "live_ws": LIVE_WS_PATH,
                 "signaling_ws": SIGNALING_WS_PATH,
                 "webrtc_models": [{"name": n, "label": label} for n, label in models],
+                "api_keys": keyed,
             }
         )
 
     @api.get("/faces", response_model=FacePageOut)
     async def list_faces(
         limit: int = Query(DEFAULT_FACE_PAGE, ge=1, le=MAX_FACE_PAGE),
-        before: int | None = Query(None, ge=1, description="only faces with a lower id"),
+        before: int | None = Query(
+            None, ge=1, le=MAX_FACE_ID, description="only faces with a lower id"
+        ),
     ) -> Response:
         """Saved faces, newest first; ``next_before`` asks for the page after this one."""
         if records is None:
@@ -247,18 +256,26 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
         return json_response({"faces": faces, "next_before": next_before})
 
     @api.get(
-        "/faces/{face_id:int}.jpg",
+        "/faces/{face_id}.jpg",
         response_class=FileResponse,
         responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such face"}},
     )
-    async def face_image(face_id: int) -> Response:
+    async def face_image(
+        face_id: str = PathParam(description="the integer id the store gave the face"),
+    ) -> Response:
         """One saved face crop, by the id the store gave it."""
+        # Matched here rather than by an :int convertor, which answers 500 to an id of
+        # thousands of digits; anything but a stored id is simply no face.
+        if not _FACE_ID.fullmatch(face_id) or int(face_id) > MAX_FACE_ID:
+            shown = face_id if len(face_id) <= 40 else f"{face_id[:40]}…"
+            raise HTTPException(404, f"no face {shown!r}: face ids are the store's integers")
+        number = int(face_id)
         record = None
         if records is not None:
-            record = await broker.run_blocking(records.get_face, face_id)
-        path = faces_dir / face_filename(face_id)
+            record = await broker.run_blocking(records.get_face, number)
+        path = faces_dir / face_filename(number)
         if record is None or not await broker.run_blocking(path.is_file):
-            raise HTTPException(404, f"face {face_id} not found")
+            raise HTTPException(404, f"face {number} not found")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @api.get("/sources/{name}/counts/hourly", response_model=HourlyOut)

@@ -2,7 +2,9 @@
 
 Pushed: ``frame`` (annotated JPEG, base64), ``stats`` (about twice a second), ``event``
 (started/ended). Answered: ``get_face`` and ``get_all_faces``. Bad requests get the seed's
-``{"error": ...}`` texts and the connection stays open.
+``{"error": ...}`` texts and the connection stays open; a message over
+``limits.max_ws_message_bytes`` gets ``{"error", "code": "payload_too_large", "field"}`` and
+the socket is closed with 1009 (see :mod:`.ws_limits`).
 
 Fan-out: one :class:`LiveHub` per server reads the bus, serialises each message once, and
 hands the same text to every interested client. Each client has a small bounded queue: a
@@ -25,11 +27,15 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..core.bus import Bus, Subscription
+from ..errors import PayloadTooLarge
 from ..runtime.live import seed_timestamp
 from ..storage.people import PeopleRecords, face_filename
+from .preframed import PREFRAMED_SEND, offers_preframed, text_frame
+from .ws_limits import MessageLimit
 
 __all__ = ["LiveHub", "live_routes"]
 
@@ -47,26 +53,36 @@ MAX_FACE_LIMIT = 500
 MAX_REQUEST_BYTES = 4096
 
 
+Outgoing = tuple[str, bytes | None]
+"""A message as text, and as a ready frame when one was made (see :mod:`.preframed`)."""
+
+
 @dataclass(eq=False)
 class LiveClient:
     """One connection's mailboxes: frames (bounded, oldest dropped) and everything else
     (stats, events, answers), which is small, sent first and kept."""
 
     source: str | None  # None: every source
-    frames: deque[str]
-    control: deque[str] = field(default_factory=lambda: deque(maxlen=256))
+    frames: deque[Outgoing]
+    control: deque[Outgoing] = field(default_factory=lambda: deque(maxlen=256))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
     sent: int = 0
+    sending_since: float | None = None
+    """Loop time the send in progress began; the hub's reaper drops a client stuck in one."""
+    sender: asyncio.Task[None] | None = None
+    preframed: bool = False
+    """Whether its socket takes ready frames (the server offers the extension)."""
 
-    def offer(self, text: str, *, frame: bool = False) -> None:
+    def offer(self, text: str, ready: bytes | None = None, *, frame: bool = False) -> None:
+        """Queue ``text``; ``ready`` is the same message as a ready WebSocket frame."""
         box = self.frames if frame else self.control
         if len(box) == box.maxlen:
             self.dropped += 1
-        box.append(text)
+        box.append((text, ready))
         self.wake.set()
 
-    def next(self) -> str | None:
+    def next(self) -> Outgoing | None:
         if self.control:
             return self.control.popleft()
         if self.frames:
@@ -101,6 +117,8 @@ class LiveHub:
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._stalled: set[LiveClient] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -108,12 +126,14 @@ class LiveHub:
             "live/*", maxlen=256, wake=lambda: loop.call_soon_threadsafe(self._wake.set)
         )
         self._task = asyncio.create_task(self._distribute(), name="live-hub")
+        self._reaper = asyncio.create_task(self._reap(), name="live-hub-reaper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._reaper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._sub is not None:
             self._sub.close()
 
@@ -144,18 +164,25 @@ class LiveHub:
                 if text is None:
                     continue
                 is_frame = message.topic.endswith("/frame")
+                ready: bytes | None = None
                 for client in self.clients:
                     if client.source is None or client.source == source:
-                        client.offer(text, frame=is_frame)
+                        if client.preframed and ready is None:
+                            ready = text_frame(text.encode())  # once for every client
+                        client.offer(text, ready, frame=is_frame)
 
     # -- one connection ----------------------------------------------------------------------
 
-    async def serve(self, ws: WebSocket) -> None:
+    async def serve(self, ws: WebSocket, send: Send | None = None) -> None:
+        """Serve one socket; ``send`` is its raw ASGI send, given when its server takes ready
+        frames (:func:`.preframed.offers_preframed`)."""
         await ws.accept()
         source = ws.query_params.get("source") or ws.query_params.get("session")
-        client = LiveClient(source=source, frames=deque(maxlen=self.client_queue))
+        client = LiveClient(
+            source=source, frames=deque(maxlen=self.client_queue), preframed=send is not None
+        )
         self.clients.add(client)
-        sender = asyncio.create_task(self._send_loop(ws, client))
+        sender = client.sender = asyncio.create_task(self._send_loop(ws, client, send))
         try:
             await self._receive_loop(ws, client)
         finally:
@@ -167,24 +194,48 @@ class LiveHub:
                 with contextlib.suppress(Exception):
                     await ws.close()
 
-    async def _send_loop(self, ws: WebSocket, client: LiveClient) -> None:
+    async def _send_loop(self, ws: WebSocket, client: LiveClient, send: Send | None) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 await client.wake.wait()
                 client.wake.clear()
-                while (text := client.next()) is not None:
-                    # A timeout scope rather than wait_for, which starts a task per message.
-                    async with asyncio.timeout(self.send_timeout_s):
+                while (item := client.next()) is not None:
+                    text, ready = item
+                    # Timed by the reaper, not a timeout scope per message: with a hundred
+                    # listeners, arming and cancelling a timer for every send cost a fifth of
+                    # the push path's CPU.
+                    client.sending_since = loop.time()
+                    if ready is not None and send is not None:
+                        await send({"type": PREFRAMED_SEND, "frame": ready})
+                    else:
                         await ws.send_text(text)
+                    client.sending_since = None
                     client.sent += 1
-        except TimeoutError:
-            # The client stopped reading: stop feeding it and close; its receive side ends when
-            # the close handshake does (or times out).
-            self.clients.discard(client)
-            self.clients_dropped += 1
+        except asyncio.CancelledError:
+            if client not in self._stalled:
+                raise
+            # The reaper cancelled a send the client stopped reading: close; its receive side
+            # ends when the close handshake does (or times out).
+            self._stalled.discard(client)
             log.info("dropping a live client that stopped reading")
             with contextlib.suppress(Exception):
                 await ws.close(code=1008, reason="client too slow")
+
+    async def _reap(self) -> None:
+        """Every so often, drop the clients whose send has been stuck past the timeout."""
+        loop = asyncio.get_running_loop()
+        period = min(1.0, self.send_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            deadline = loop.time() - self.send_timeout_s
+            for client in list(self.clients):
+                since = client.sending_since
+                if since is not None and since < deadline and client.sender is not None:
+                    self.clients.discard(client)
+                    self.clients_dropped += 1
+                    self._stalled.add(client)
+                    client.sender.cancel()
 
     async def _receive_loop(self, ws: WebSocket, client: LiveClient) -> None:
         while True:
@@ -275,10 +326,33 @@ def _error(text: str) -> str:
     return orjson.dumps({"error": text}).decode()
 
 
-def live_routes(hub: LiveHub, path: str) -> list[WebSocketRoute]:
-    """The WebSocket route serving ``hub`` at ``path`` (``/ws/live``, or ``/`` on 8765)."""
+def _refusal(error: PayloadTooLarge) -> str:
+    return orjson.dumps(error.to_dict()).decode()
 
-    async def endpoint(ws: WebSocket) -> None:
-        await hub.serve(ws)
 
-    return [WebSocketRoute(path, endpoint)]
+def live_routes(
+    hub: LiveHub,
+    path: str,
+    *,
+    max_message_bytes: int | None = None,
+    on_refused: Callable[[], None] | None = None,
+) -> list[WebSocketRoute]:
+    """The WebSocket route serving ``hub`` at ``path`` (``/ws/live``, or ``/`` on 8765);
+    with ``max_message_bytes``, a bigger message closes the socket (``on_refused`` is told)."""
+
+    app: ASGIApp = _LiveEndpoint(hub)
+    if max_message_bytes is not None:
+        app = MessageLimit(app, max_message_bytes, _refusal, on_refused)
+    return [WebSocketRoute(path, app)]
+
+
+class _LiveEndpoint:
+    """The ASGI app of one live socket: a Starlette WebSocket for the protocol, plus the raw
+    ``send`` for ready frames where the server takes them."""
+
+    def __init__(self, hub: LiveHub) -> None:
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = WebSocket(scope, receive, send)
+        await self.hub.serve(ws, send if offers_preframed(scope) else None)

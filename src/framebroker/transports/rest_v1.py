@@ -8,30 +8,25 @@ models below document the shapes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from ..core.detections import MAX_CLASS_ID, MAX_COORDINATE
 from ..core.pipeline import FrameResult
 from ..core.session import Session
 from ..errors import SessionNotFound
 from .context import ServerContext
-from .http import json_response
-from .tracking import TrackingRequest, read_tracking_request, tracked_boxes
+from .http import ErrorOut, client_of, json_response, require_json
+from .tracking import BOX_FORMAT_HEADER, TrackingRequest, read_tracking_request, tracked_boxes
 
 __all__ = ["router"]
 
 TRANSPORT = "rest-v1"
 DEFAULT_PIPELINE: tuple[str, ...] = ("bytetrack", "annotate")
 FRAME_FIELDS = ("boxes", "box_format", "image")
-
-
-class ErrorOut(BaseModel):
-    error: str = Field(description="what was wrong, naming the field")
-    code: str = Field(description="stable machine-readable error name")
-    field: str | None = None
 
 
 class ProcessorSpecIn(BaseModel):
@@ -62,10 +57,22 @@ class SessionListOut(BaseModel):
     sessions: list[SessionOut]
 
 
+Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+BoxRow = tuple[
+    Coordinate,
+    Coordinate,
+    Coordinate,
+    Coordinate,
+    Annotated[float, Field(ge=0, le=100)],
+    Annotated[int, Field(ge=0, le=MAX_CLASS_ID)],
+]
+
+
 class FrameIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    boxes: list[list[float]] = Field(
-        description="rows [a, b, c, d, score, class]; scores above 1 are percents",
+    boxes: list[BoxRow] = Field(
+        description="rows [a, b, c, d, score, class]; scores above 1 are percents; an xyxy "
+        "box needs c > a and d > b, the others a width c > 0 and a height d > 0",
         examples=[[[20, 23, 12, 24, 89, 0], [12, 34, 45, 56, 78, 1]]],
     )
     box_format: Literal["xyxy", "xywh", "cxcywh"] | None = Field(
@@ -97,7 +104,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "invalid input"},
     404: {"model": ErrorOut, "description": "no such session"},
     413: {"model": ErrorOut, "description": "over a size limit"},
+    429: {
+        "model": ErrorOut,
+        "description": "the client holds limits.max_sessions_per_client sessions, or the "
+        "session sends over limits.max_fps_per_session (Retry-After says when to retry)",
+    },
     503: {"model": ErrorOut, "description": "server at capacity"},
+}
+_NOT_JSON: dict[int | str, dict[str, Any]] = {
+    415: {"model": ErrorOut, "description": "the body was not sent as application/json"},
 }
 
 
@@ -119,6 +134,7 @@ def _frame_out(session: Session, req: TrackingRequest, result: FrameResult) -> d
     dets = result.frame.detections
     tracks = []
     if dets is not None and len(dets):
+        dets = dets.take(dets.track_id >= 0)  # rows no confirmed track owns are left out
         boxes = dets.boxes(req.box_format).tolist()
         for i, tid, box, score, cls in zip(
             dets.index.tolist(),
@@ -147,15 +163,21 @@ def router(ctx: ServerContext) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["sessions"], responses=_ERRORS)
     broker = ctx.broker
 
-    @api.post("/sessions", status_code=201, response_model=SessionOut)
-    async def create_session(body: SessionCreateIn | None = None) -> Response:
+    @api.post(
+        "/sessions",
+        status_code=201,
+        response_model=SessionOut,
+        responses=_NOT_JSON,
+        dependencies=[Depends(require_json)],
+    )
+    async def create_session(request: Request, body: SessionCreateIn | None = None) -> Response:
         """Start a session; the server makes its id."""
         pipeline = None
         if body is not None and body.pipeline is not None:
             pipeline = [p if isinstance(p, str) else p.model_dump() for p in body.pipeline]
             broker.registry.check_request(pipeline)
         session = await broker.create_session(
-            transport=TRANSPORT, pipeline=pipeline or DEFAULT_PIPELINE
+            transport=TRANSPORT, pipeline=pipeline or DEFAULT_PIPELINE, client=client_of(request)
         )
         return json_response(_session_out(session), 201, {"Location": f"/v1/sessions/{session.id}"})
 
@@ -208,18 +230,29 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.post(
         "/sessions/{session_id}/frames",
         response_model=FrameOut,
+        responses=_NOT_JSON,
         openapi_extra={
+            "parameters": [
+                {
+                    "name": BOX_FORMAT_HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": "how a, b, c, d describe a box; wins over box_format",
+                    "schema": {"type": "string", "enum": ["xyxy", "xywh", "cxcywh"]},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": FrameIn.model_json_schema()}},
-            }
+            },
         },
     )
     async def post_frame(session_id: str, request: Request) -> Response:
         """Track one frame of boxes; with an image, also get it back annotated.
 
         A session suspended by a server restart resumes here, with its tracks."""
-        session = await broker.live_or_resumed(session_id)
+        require_json(request)
+        session = await broker.live_or_resumed(session_id, client=client_of(request))
         req = await read_tracking_request(request, ctx, allowed_fields=FRAME_FIELDS)
         result = await broker.submit(session, req.to_frame())
         return json_response(_frame_out(session, req, result))

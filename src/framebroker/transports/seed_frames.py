@@ -43,11 +43,15 @@ Sessions: the one named by a ``Session-Id`` header (created on first use), else 
 stream: ``frames-`` plus a hash of the frame's ``source`` value when it has one (so keep
 ``source`` the same for every frame of a stream), else of the client's address. The id is
 returned in the ``Session-Id`` response header. A session ends after
-``limits.session_idle_timeout_s`` without frames.
+``limits.session_idle_timeout_s`` without frames. A client (one address) starting more than
+``limits.max_sessions_per_client`` sessions, or sending one session more than
+``limits.max_fps_per_session`` frames a second, gets a 429 naming the limit (the latter with
+``Retry-After``); its other sessions go on.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +59,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ..config import Limits
@@ -73,7 +76,7 @@ from ..errors import (
 from ..media.image import JPEG_MAGIC, PNG_MAGIC, RawBGRImage, open_image
 from ..plugins import ProcessorRegistry, spec_name
 from .context import ServerContext
-from .http import json_response
+from .http import client_of, json_response
 from .multipart import FormLimits, FormPart, form_boundary, read_form
 
 __all__ = [
@@ -84,6 +87,7 @@ __all__ = [
     "frame_reply",
     "is_form",
     "parse_frame_request",
+    "raw_image_size",
     "router",
     "stream_session_id",
 ]
@@ -212,6 +216,26 @@ def parse_frame_request(
     return FrameRequest(frame=frame, frame_json=frame_json, image=image)
 
 
+def raw_image_size(
+    name: str, first: memoryview, parts: Mapping[str, FormPart], *, default_size: tuple[int, int]
+) -> int | None:
+    """The byte count of a raw ``image`` part, when the ``frame`` part came first and its
+    first bytes are no PNG or JPEG signature: lets the reader skip searching the pixels for
+    the multipart delimiter (see :mod:`.multipart`). ``None`` when that is not known;
+    anything wrong is left for :func:`parse_frame_request` to report."""
+    if name != IMAGE or FRAME not in parts or first.nbytes < len(PNG_MAGIC):
+        return None
+    head = bytes(first[: len(PNG_MAGIC)])
+    if head.startswith(JPEG_MAGIC) or head == PNG_MAGIC:
+        return None
+    try:
+        declared = declared_size(_parse_frame(bytes(parts[FRAME].data)))
+    except (InvalidInput, InvalidJSON):
+        return None
+    width, height = default_size if declared is None else declared[:2]
+    return width * height * 3
+
+
 def stream_session_id(frame: Mapping[str, Any], client: str | None) -> str:
     """The session of a stream that names none: from ``source``, else the client address.
 
@@ -306,29 +330,28 @@ def frame_handler(ctx: ServerContext) -> Handler:
         max_header_bytes=limits.max_part_header_bytes,
     )
     default_size = (settings.frames.default_width, settings.frames.default_height)
+    image_size = functools.partial(raw_image_size, default_size=default_size)
 
     async def post_frame(request: Request) -> Response:
         boundary = form_boundary(request.headers.get("content-type"))
         length = _content_length(request.headers.get("content-length"))
-        try:
-            form = await read_form(
-                request.stream(),
-                boundary,
-                form_limits,
-                content_length=length,
-                wanted=_PARTS,
-                large=(IMAGE,),
-            )
-        except ClientDisconnect:
-            # Nobody will read this answer; raising it ends the request like any bad input.
-            raise InvalidInput(
-                "the client disconnected before the whole body arrived", field="body"
-            ) from None
+        # A client that leaves mid-body raises ClientDisconnect, answered (to nobody) and
+        # counted by the error handlers.
+        form = await read_form(
+            request.stream(),
+            boundary,
+            form_limits,
+            content_length=length,
+            wanted=_PARTS,
+            large=(IMAGE,),
+            part_size=image_size,
+        )
         req = parse_frame_request(form, limits=limits, default_size=default_size)
         sid = request.headers.get(SESSION_HEADER)
+        client = client_of(request)
         if sid is None:
-            sid = stream_session_id(req.frame, request.client.host if request.client else None)
-        session = await broker.attach(sid, transport=TRANSPORT, pipeline=pipeline)
+            sid = stream_session_id(req.frame, client)
+        session = await broker.attach(sid, transport=TRANSPORT, pipeline=pipeline, client=client)
         result = await broker.submit(session, req.to_frame())
         headers = {SESSION_HEADER: session.id}
         try:

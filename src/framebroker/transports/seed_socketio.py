@@ -24,11 +24,18 @@ or ``"window"``; a failed ``process`` also gets it as its ack).
 A refused connection gets ``connect_error`` with ``{"message", "data": {"error", "code"}}``:
 ``session_not_found`` for an unknown, expired or used-up id, ``invalid_input`` for none,
 ``session_conflict`` for an id another connection holds, ``capacity_exceeded`` when the
-server holds its limit of sessions. An id serves one connection: when it disconnects the
-id is used up, as in the seed.
+server holds its limit of sessions, ``client_session_limit`` (with ``"limit":
+"max_sessions_per_client"``) when the client's address holds its share of sessions (over
+every transport). An id serves one connection: when it disconnects the id is used up, as in
+the seed.
 
-Frames bigger than ``max_frame_bytes`` get a ``payload_too_large`` error; a single message
-bigger than about twice that is cut off by Engine.IO, which closes that connection.
+Frames bigger than ``max_frame_bytes`` get a ``payload_too_large`` error; frames sent faster
+than ``limits.max_fps_per_session`` a ``frame_rate_exceeded`` error (with
+``retry_after_s``), and are dropped; the connection goes on. A single WebSocket message over
+``limits.max_ws_message_bytes`` (Engine.IO's ``max_http_buffer_size`` too, which bounds a
+long-polling POST) gets a ``payload_too_large`` ``error`` event and the socket is closed with
+1009. So a frame is refused with the reason as long as its message (about 4/3 of it, in
+base64) fits that limit.
 """
 
 from __future__ import annotations
@@ -39,21 +46,29 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import engineio
 import socketio
 
 from ..core.frame import ImageSource
-from ..errors import FramebrokerError, InvalidInput, PayloadTooLarge, SessionNotFound
+from ..errors import (
+    FramebrokerError,
+    FrameRateExceeded,
+    InvalidInput,
+    PayloadTooLarge,
+    SessionNotFound,
+)
 from ..media.image import decode_base64_image, open_image
 from ..runtime.analysis import VideoAnalysis
 from .auth import ApiKeys
 from .context import ServerContext
+from .ws_limits import MessageLimit
 
 __all__ = ["SocketIOTransport", "frame_parser"]
 
 log = logging.getLogger(__name__)
 
+TRANSPORT = "socketio"
 _PAYLOAD_KEYS = ("image", "frame", "data")
-_ENGINEIO_MAX_MESSAGE = 16 * 1024 * 1024 - 64 * 1024  # under uvicorn's 16 MiB WebSocket cap
 _ENVELOPE = 64 * 1024
 
 
@@ -110,12 +125,13 @@ class SocketIOTransport:
         self.analysis = analysis
         settings = analysis.settings
         origins = settings.cors_allowed_origins
+        max_message = ctx.settings.limits.max_ws_message_bytes
         self.sio: Any = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins="*" if "*" in origins else (origins or None),
-            max_http_buffer_size=min(
-                _ENGINEIO_MAX_MESSAGE, max(1_000_000, 2 * settings.max_frame_bytes + _ENVELOPE)
-            ),
+            # Equal to the WebSocket limit, which MessageLimit enforces first (with a
+            # reason); Engine.IO's own check then only bounds long-polling POSTs.
+            max_http_buffer_size=max_message,
             logger=False,
             engineio_logger=False,
         )
@@ -123,10 +139,24 @@ class SocketIOTransport:
         self.sio.on("disconnect", self._disconnect)
         self.sio.on("test", self._test)
         self.sio.on("process", self._process)
-        self.app: Any = socketio.ASGIApp(self.sio, socketio_path=None)
+        metrics = ctx.broker.metrics
+        self.app: Any = MessageLimit(
+            socketio.ASGIApp(self.sio, socketio_path=None),
+            max_message,
+            self._refusal,
+            lambda: metrics.error(TRANSPORT, "payload_too_large"),
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         api_keys = ctx.settings.auth.api_keys
         self.keys = ApiKeys({name: key.get_secret_value() for name, key in api_keys.items()})
+
+    def _refusal(self, error: PayloadTooLarge) -> str:
+        """An ``error`` event on the default namespace, encoded here (a Socket.IO event in an
+        Engine.IO message) and written straight to the socket, which closes right after:
+        there is no time for python-socketio's own queue."""
+        event = self.sio.packet_class(socketio.packet.EVENT, data=["error", error.to_dict()])
+        text: str = engineio.packet.Packet(engineio.packet.MESSAGE, data=event.encode()).encode()
+        return text
 
     async def _emit_to(self, connection: str, event: str, payload: dict[str, Any]) -> None:
         await self.sio.emit(event, payload, to=connection)
@@ -157,7 +187,7 @@ class SocketIOTransport:
 
     async def _connect(self, connection: str, environ: dict[str, Any], auth: Any = None) -> bool:
         if not self._authorised(environ, auth):
-            self.ctx.broker.metrics.error("socketio", "unauthorized")
+            self.ctx.broker.metrics.error(TRANSPORT, "unauthorized")
             message = 'an API key is required: connect with auth={"api_key": KEY}'
             raise socketio.exceptions.ConnectionRefusedError(
                 message, {"error": message, "code": "unauthorized"}
@@ -178,12 +208,15 @@ class SocketIOTransport:
         async def emit(event: str, payload: dict[str, Any]) -> None:
             await self._emit_to(connection, event, payload)
 
+        scope_client = environ.get("asgi.scope", {}).get("client")
+        client = str(scope_client[0]) if scope_client else None
         try:
             stream, generated = self.analysis.open_stream(
-                connection, requested, emit=emit, processes=processes
+                connection, requested, emit=emit, processes=processes, client=client
             )
         except FramebrokerError as exc:
             log.info("seed-002 connection refused: %s", exc.message)
+            self.ctx.broker.metrics.error(TRANSPORT, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         if generated:
             self._later(connection, "session", {"session_id": stream.id})
@@ -211,6 +244,10 @@ class SocketIOTransport:
             )
             return await stream.add(parse)
         except FramebrokerError as exc:
+            metrics = self.ctx.broker.metrics
+            metrics.error(TRANSPORT, exc.code)
+            if isinstance(exc, FrameRateExceeded):
+                metrics.frames_dropped(TRANSPORT, reason="rate_limited")
             body = {**exc.to_dict(), "event": "process"}
         except Exception:
             log.exception("process event failed")

@@ -22,7 +22,7 @@ from ..errors import InvalidInput, UnsupportedMediaType
 from ..runtime.broker import Broker
 from . import seed_frames
 from .context import ServerContext
-from .http import json_response
+from .http import client_of, json_response
 from .tracking import read_tracking_request, tracked_boxes
 
 __all__ = ["SEED_PIPELINE", "router"]
@@ -66,10 +66,15 @@ def router(ctx: ServerContext) -> APIRouter:
             )
         req = await read_tracking_request(request, ctx)
         sid = request.headers.get(SESSION_HEADER)
+        client = client_of(request)
         if sid is None:
-            session = await broker.create_session(transport=TRANSPORT, pipeline=SEED_PIPELINE)
+            session = await broker.create_session(
+                transport=TRANSPORT, pipeline=SEED_PIPELINE, client=client
+            )
         else:
-            session = await broker.attach(sid, transport=TRANSPORT, pipeline=SEED_PIPELINE)
+            session = await broker.attach(
+                sid, transport=TRANSPORT, pipeline=SEED_PIPELINE, client=client
+            )
         result = await broker.submit(session, req.to_frame())
         perf = [result.timings.get("bytetrack", 0.0)]
         reply: dict[str, Any] = {"tracked_boxes": tracked_boxes(req, result)}

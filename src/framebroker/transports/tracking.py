@@ -123,4 +123,4 @@ def tracked_boxes(request: TrackingRequest, result: FrameResult) -> list[list[An
     dets = result.frame.detections
     if dets is None:
         return []
-    return rows_of(request.rows, dets)
+    return rows_of(request.rows, dets.take(dets.track_id >= 0))

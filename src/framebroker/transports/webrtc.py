@@ -29,11 +29,16 @@ From the server:
   ``signaling_closed``, ``connect_timeout``, ``media_timeout``, ``ice_failed``,
   ``server_stopped``), ``stats`` (per model under ``stats.models``), ``errors``, and
   ``recording`` when the stream was recorded.
-- ``error`` ``{"data": {"message", "code", "error", "field"?}}``: ``code`` is an HTTP status
-  (400 a bad message or offer, 408 a connection that timed out, 409 an offer while one is
-  open, 413 a message too big, 503 the server is full). The socket stays open.
+- ``error`` ``{"data": {"message", "code", "error", "field"?, "limit"?}}``: ``code`` is an
+  HTTP status (400 a bad message or offer, 408 a connection that timed out, 409 an offer
+  while one is open, 413 a message over ``webrtc.max_message_bytes``, 429 the client holds
+  ``limits.max_sessions_per_client`` sessions, 503 the server is full). The socket stays
+  open, except after a message over ``limits.max_ws_message_bytes``: it is closed with 1009
+  right after the error.
 
 One connection at a time per socket; after its ``result`` a new ``offer`` starts another.
+Frames a camera sends over ``limits.max_fps_per_session`` reach no model; they are counted as
+dropped (``stats.frames_dropped``, and in ``/metrics`` with reason ``rate_limited``).
 Predictions and the result also go on the data channel when the client opened one (the
 same JSON), which also takes ``{"type": "end"}``. Closing the socket ends its connection.
 
@@ -60,7 +65,7 @@ from aiortc import RTCIceServer
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute, websocket_session
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Settings, WebRTCSettings
@@ -77,14 +82,16 @@ from ..plugins import spec_name
 from ..runtime.broker import Broker
 from ..runtime.model_lanes import LaneLimits
 from .context import ServerContext
-from .http import install_error_handlers, json_response, parse_json, read_body
+from .http import client_of, install_error_handlers, json_response, parse_json, read_body
 from .webrtc_peer import PeerOptions, PeerSession, Send, error_message, parse_offer
+from .ws_limits import MessageLimit
 
 __all__ = ["SignalingClient", "WebRTCTransport"]
 
 log = logging.getLogger(__name__)
 
 WS_PATH = "/webrtc/ws"
+WS_TRANSPORT = "webrtc_ws"  # the signaling socket's label in /metrics, whichever listener
 _CLIENT_TYPES = "offer, candidate, ice-servers or end"
 
 _transports: weakref.WeakKeyDictionary[Broker, WebRTCTransport] = weakref.WeakKeyDictionary()
@@ -216,14 +223,20 @@ class WebRTCTransport:
     # -- connections -----------------------------------------------------------------------
 
     async def open_peer(
-        self, payload: object, send: Send | None = None, models: object = None
+        self,
+        payload: object,
+        send: Send | None = None,
+        models: object = None,
+        client: str | None = None,
     ) -> tuple[PeerSession, dict[str, Any]]:
         """Answer the offer in ``payload``; returns the connection and the answer's JSON.
 
         ``models`` (from the offer message) may choose some of the configured models, by
-        name, in the order their outputs merge; ``None`` runs them all. Raises
-        :class:`~framebroker.errors.InvalidInput` for a bad offer or an unknown model and
-        :class:`~framebroker.errors.CapacityExceeded` when the server is full or stopping.
+        name, in the order their outputs merge; ``None`` runs them all. ``client`` (the
+        signaling peer's address) holds the session. Raises
+        :class:`~framebroker.errors.InvalidInput` for a bad offer or an unknown model,
+        :class:`~framebroker.errors.CapacityExceeded` when the server is full or stopping and
+        :class:`~framebroker.errors.ClientSessionLimit` when ``client`` holds its share.
         """
         offer = parse_offer(payload)
         options = self.options
@@ -234,7 +247,10 @@ class WebRTCTransport:
         limit = self.settings.max_connections
         if len(self.peers) + self._opening >= limit:
             raise CapacityExceeded(f"the server has {limit} WebRTC connections, its limit")
-        peer = PeerSession(self.broker, options, send=send, on_closed=self.peers.discard)
+        self.broker.manager.check_client(client)  # before any ICE or DTLS work
+        peer = PeerSession(
+            self.broker, options, send=send, on_closed=self.peers.discard, client=client
+        )
         self._opening += 1
         try:
             answer = await peer.accept(offer)
@@ -276,7 +292,7 @@ class WebRTCTransport:
         body = await read_body(request, self.settings.max_message_bytes)
         offer = parse_json(body)
         models = offer.get("models") if isinstance(offer, dict) else None
-        _, answer = await self.open_peer(offer, models=models)
+        _, answer = await self.open_peer(offer, models=models, client=client_of(request))
         return json_response(answer)
 
     # -- WebSocket -------------------------------------------------------------------------
@@ -295,6 +311,7 @@ class WebRTCTransport:
                 try:
                     peer = await self._handle(message, client, peer)
                 except FramebrokerError as exc:
+                    self.broker.metrics.error(WS_TRANSPORT, exc.code)
                     client.push(error_message(exc))
                 except Exception:
                     log.exception("webrtc signaling failed on a message")
@@ -344,8 +361,9 @@ class WebRTCTransport:
                     f"connection {peer.id} is still open on this socket; close it first",
                     field="type",
                 )
+            address = client.ws.client.host if client.ws.client is not None else None
             peer, answer = await self.open_peer(
-                msg.get("data"), send=client.push, models=msg.get("models")
+                msg.get("data"), send=client.push, models=msg.get("models"), client=address
             )
             session_id = answer.pop("session_id")
             client.push(
@@ -372,10 +390,22 @@ class WebRTCTransport:
 
     # -- routes ----------------------------------------------------------------------------
 
+    def socket_route(self, path: str) -> WebSocketRoute:
+        """The signaling socket at ``path``: no message over ``limits.max_ws_message_bytes``
+        reaches it."""
+        metrics = self.broker.metrics
+        app = MessageLimit(
+            websocket_session(self.websocket),
+            self.ctx.settings.limits.max_ws_message_bytes,
+            error_message,
+            lambda: metrics.error(WS_TRANSPORT, "payload_too_large"),
+        )
+        return WebSocketRoute(path, app)
+
     def routes(self) -> list[BaseRoute]:
         """Main-port routes: the socket at ``/webrtc/ws`` and (unless ``websocket_only``)
         ``POST /webrtc/offer`` and ``POST /offer``."""
-        routes: list[BaseRoute] = [WebSocketRoute(WS_PATH, self.websocket)]
+        routes: list[BaseRoute] = [self.socket_route(WS_PATH)]
         if not self.settings.websocket_only:
             routes += _offer_routes(self, ("/webrtc/offer", "/offer"))
         return routes
@@ -384,9 +414,10 @@ class WebRTCTransport:
         """The seed's own listeners: ``webrtc_ws`` (socket at ``/``) and ``webrtc_http``
         (``POST /offer``)."""
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        install_error_handlers(app)
+        metrics = self.broker.metrics
+        install_error_handlers(app, on_error=lambda code: metrics.error(name, code))
         if name == "webrtc_ws":
-            app.router.routes.append(WebSocketRoute("/", self.websocket))
+            app.router.routes.append(self.socket_route("/"))
         elif name == "webrtc_http":
             app.router.routes.extend(_offer_routes(self, ("/offer",)))
         else:

@@ -137,7 +137,9 @@ class PeerSession:
 
     Use :meth:`accept` with the client's offer, then wait on :attr:`closed` or call
     :meth:`close`. ``send`` (optional) delivers messages to the signaling client;
-    ``on_closed`` is called once when the connection has ended.
+    ``on_closed`` is called once when the connection has ended. ``client`` (the peer's
+    address) holds the session, within its ``max_sessions_per_client``; its frames are
+    bounded by ``max_fps_per_session``.
     """
 
     def __init__(
@@ -147,9 +149,11 @@ class PeerSession:
         *,
         send: Send | None = None,
         on_closed: Callable[[PeerSession], None] | None = None,
+        client: str | None = None,
     ) -> None:
         self.broker = broker
         self.options = options
+        self.client = client
         self._send = send
         self._on_closed = on_closed
         self.pc: RTCPeerConnection | None = None
@@ -209,6 +213,7 @@ class PeerSession:
                 transport=TRANSPORT,
                 pipeline=list(self.options.models),
                 backpressure=Backpressure.LATEST,
+                client=self.client,
             )
         except BaseException:
             self.pc = None
@@ -294,6 +299,7 @@ class PeerSession:
             meta: dict[str, Any] = {"pts": item.pts, "width": item.width, "height": item.height}
             if item.time is not None:
                 meta["timestamp"] = float(item.time)  # the sender's capture clock
+            # A frame over the session's frame rate is dropped there, and counted.
             lanes.offer(Frame(source=VideoFrameImage(item), meta=meta))
             if self._recorder is not None:
                 if len(self._record_queue) == self._record_queue.maxlen:
@@ -515,8 +521,9 @@ class PeerSession:
 
 
 def error_message(exc: FramebrokerError) -> str:
-    """The seed's ``error`` message for ``exc``: its text, and its HTTP status as ``code``."""
+    """The seed's ``error`` message for ``exc``: its text, its HTTP status as ``code``, its
+    name as ``error``, and the rest of its JSON body (``field``, ``limit``, ...)."""
+    body = exc.to_dict()
     data: dict[str, Any] = {"message": exc.message, "code": exc.http_status, "error": exc.code}
-    if exc.field is not None:
-        data["field"] = exc.field
+    data.update((k, v) for k, v in body.items() if k not in ("error", "code"))
     return _dumps({"type": "error", "data": data})

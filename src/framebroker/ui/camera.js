@@ -1,8 +1,9 @@
 // Camera: send this browser's camera over WebRTC with the seed-004 signaling socket
 // (/webrtc/ws: ice-servers, offer → answer, prediction..., end → result, error) and show
 // the predictions as they come, heart rate as a number and a chart, then the final result.
+// openSocket presents the API key first when the server wants one.
 import { lineChart } from "./chart.js";
-import { el, formatInt, serverInfo, setStatus, setText, truncate, wsURL } from "./common.js";
+import { el, formatInt, openSocket, serverInfo, setStatus, setText, truncate } from "./common.js";
 
 const HEART_POINTS = 60; // about a minute of once-a-second estimates
 const GATHER_MS = 3000;
@@ -114,14 +115,6 @@ function send(ws, message) {
   if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
 }
 
-function openSocket(url) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.onopen = () => resolve(ws);
-    ws.onerror = () => reject(new Error("cannot open the signaling socket"));
-  });
-}
-
 function waitFor(current, type, ms) {
   return new Promise((resolve) => {
     const timer = window.setTimeout(() => {
@@ -220,7 +213,15 @@ async function start() {
     video.hidden = false;
     placeholder.hidden = true;
     setStatus(status, "wait", "Opening the signaling socket…");
-    current.ws = await openSocket(wsURL(info.signaling_ws));
+    try {
+      current.ws = await openSocket(info.signaling_ws);
+    } catch (err) {
+      throw new Error(`Cannot open the signaling socket: ${err.message}`);
+    }
+    if (run !== current) {
+      current.ws.close();
+      return;
+    }
     current.ws.onmessage = (event) => onSignal(current, event);
     current.ws.onclose = () => {
       if (run === current) finish(current, "The signaling socket closed.");

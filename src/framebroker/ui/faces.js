@@ -1,6 +1,7 @@
 // Faces: the saved face gallery (GET /v1/faces), newest first, one page at a time; a face
-// opens large in a dialog. The first page refreshes itself as new faces are saved.
-import { el, poll, requestJSON, setStatus, setText } from "./common.js";
+// opens large in a dialog. The first page refreshes itself as new faces are saved. The
+// images come through showImage, which sends the API key when the server wants one.
+import { el, poll, requestJSON, setStatus, setText, showImage } from "./common.js";
 
 const PAGE_SIZE = 48;
 const REFRESH_MS = 5000;
@@ -19,13 +20,13 @@ let opener = null;
 
 function faceButton(face) {
   const img = el("img", {
-    src: face.url,
     alt: `Face ${face.face_id}, track ${face.track_id}`,
     width: 128,
     height: 128,
     loading: "lazy",
     decoding: "async",
   });
+  showImage(img, face.url);
   const button = el(
     "button",
     { type: "button", class: "face", onclick: () => openFace(face, button) },
@@ -40,7 +41,7 @@ function openFace(face, button) {
   opener = button;
   $("dialog-title").textContent = `Face #${face.face_id}`;
   const image = $("dialog-image");
-  image.src = face.url;
+  showImage(image, face.url);
   image.alt = `Face ${face.face_id}, track ${face.track_id}, saved ${face.time}`;
   setText($("fact-face"), face.face_id);
   setText($("fact-track"), face.track_id);

@@ -5,6 +5,7 @@ import {
   Backoff,
   el,
   formatInt,
+  openSocket,
   parseClock,
   poll,
   requestJSON,
@@ -12,7 +13,7 @@ import {
   serverInfo,
   setStatus,
   setText,
-  wsURL,
+  waitingForKey,
 } from "./common.js";
 
 const MAX_EVENTS_LISTED = 100;
@@ -36,6 +37,7 @@ const counts = {
 let info = null;
 let source = "";
 let socket = null;
+let connecting = 0; // counts connect() calls: an older one that finishes late gives up
 let reconnectTimer = 0;
 let lastMessageAt = 0;
 const backoff = new Backoff();
@@ -129,16 +131,30 @@ function onMessage(raw) {
 
 // -- the WebSocket, reconnecting with back-off -----------------------------------------------
 
-function connect() {
+function reconnectLater(why) {
+  const delay = backoff.next();
+  setStatus(status, "bad", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+  reconnectTimer = window.setTimeout(connect, delay);
+}
+
+async function connect() {
   window.clearTimeout(reconnectTimer);
-  const ws = new WebSocket(wsURL(info.live_ws, { source }));
+  const mine = ++connecting;
+  setStatus(status, "wait", waitingForKey() ? "Waiting for an API key…" : "Connecting…");
+  let ws;
+  try {
+    ws = await openSocket(info.live_ws, { source });
+  } catch (err) {
+    if (mine === connecting) reconnectLater(`Cannot connect (${err.message})`);
+    return;
+  }
+  if (mine !== connecting) {
+    ws.close(); // another source was chosen meanwhile
+    return;
+  }
   socket = ws;
-  setStatus(status, "wait", "Connecting…");
-  ws.onopen = () => {
-    if (ws !== socket) return;
-    lastMessageAt = Date.now();
-    setStatus(status, "ok", source ? `Connected to ${source}` : "Connected");
-  };
+  lastMessageAt = Date.now();
+  setStatus(status, "ok", source ? `Connected to ${source}` : "Connected");
   ws.onmessage = (event) => {
     if (ws !== socket) return;
     lastMessageAt = Date.now();
@@ -148,9 +164,7 @@ function connect() {
   ws.onclose = () => {
     if (ws !== socket) return;
     socket = null;
-    const delay = backoff.next();
-    setStatus(status, "bad", `Disconnected; reconnecting in ${(delay / 1000).toFixed(1)} s`);
-    reconnectTimer = window.setTimeout(connect, delay);
+    reconnectLater("Disconnected");
   };
 }
 
