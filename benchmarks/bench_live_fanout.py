@@ -3,14 +3,15 @@
 The people-counter benchmark (bench_people.py) measures the whole pipeline, where the
 detector's 20+ ms per frame and this VM's noise hide what each listener costs. Here a server
 process runs only the live push (LiveHub behind `/ws/live`, the same code `serve` mounts) and
-publishes a synthetic annotated frame (base64 JPEG text of the size vtest frames have, about
-40 KB) at a fixed rate; listeners in this process read every message. The server's CPU time
+publishes a synthetic annotated frame (base64 JPEG text of the size pushed vtest frames have,
+74 KB) at a fixed rate; listeners in this process read every message. The server's CPU time
 per frame, divided by the listener count, is what one more listener costs; ideally it is
 flat. Its kernel share includes loopback TCP delivering each copy into the listener's socket
 (on loopback the sender's system call does the receiver's network work too).
 
     python benchmarks/bench_live_fanout.py [--seconds 6] [--fps 30] [--listeners 1 10 100]
                                            [--event-loop auto|asyncio|uvloop] [--plain]
+                                           [--message-kb 74]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import websockets
 
 from _server import free_port
 
-FRAME_TEXT_BYTES = 40_000
+FRAME_TEXT_KB = 74  # measured: a pushed vtest frame, 640x480 at JPEG quality 70, in base64
 
 
 def cpu_seconds(pid: int) -> float:
@@ -38,7 +39,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_server(port: int, fps: float, event_loop: str, plain: bool) -> None:
+def run_server(port: int, fps: float, event_loop: str, plain: bool, kb: int) -> None:
     """The child: LiveHub on /ws/live and a publisher of synthetic frames."""
     import uvicorn
     from starlette.applications import Starlette
@@ -50,7 +51,7 @@ def run_server(port: int, fps: float, event_loop: str, plain: bool) -> None:
 
     bus = Bus()
     hub = LiveHub(bus)
-    jpeg_b64 = base64.b64encode(os.urandom(FRAME_TEXT_BYTES * 3 // 4)).decode()
+    jpeg_b64 = base64.b64encode(os.urandom(kb * 1000 * 3 // 4)).decode()
 
     async def publish() -> None:
         period = 1.0 / fps
@@ -120,6 +121,9 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument(
+        "--message-kb", type=int, default=FRAME_TEXT_KB, help="size of one frame message"
+    )
+    parser.add_argument(
         "--plain",
         action="store_true",
         help="uvicorn's stock WebSocket protocol: each listener's message framed on its own",
@@ -127,7 +131,7 @@ def main() -> None:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        run_server(args.serve, args.fps, args.event_loop, args.plain)
+        run_server(args.serve, args.fps, args.event_loop, args.plain, args.message_kb)
         return
     rows = []
     for n in args.listeners:
@@ -142,6 +146,8 @@ def main() -> None:
                 str(args.fps),
                 "--event-loop",
                 args.event_loop,
+                "--message-kb",
+                str(args.message_kb),
                 *(["--plain"] if args.plain else []),
             ]
         )
@@ -161,7 +167,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     print(
-        f"\nseed-001 push alone: one {FRAME_TEXT_BYTES // 1000} KB frame message at "
+        f"\nseed-001 push alone: one {args.message_kb} KB frame message at "
         f"{args.fps:g}/s, event loop {args.event_loop}, "
         f"{'stock WebSocket protocol' if args.plain else 'ready frames'}\n"
     )
