@@ -32,6 +32,19 @@ def test_a_slow_subscriber_loses_oldest_and_others_are_untouched() -> None:
     assert fast.dropped == 0
 
 
+def test_messages_a_subscriber_must_keep_are_never_dropped_for_room() -> None:
+    bus = Bus()
+    sub = bus.subscribe("t", maxlen=3, keep=lambda m: m.payload % 5 == 0)
+    for i in range(1, 13):
+        bus.publish("t", i)
+    # 5 and 10 stay however full the mailbox gets; the oldest others make room.
+    assert [m.payload for m in sub.drain()] == [5, 10, 12]
+    assert sub.dropped == 9
+    for i in (15, 20, 25, 30):  # only messages to keep: the mailbox grows past maxlen
+        bus.publish("t", i)
+    assert [m.payload for m in sub.drain()] == [15, 20, 25, 30]
+
+
 def test_wake_is_called_after_queueing() -> None:
     bus = Bus()
     seen: list[int] = []

@@ -224,3 +224,26 @@ def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
     assert event["end_time"] == datetime.fromtimestamp(event["ended_at"], tz).strftime("%H:%M:%S")
     assert end_interrupted_events(records, "cam", tz) == 0
     store.close()
+
+
+async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
+    feed: tuple[LiveFeed, PeopleRecords, Bus],
+) -> None:
+    live, records, bus = feed
+    day = local_day(1_763_700_000.0, live.tz)
+    started = {"status": "started", "start_time": "09:00:00"}
+    # Twenty results at once, faster than the feed follows (it keeps 4): the one that starts
+    # an event is third, so a plain oldest-first mailbox would have dropped it.
+    for i in range(20):
+        outputs: dict[str, Any] = {"annotated_image": "QUJD", "day": day}
+        if i == 2:
+            outputs["event"] = started
+        bus.publish("session/s1/result", result(**outputs))
+    for _ in range(100):
+        if records.events_on("cam", day):
+            break
+        await asyncio.sleep(0.02)
+    (event,) = records.events_on("cam", day)
+    assert event["start_time"] == "09:00:00"
+    assert live._sub is not None
+    assert live._sub.dropped >= 15  # frames were skipped all the same

@@ -29,11 +29,15 @@ class Subscription:
     """A subscriber's bounded mailbox for topics matching ``pattern``.
 
     ``pattern`` is a topic or a prefix ending in ``*`` (``"session/abc/*"``, ``"*"``).
+    A message ``keep`` says yes to is never dropped for room: the oldest other one goes
+    instead, and with none to drop the mailbox holds more than ``maxlen`` for a while. For
+    the rare messages a subscriber must see (an event starting), among many it may skip.
     """
 
     pattern: str
     maxlen: int
     wake: Callable[[], object] | None = None
+    keep: Callable[[Message], bool] | None = None
     dropped: int = 0
     _queue: deque[Message] = field(default_factory=deque)
     _bus: Bus | None = None
@@ -44,10 +48,19 @@ class Subscription:
         return topic == self.pattern
 
     def put(self, message: Message) -> None:
-        if len(self._queue) >= self.maxlen:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(message)
+        queue = self._queue
+        if len(queue) >= self.maxlen:
+            keep = self.keep
+            if keep is None:
+                queue.popleft()
+                self.dropped += 1
+            else:
+                for i, old in enumerate(queue):
+                    if not keep(old):
+                        del queue[i]
+                        self.dropped += 1
+                        break
+        queue.append(message)
 
     def drain(self) -> list[Message]:
         """Every queued message, oldest first."""
@@ -76,9 +89,14 @@ class Bus:
         self.published = 0
 
     def subscribe(
-        self, pattern: str, *, maxlen: int | None = None, wake: Callable[[], object] | None = None
+        self,
+        pattern: str,
+        *,
+        maxlen: int | None = None,
+        wake: Callable[[], object] | None = None,
+        keep: Callable[[Message], bool] | None = None,
     ) -> Subscription:
-        sub = Subscription(pattern, maxlen or self.default_maxlen, wake)
+        sub = Subscription(pattern, maxlen or self.default_maxlen, wake, keep)
         sub._bus = self
         with self._lock:
             self._subs.append(sub)

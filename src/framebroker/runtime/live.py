@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..core.bus import Bus, Subscription
+from ..core.bus import Bus, Message, Subscription
 from ..core.pipeline import FrameResult
 from ..storage.face_files import FaceFolder
 from ..storage.people import PeopleRecords, face_filename
@@ -53,6 +53,15 @@ def seed_timestamp(t: float, tz: ZoneInfo) -> str:
 
 def local_day(t: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d")
+
+
+def _carries_record(message: Message) -> bool:
+    """Whether a result holds something the feed stores: an event or a face."""
+    result = message.payload
+    if not isinstance(result, FrameResult):
+        return False
+    out = result.outputs
+    return isinstance(out.get("event"), dict) or bool(out.get("faces"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,9 @@ class LiveFeed:
             f"session/{self.session_id}/result",
             maxlen=4,
             wake=lambda: loop.call_soon_threadsafe(self._wake.set),
+            # A feed that falls behind skips frames, never the ones that start or end an
+            # event or save a face: those are stored before anything shows them.
+            keep=_carries_record,
         )
         if self._records is not None:
             records = self._records
