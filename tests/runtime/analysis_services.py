@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,11 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import av
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ..in_process import free_port
 
 
 def refused_url() -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,7 +23,7 @@ from framebroker.config import Limits, load_settings
 from framebroker.errors import ConfigError
 from framebroker.server.deadlines import protocol_class
 
-from ..e2e.server import free_port
+from ..in_process import free_port, serving
 from .raw_http import closed, dribble, get, post_head, read_reply
 
 # Short enough for fast tests, long enough that a loaded CI machine still parses a request
@@ -68,12 +68,6 @@ APP = Starlette(
 )
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # the test runner keeps its signals
-
-
 @dataclass
 class Listener:
     port: int
@@ -101,17 +95,9 @@ async def listening(**limits: float) -> AsyncIterator[Listener]:
         log_level="warning",
         http=protocol_class(Limits(**limits), listener.refused.append),
     )
-    server = _Server(config)
-    listener.state = server.server_state
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the server did not start"
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(config) as server:
+        listener.state = server.server_state
         yield listener
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def served_meanwhile(listener: Listener, requests: int) -> int:

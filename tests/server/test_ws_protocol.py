@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from framebroker.server.ws_protocol import PreframedWebSocketProtocol
 from framebroker.transports.preframed import PREFRAMED_SEND, offers_preframed, text_frame
 
-from ..e2e.server import free_port
+from ..in_process import free_port, serving
 
 TEXTS = ["", "a" * 125, "é" * 100, "b" * 126, "c" * 65_535, "d" * 65_536, '{"x": 1}' * 20_000]
 
@@ -35,28 +35,14 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await receive()  # until the client closes
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 @contextlib.asynccontextmanager
-async def serving(ws: type | str) -> AsyncIterator[int]:
+async def served_with(ws: type | str) -> AsyncIterator[int]:
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws=ws
     )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(config):
         yield port
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +50,7 @@ async def serving(ws: type | str) -> AsyncIterator[int]:
 )
 async def test_ready_frames_arrive_as_the_same_texts(protocol: type | str, ready: bool) -> None:
     async with (
-        serving(protocol) as port,
+        served_with(protocol) as port,
         websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as client,
     ):
         got = [await asyncio.wait_for(client.recv(), 10) for _ in TEXTS]

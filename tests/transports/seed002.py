@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,10 @@ import uvicorn
 from framebroker.config import Settings, load_settings
 from framebroker.server import build_app
 
-from ..runtime.analysis_services import free_port
+from ..in_process import free_port, serving
 from .images import scene
 
 KEY = "k" * 32
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # leave SIGINT to pytest
 
 
 class Served:
@@ -60,20 +54,9 @@ async def serve(tmp_path: Path, **analysis: Any) -> AsyncIterator[Served]:
     )
     app = build_app(settings)
     port = free_port()
-    server = _QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.01)
-    try:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    async with serving(config):
         yield Served(f"http://127.0.0.1:{port}", settings, app)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 class Client:

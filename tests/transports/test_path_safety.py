@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ import cv2
 import httpx
 import pytest
 import socketio
-import uvicorn
 import websockets
 
 from framebroker.config import Settings, load_settings
@@ -38,7 +37,7 @@ from framebroker.storage import PeopleRecords
 from framebroker.transports.console import UI_DIR
 from framebroker.transports.live_ws import ERR_INTERNAL
 
-from ..runtime.analysis_services import free_port
+from ..in_process import free_port, serving
 from .images import scene
 from .seed002 import KEY, Client
 from .webrtc_client import client_peer, recv_type
@@ -119,12 +118,6 @@ def names(site: Site) -> list[str]:
     ]
 
 
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # leave SIGINT to pytest
-
-
 @contextlib.asynccontextmanager
 async def serve(tmp_path: Path) -> AsyncIterator[Site]:
     data, outside = tmp_path / "data", tmp_path / "outside"
@@ -144,14 +137,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Site]:
     config = uvicorn_config(
         app, settings, port, lifespan="on", listener="http", services=app.state.services
     )
-    server = _QuietServer(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(config):
         records = app.state.services.records
         assert isinstance(records, PeopleRecords)
         face_id, filename = records.add_face(
@@ -162,9 +148,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[Site]:
         site = Site("127.0.0.1", port, tmp_path, data, outside, settings, face_id)
         site.before = site.snapshot()
         yield site
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture

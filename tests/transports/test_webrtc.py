@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from framebroker.runtime.broker import Broker
 from framebroker.server import Services, build_app, build_broker, build_compat_app
 from framebroker.transports.webrtc import WebRTCTransport
 
+from ..in_process import free_port, serving
 from .webrtc_client import (
     COLOUR,
     ColourTrack,
@@ -94,26 +94,12 @@ class Hang(Processor):
 MODELS = {cls.name: cls for cls in (MeanColour, Later, Boom, Hang)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def listening(app: Any) -> AsyncIterator[str]:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    async with serving(config):
         yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def settings_with(tmp_path: Path, **webrtc: Any) -> Settings:

@@ -20,7 +20,7 @@ from framebroker.config import Settings, load_settings
 from framebroker.server import Services, build_app, build_broker, build_compat_app
 from framebroker.transports.ws_limits import HEADROOM, MessageLimit, hard_cap, message_bytes
 
-from ..runtime.analysis_services import free_port
+from ..in_process import free_port, serving
 
 LIMIT = 8192
 
@@ -118,17 +118,8 @@ async def listening(app: Any, lifespan: str = "off") -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan,  # type: ignore[arg-type]
                             log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(config):
         yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture
