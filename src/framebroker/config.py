@@ -549,6 +549,20 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     max_workers: int = Field(4, ge=1, le=256)
+    inference_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="threads per detector run; runs go side by side, one per core for each "
+        "of their threads (1: most frames per second; the cores' count: least latency for "
+        "one frame at a time)",
+    )
+    parallel_frames: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="frames of one stream a detector works on at once",
+    )
     processor_memory_sample_every: int = Field(
         16,
         ge=0,

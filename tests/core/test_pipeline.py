@@ -403,3 +403,94 @@ def test_a_stage_on_another_thread_switches_its_own_pipeline() -> None:
     later.join(5)
     assert not first.errors
     assert p.disabled == {"a"}
+
+
+class Gather(Processor):
+    """Reentrant and stage-ending; each frame waits until ``expect`` frames are inside at once,
+    so a test passes only if they really ran side by side."""
+
+    name = "gather"
+    reentrant = True
+    ends_stage = True
+
+    def __init__(self, expect: int = 2) -> None:
+        import threading
+
+        self.barrier = threading.Barrier(expect, timeout=5)
+        self.setups = 0
+
+    def setup(self, ctx: ProcessContext) -> None:
+        import time
+
+        time.sleep(0.05)  # long enough for both frames to find the processor not set up
+        self.setups += 1
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        self.barrier.wait()
+        return {"gathered": frame.index}
+
+
+class ReentrantEcho(Echo):
+    reentrant = True
+
+
+def test_a_stage_is_parallel_only_with_every_processor_reentrant_and_one_after_it() -> None:
+    assert Pipeline([Gather(), Echo("b")]).parallel(0)
+    assert not Pipeline([Gather(), Echo("b")]).parallel(1)  # the last stage counts frames
+    assert not Pipeline([Gather()]).parallel(0)
+    assert not Pipeline([StageEnd("a"), Echo("b")]).parallel(0)
+    assert not Pipeline([ReentrantEcho("a"), StageEnd("b"), Echo("c")]).parallel(0)
+    assert Pipeline([ReentrantEcho("a"), Gather(), Echo("c")]).parallel(0)
+
+
+def test_frames_of_a_parallel_stage_run_side_by_side_with_switches_read_in_order() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    gather = Gather()
+    p = Pipeline([ReentrantEcho("every2", rate=Rate(every=2)), gather, Counter()])
+    ctx = ProcessContext("s")
+    results = [p.start(frame(i)) for i in range(2)]
+    chosen = [p.enter_stage(0, r) for r in results]  # in frame order, on the host's thread
+    with ThreadPoolExecutor(2) as pool:
+        pairs = zip(results, chosen, strict=True)
+        calls = [pool.submit(p.run_stage, 0, r, ctx, c) for r, c in pairs]
+        for call in calls:
+            call.result()
+    assert gather.setups == 1  # two frames met the processor unready; one set it up
+    assert [r.outputs["gathered"] for r in results] == [0, 1]
+    assert results[0].ran == ["every2", "gather"]
+    assert results[1].ran == ["gather"]
+    assert results[1].skipped == {"every2": "not_due"}
+    for r in results:
+        p.run_stage(1, r, ctx)
+    assert [r.outputs["seen"] for r in results] == [1, 2]
+    assert p.running() == []
+
+
+def test_running_names_each_frame_of_a_parallel_stage() -> None:
+    import threading
+
+    release = threading.Event()
+    inside = threading.Barrier(3, timeout=5)
+
+    class Hold(ReentrantEcho):
+        def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+            inside.wait()
+            release.wait(5)
+            return None
+
+    p = Pipeline([Hold("hold"), StageEnd("end"), Echo("c")])
+    ctx = ProcessContext("s")
+    results = [p.start(frame(i)) for i in (7, 8)]
+    threads = [
+        threading.Thread(target=p.run_stage, args=(0, r, ctx, p.enter_stage(0, r))) for r in results
+    ]
+    for t in threads:
+        t.start()
+    inside.wait()
+    calls = sorted(p.running(), key=lambda c: c.frame)
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert [(c.processor, c.stage, c.frame) for c in calls] == [("hold", 0, 7), ("hold", 0, 8)]
+    assert p.running() == []

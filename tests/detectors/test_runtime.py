@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from framebroker.detectors import runtime
 from framebroker.detectors.runtime import (
     MAX_CACHED_MODELS,
+    concurrent_runs,
+    configure,
     intra_op_threads,
     load_model,
     session_options,
@@ -20,14 +23,35 @@ from .synthetic import fixed_output_model
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
+def _fresh_cache() -> Iterator[None]:
     runtime.clear_cache()
+    yield
+    configure(1)
 
 
-def test_threads_fit_a_small_machine() -> None:
+def test_one_thread_per_run_and_a_run_per_core_by_default() -> None:
     assert intra_op_threads(1) == 1
-    assert intra_op_threads(2) == 2
+    assert intra_op_threads(16) == 1
+    assert concurrent_runs(2) == 2
+    assert concurrent_runs(1) == 1
+
+
+def test_configured_threads_per_run_share_out_the_cores(tmp_path: Path) -> None:
+    path = fixed_output_model(tmp_path / "m.onnx", np.ones((1, 6, 8), np.float32))
+    before = load_model("k", path)
+    configure(2)
+    assert intra_op_threads(1) == 1  # never more threads than cores
     assert intra_op_threads(16) == 2
+    assert concurrent_runs(2) == 1
+    assert concurrent_runs(16) == 8
+    after = load_model("k", path)
+    assert after is not before  # sessions made for the old thread count are dropped
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads_per_run must be an integer >= 1"):
+            configure(bad)  # type: ignore[arg-type]
+
+
+def test_session_options_never_spin() -> None:
     options = session_options(2)
     assert options.intra_op_num_threads == 2
     assert options.inter_op_num_threads == 1

@@ -224,6 +224,123 @@ async def test_a_staged_lane_starts_again_after_it_went_idle() -> None:
         await b.stop()
 
 
+class Detector(Processor):
+    """Reentrant and stage-ending, like a detector: records how many frames it holds at once.
+
+    Frames listed in ``fail`` raise; frame 0 waits (up to 5 s) until frame 1 has started,
+    which only a parallel stage allows, and finishes last.
+    """
+
+    name: ClassVar[str] = "detector"
+    reentrant = True
+    ends_stage = True
+    inside: ClassVar[int] = 0
+    most: ClassVar[int] = 0
+    started: ClassVar[dict[int, threading.Event]] = {}
+    fail: ClassVar[set[int]] = set()
+    lock = threading.Lock()
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        with Detector.lock:
+            Detector.inside += 1
+            Detector.most = max(Detector.most, Detector.inside)
+        try:
+            Detector.started.setdefault(frame.index, threading.Event()).set()
+            if frame.index == 0:
+                Detector.started.setdefault(1, threading.Event()).wait(5.0)
+            time.sleep(0.02)
+            if frame.index in Detector.fail:
+                raise RuntimeError(f"bad frame {frame.index}")
+            return {"detected": frame.index}
+        finally:
+            with Detector.lock:
+                Detector.inside -= 1
+
+
+class Follower(Processor):
+    """Stateful: records the order frames reach it."""
+
+    name: ClassVar[str] = "follower"
+    seen: ClassVar[list[int]] = []
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        Follower.seen.append(frame.index)
+        return {"followed": frame.results.get("detected")}
+
+
+@pytest.fixture
+async def parallel_broker() -> AsyncIterator[Broker]:
+    Detector.inside = Detector.most = 0
+    Detector.started, Detector.fail, Follower.seen = {}, set(), []
+    reg = ProcessorRegistry()
+    reg.register("detector", Detector)
+    reg.register("follower", Follower)
+    reg.register("heavy", Heavy)
+    b = Broker(reg, config=BrokerConfig(max_workers=4, max_pending_frames=16, parallel_frames=2))
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
+
+
+async def test_a_parallel_stage_holds_two_frames_and_hands_them_on_in_order(
+    parallel_broker: Broker,
+) -> None:
+    b = parallel_broker
+    s = await b.create_session(transport="t", pipeline=["detector", "follower"])
+    assert s.pipeline.parallel(0)
+    assert not s.pipeline.parallel(1)
+    assert b.frames_in_flight(s) == 3
+    results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(8)))
+    assert Detector.most == 2  # frame 0 could only finish once frame 1 had started
+    assert Follower.seen == list(range(8))
+    assert [r.outputs["followed"] for r in results] == list(range(8))
+    assert s.stats.frames_processed == 8
+
+
+async def test_a_stage_that_is_not_reentrant_takes_one_frame_at_a_time(
+    parallel_broker: Broker,
+) -> None:
+    b = parallel_broker
+    s = await b.create_session(transport="t", pipeline=["heavy", "follower"])
+    assert not s.pipeline.parallel(0)
+    assert b.frames_in_flight(s) == 2
+    await asyncio.gather(*(b.submit(s, Frame()) for _ in range(4)))
+    assert Follower.seen == [0, 1, 2, 3]
+
+
+async def test_a_frame_failing_in_a_parallel_stage_leaves_the_others_in_order(
+    parallel_broker: Broker,
+) -> None:
+    b = parallel_broker
+    Detector.fail = {2}
+    s = await b.create_session(transport="t", pipeline=["detector", "follower"])
+    results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(6)))
+    # A processor's error is the frame's, reported in its result; the stream goes on.
+    assert [r.outputs.get("detected") for r in results] == [0, 1, None, 3, 4, 5]
+    assert results[2].errors[0]["processor"] == "detector"
+    assert Follower.seen == list(range(6))
+
+
+async def test_a_live_frame_starts_while_the_one_before_is_still_detected(
+    parallel_broker: Broker,
+) -> None:
+    """Under ``latest`` frames come one by one; the second must not wait for the first."""
+    b = parallel_broker
+    s = await b.create_session(
+        transport="t", pipeline=["detector", "follower"], backpressure=Backpressure.LATEST
+    )
+    first = asyncio.ensure_future(b.submit(s, Frame()))
+    await asyncio.get_running_loop().run_in_executor(
+        None, Detector.started.setdefault(0, threading.Event()).wait, 5.0
+    )
+    second = await b.submit(s, Frame())  # frame 0 waits for this one to start
+    assert (await first).outputs["followed"] == 0
+    assert second.outputs["followed"] == 1
+    assert Detector.most == 2
+
+
 async def test_metrics_count_received_processed_and_dropped_frames(broker: Broker) -> None:
     s = await broker.create_session(transport="cam", backpressure=Backpressure.LATEST)
     results = await asyncio.gather(*(broker.submit(s, Frame()) for _ in range(4)))

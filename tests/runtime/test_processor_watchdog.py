@@ -204,6 +204,65 @@ async def test_a_stage_of_a_staged_pipeline_times_out(broker: Broker) -> None:
     assert (await bounded(broker.submit(stuck, Frame()))).outputs["tally"] == 2
 
 
+class ParallelHang(Hang):
+    name: ClassVar[str] = "parallel_hang"
+    reentrant = True
+    ends_stage = True
+
+
+class Nap(Processor):
+    """Reentrant; sleeps ``frame.meta["nap"]`` seconds (none without it)."""
+
+    name: ClassVar[str] = "nap"
+    reentrant = True
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        time.sleep(float(frame.meta.get("nap", 0.0)))
+        return None
+
+
+class Nap2(Nap):
+    name: ClassVar[str] = "nap2"
+
+
+async def test_a_parallel_stage_blames_only_the_frame_that_hangs(release: None) -> None:
+    """Frame 0 hangs; frame 1, beside it in the stage, takes longer than the limit in two
+    calls under it. Frame 1's watch must not take frame 0's call for its own: the hang is
+    counted once and one thread is lost, not two."""
+    reg = registry()
+    for cls in (ParallelHang, Nap, Nap2):
+        reg.register(cls.name, cls)
+    broker = Broker(
+        reg,
+        config=BrokerConfig(max_workers=2, processor_timeout_s=LIMIT_S, parallel_frames=2),
+    )
+    await broker.start()
+    try:
+        session = await broker.create_session(
+            transport="t", pipeline=["nap", "nap2", "parallel_hang", "tally"]
+        )
+        assert session.pipeline.parallel(0)
+        hung = asyncio.ensure_future(broker.submit(session, Frame(meta=HANG)))
+        slow = asyncio.ensure_future(broker.submit(session, Frame(meta={"nap": 0.6 * LIMIT_S})))
+        with pytest.raises(ProcessorTimeout) as timed_out:
+            await bounded(hung)
+        assert timed_out.value.processor == "parallel_hang"
+        assert "frame 0" in str(timed_out.value)
+        with pytest.raises(ProcessorTimeout):  # answered with it: frames keep their order
+            await bounded(slow)
+        await asyncio.sleep(3 * LIMIT_S)  # frame 1's call has returned by now
+        timeouts = sample(broker, "framebroker_processor_timeouts_total", processor="parallel_hang")
+        assert timeouts == 1
+        assert broker.stuck_threads == 1
+        RELEASE.set()
+        await eventually(lambda: broker.stuck_threads == 0)
+        after = await bounded(broker.submit(session, Frame()))
+        assert after.outputs["hang"] == "passed"
+    finally:
+        RELEASE.set()
+        await asyncio.wait_for(broker.stop(), 10)
+
+
 async def test_a_stuck_session_is_not_busy_so_it_can_expire(broker: Broker) -> None:
     session = await broker.create_session(transport="t")
     with pytest.raises(ProcessorTimeout):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class _Slot:
     next_time: float = float("-inf")
     ready: bool = False
     calls: int = 0
+    setup_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def due(self, seq: int, ts: float) -> bool:
         rate = self.processor.rate
@@ -130,9 +132,9 @@ class Pipeline:
         edges = [0, *cuts, len(processors)]
         self._stages = list(pairwise(edges))
         self.probe = None
-        # Per stage, the processor running now as (name, started, frame index); written only
-        # by the thread running that stage.
-        self._running: list[tuple[str, float, int] | None] = [None] * len(self._stages)
+        # Per stage, by frame index, the processor running now as (name, started); each entry
+        # written only by the thread running that frame's stage.
+        self._running: list[dict[int, tuple[str, float]]] = [{} for _ in self._stages]
         self._abandoned = False
 
     @property
@@ -170,12 +172,24 @@ class Pipeline:
         """
         return len(self._stages)
 
+    def parallel(self, stage: int) -> bool:
+        """True when ``stage`` may handle several frames at once (see :meth:`enter_stage`).
+
+        That is when every processor in it is ``reentrant`` and it is not the last stage: the
+        last one counts frames as done, which happens in order.
+        """
+        lo, hi = self._stages[stage]
+        return stage < len(self._stages) - 1 and all(
+            s.processor.reentrant for s in self._slots[lo:hi]
+        )
+
     def running(self) -> list[ProcessorCall]:
-        """The processors running now, at most one per stage; safe to call from any thread."""
+        """The processors running now, at most one per stage and frame; safe to call from any
+        thread."""
         return [
-            ProcessorCall(entry[0], stage, entry[2], entry[1])
-            for stage, entry in enumerate(list(self._running))
-            if entry is not None
+            ProcessorCall(name, stage, index, started)
+            for stage, calls in enumerate(self._running)
+            for index, (name, started) in list(calls.items())
         ]
 
     def abandon(self) -> list[str]:
@@ -209,30 +223,62 @@ class Pipeline:
         self._seq += 1
         return result
 
-    def run_stage(self, stage: int, result: FrameResult, ctx: ProcessContext) -> FrameResult:
+    def enter_stage(self, stage: int, result: FrameResult) -> list[int]:
+        """Decide which processors of ``stage`` run on the frame of ``result``; for
+        :meth:`run_stage` of a :meth:`parallel` stage, called in frame order.
+
+        Switches and rates are read here for the whole stage at once, so frames that then run
+        side by side still see them in order. (In a sequential stage they are read per
+        processor as it comes up, so one processor may switch the next on the same frame.)
+        """
+        lo, hi = self._stages[stage]
+        chosen: list[int] = []
+        seq, ts = result.seq, result.frame.timestamp
+        for i in range(lo, hi):
+            slot = self._slots[i]
+            if self._decide(slot, seq, ts, result):
+                chosen.append(i)
+        return chosen
+
+    def _decide(self, slot: _Slot, seq: int, ts: float, result: FrameResult) -> bool:
+        name = slot.processor.name
+        if not self._switches.is_enabled(name):
+            result.skipped[name] = "disabled"
+            return False
+        if not slot.due(seq, ts):
+            result.skipped[name] = "not_due"
+            return False
+        slot.mark_run(seq, ts)
+        return True
+
+    def run_stage(
+        self,
+        stage: int,
+        result: FrameResult,
+        ctx: ProcessContext,
+        chosen: list[int] | None = None,
+    ) -> FrameResult:
         """Run the processors of ``stage`` on the frame of ``result`` (from :meth:`start`).
 
         Stages of one frame must run in order, and a stage must see frames in the order
         :meth:`start` numbered them; stages of different frames may run at the same time.
+        A :meth:`parallel` stage may also run on several frames at once when ``chosen`` comes
+        from :meth:`enter_stage`, called in frame order.
         """
         lo, hi = self._stages[stage]
-        frame, seq, ts = result.frame, result.seq, result.frame.timestamp
-        running = self._running
+        frame = result.frame
+        running = self._running[stage]
         with ctx._bound(self._switches):
-            for slot in self._slots[lo:hi]:
+            for i in range(lo, hi) if chosen is None else chosen:
+                slot = self._slots[i]
                 proc = slot.processor
                 # Read per processor: one earlier on this frame may have switched this one.
-                if not self._switches.is_enabled(proc.name):
-                    result.skipped[proc.name] = "disabled"
+                if chosen is None and not self._decide(slot, result.seq, frame.timestamp, result):
                     continue
-                if not slot.due(seq, ts):
-                    result.skipped[proc.name] = "not_due"
-                    continue
-                slot.mark_run(seq, ts)
                 start = time.perf_counter()
-                running[stage] = (proc.name, start, frame.index)
+                running[frame.index] = (proc.name, start)
                 if self._abandoned:  # read after recording the call: see abandon()
-                    running[stage] = None
+                    running.pop(frame.index, None)
                     break
                 probe, before = self.probe, 0
                 if probe is not None:
@@ -243,8 +289,10 @@ class Pipeline:
                         before = probe.before()
                 try:
                     if not slot.ready:
-                        proc.setup(ctx)
-                        slot.ready = True
+                        with slot.setup_lock:  # frames of a parallel stage may get here together
+                            if not slot.ready:
+                                proc.setup(ctx)
+                                slot.ready = True
                     out = proc.process(frame, ctx)
                 except Exception as exc:  # a processor's failure is reported, never fatal
                     log.warning("processor %s failed on frame %d: %r", proc.name, frame.index, exc)
@@ -253,7 +301,7 @@ class Pipeline:
                     )
                     out = None
                 finally:
-                    running[stage] = None
+                    running.pop(frame.index, None)
                 if probe is not None:
                     probe.after(proc.name, before)
                 result.timings[proc.name] = time.perf_counter() - start

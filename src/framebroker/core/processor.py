@@ -139,11 +139,13 @@ class Processor(ABC):
     ends_stage: bool = False
     """True for a processor heavy enough to deserve a pipeline stage of its own: the
     processors after it may then handle frame *n* while it already handles frame *n + 1*
-    (see :attr:`Pipeline.stages`). It pays only where cores are spare: on 2 cores the
-    people counter's detector overlapping BlazeFace and JPEG encoding cost a third more CPU
-    per frame and ran slower, so no built-in sets it; a spec can (``"ends_stage": true``).
-    Whatever it hands to later processors must then travel on
-the frame (detections, ``frame.results``), not in ``ctx.shared``, which is per session."""
+    (see :attr:`Pipeline.stages`). Whatever it hands to later processors must then travel on
+    the frame (detections, ``frame.results``), not in ``ctx.shared``, which is per session."""
+    reentrant: ClassVar[bool] = False
+    """True for a processor whose ``process`` keeps nothing from one frame to the next (a
+    detector), so it may run on several frames of one session at once. A stage made only of
+    such processors is :meth:`~Pipeline.parallel`: a host may keep several frames in it, which
+    is how two single-threaded inference runs fill two cores for one video stream."""
 
     @classmethod
     def warm_up(cls) -> None:

@@ -120,10 +120,14 @@ class Session:
         self.stats.frames_in += 1
         return self.pipeline.start(frame)
 
-    def process_stage(self, stage: int, result: FrameResult) -> FrameResult:
+    def process_stage(
+        self, stage: int, result: FrameResult, chosen: list[int] | None = None
+    ) -> FrameResult:
         """Run one stage of the pipeline (see :attr:`Pipeline.stages`); the last one counts
-        the frame as processed. Stages of different frames may run at the same time."""
-        self.pipeline.run_stage(stage, result, self.ctx)
+        the frame as processed. Stages of different frames may run at the same time, and
+        frames of a parallel stage too, given ``chosen`` from
+        :meth:`Pipeline.enter_stage`."""
+        self.pipeline.run_stage(stage, result, self.ctx, chosen)
         if stage == self.pipeline.stages - 1:
             self._finish(result)
         return result

@@ -2,15 +2,21 @@
 
 Every pipeline that detects shares its model's session: loading NanoDet takes tens of
 milliseconds and a few tens of megabytes, and a session per video stream would multiply both.
-onnxruntime allows concurrent ``run`` calls on one session, but each run already uses every
-thread the session was given, so :class:`SharedModel` lets only as many runs in at once as
-the machine has room for (one on two cores) and the others wait their turn instead of
-thrashing the same cores.
+onnxruntime allows concurrent ``run`` calls on one session; :class:`SharedModel` lets as many
+runs in at once as there are cores for them (cores // threads per run) and the others wait
+their turn instead of thrashing the same cores.
 
-Threads are ``min(2, cpu count)`` per run, without spinning: a spinning pool keeps cores busy
-between frames, which on a two-core machine takes them from video decoding and from the
-other sessions. Sessions are cached by model and bounded; a session evicted from the cache
-lives on in the processors that still hold it.
+Threads per run are one by default (:func:`configure` sets another number), without
+spinning. On two cores, two single-threaded NanoDet runs side by side handle about 40% more
+frames per second than one run on two threads (48 against 34, ``benchmarks/bench_people.py``
+prints both): each operator of a small network is too short for two threads to share well,
+and a two-thread run stalls whenever the other work of the server takes one of its cores. A
+single frame waits longer that way (about 40 ms against 29), which is the price of
+throughput; a server answering one request at a time can set two threads instead. Pipelines
+fill the slots with frames of one stream through a parallel stage (see
+:meth:`~framebroker.core.Pipeline.parallel`), or with several streams. Sessions are cached by
+model and bounded; a session evicted from the cache lives on in the processors that still
+hold it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ __all__ = [
     "RUN_TIMEOUT_S",
     "SharedModel",
     "clear_cache",
+    "concurrent_runs",
+    "configure",
     "intra_op_threads",
     "load_model",
     "session_options",
@@ -42,14 +50,31 @@ RUN_TIMEOUT_S = 60.0
 """How long a run waits for its turn before raising ``TimeoutError``."""
 
 
-def intra_op_threads(cpu_count: int | None = None) -> int:
-    """Threads for one run: two where there are two cores, one on a single core.
+_threads_per_run = [1]  # a cell, set by configure()
 
-    Two is where NanoDet stops gaining on small machines; more cores serve more streams in
-    parallel (see :class:`SharedModel`) rather than one stream faster.
-    """
+
+def configure(threads_per_run: int) -> None:
+    """Threads each inference run uses from now on (sessions loaded before are dropped from
+    the cache). Raises ``ValueError`` below 1."""
+    if isinstance(threads_per_run, bool) or not isinstance(threads_per_run, int):
+        raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run!r}")
+    if threads_per_run < 1:
+        raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run}")
+    with _lock:
+        _threads_per_run[0] = threads_per_run
+        _cache.clear()
+
+
+def intra_op_threads(cpu_count: int | None = None) -> int:
+    """Threads for one run: as configured (one by default), never more than the cores."""
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    return max(1, min(2, cpus))
+    return max(1, min(_threads_per_run[0], cpus))
+
+
+def concurrent_runs(cpu_count: int | None = None) -> int:
+    """How many runs of one model may go at once: a core for each of their threads."""
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, cpus // intra_op_threads(cpus))
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -126,8 +151,7 @@ def load_model(key: str, source: Path | bytes, *, name: str | None = None) -> Sh
             )
         except Exception as exc:  # onnxruntime raises its own, undocumented exception types
             raise ValueError(f"{label}: onnxruntime cannot load this model: {exc}") from exc
-        threads = intra_op_threads()
-        model = SharedModel(label, session, (os.cpu_count() or 1) // threads)
+        model = SharedModel(label, session, concurrent_runs())
         _cache[key] = model
         while len(_cache) > MAX_CACHED_MODELS:
             _cache.popitem(last=False)

@@ -66,6 +66,7 @@ class PersonDetector(Processor):
     """
 
     name = "detect"
+    reentrant = True  # the model session is shared and thread-safe; nothing is kept per frame
     config_only = frozenset({"model", "format"})  # a request must not make us open files
     needs_image = True
 

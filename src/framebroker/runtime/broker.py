@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,7 +56,9 @@ class BrokerConfig:
 
     ``processor_timeout_s``: longest one processor call may take on a frame (see the module
     docstring). ``memory_sample_every``: measure resident-memory growth across every Nth call
-    of each processor (see :mod:`.memory`); 0: never.
+    of each processor (see :mod:`.memory`); 0: never. ``parallel_frames``: how many frames
+    of one session a :meth:`~framebroker.core.Pipeline.parallel` stage (a detector's) handles
+    at once; two keeps both cores of a small machine busy with single-threaded inference.
     """
 
     max_workers: int = 4
@@ -67,6 +70,7 @@ class BrokerConfig:
     warm_up: tuple[str, ...] = ()
     processor_timeout_s: float = 10.0
     memory_sample_every: int = 16
+    parallel_frames: int = 2
 
 
 @dataclass(eq=False)
@@ -79,8 +83,9 @@ class _Lane:
     specs: list[ProcessorSpec]
     task: asyncio.Task[None] | None = None
     pending: set[asyncio.Future[FrameResult]] = field(default_factory=set)
-    stuck: dict[int, ProcessorCall] = field(default_factory=dict)
+    stuck: dict[tuple[int, int], ProcessorCall] = field(default_factory=dict)
     stalled: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Broker:
@@ -395,6 +400,7 @@ class Broker:
         except CapacityExceeded:
             self.metrics.frames_dropped(session.transport, reason="queue_full")
             raise
+        lane.arrived.set()
         for old_frame, old_fut in overtaken:
             session.count_dropped()
             self.metrics.frames_dropped(session.transport)
@@ -426,76 +432,152 @@ class Broker:
                 continue
             self._deliver(lane, fut, result)
 
+    def frames_in_flight(self, session: Session) -> int:
+        """How many frames the session's pipeline works on at once: one per stage, and
+        ``parallel_frames`` in a parallel stage (see :meth:`_pump_staged`)."""
+        return sum(self._widths(session))
+
+    def _widths(self, session: Session) -> list[int]:
+        pipeline = session.pipeline
+        if pipeline.stages == 1:
+            return [1]
+        wide = max(1, self.config.parallel_frames)
+        return [wide if pipeline.parallel(k) else 1 for k in range(pipeline.stages)]
+
     async def _pump_staged(self, lane: _Lane) -> None:
         """Stage *k + 1* of frame *n* runs while stage *k* takes frame *n + 1*.
 
         One task per later stage, fed through a one-place queue, so frames stay in order and
-        a slow later stage holds back the earlier ones instead of piling frames up. The pump
-        ends only once every stage is idle and the inbox is still empty, with no ``await``
-        between that check and the end (a frame submitted meanwhile starts a new pump).
+        a slow later stage holds back the earlier ones instead of piling frames up. A parallel
+        stage takes up to ``parallel_frames`` frames at once and hands them on in the order
+        they came. The pump ends only once every stage is idle and the inbox is still empty,
+        with no ``await`` between that check and the end (a frame submitted meanwhile starts
+        a new pump).
         """
         loop = asyncio.get_running_loop()
         session = lane.session
-        n = session.pipeline.stages
+        pipeline = session.pipeline
+        n = pipeline.stages
+        widths = self._widths(session)
         hand: list[asyncio.Queue[tuple[FrameResult, asyncio.Future[FrameResult]]]] = [
             asyncio.Queue(maxsize=1) for _ in range(n - 1)
         ]
+        Call = tuple[asyncio.Future[Any], FrameResult, asyncio.Future[FrameResult]]
+
+        def start(stage: int, result: FrameResult, fut: asyncio.Future[FrameResult]) -> Call:
+            # Switches and rates of a parallel stage are read here, in frame order.
+            chosen = pipeline.enter_stage(stage, result) if widths[stage] > 1 else None
+            call = self._watched(
+                lane, stage, session.process_stage, stage, result, chosen, frame=result
+            )
+            return asyncio.ensure_future(call), result, fut
+
+        async def hand_on(stage: int, window: deque[Call]) -> None:
+            task, result, fut = window.popleft()
+            try:
+                await task
+            except Exception as exc:
+                self._failed(lane, fut, exc)
+                return
+            if stage < n - 1:
+                await hand[stage].put((result, fut))
+            else:
+                self._deliver(lane, fut, result)
+
+        async def first_done(*waits: asyncio.Future[Any]) -> None:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
 
         async def later(stage: int) -> None:
             source = hand[stage - 1]
-            while True:
-                result, fut = await source.get()
-                try:
-                    await self._watched(lane, stage, session.process_stage, stage, result)
-                    if stage < n - 1:
-                        await hand[stage].put((result, fut))
+            window: deque[Call] = deque()
+            getter: asyncio.Future[Any] | None = None
+            try:
+                while True:
+                    if getter is None:
+                        getter = asyncio.ensure_future(source.get())
+                    if len(window) >= widths[stage]:
+                        await first_done(window[0][0])
                     else:
-                        self._deliver(lane, fut, result)
-                except Exception as exc:
-                    self._failed(lane, fut, exc)
-                finally:
-                    source.task_done()
+                        await first_done(getter, *(window[0][0],) if window else ())
+                    if getter.done():
+                        result, fut = getter.result()
+                        getter = None
+                        window.append(start(stage, result, fut))
+                    if window and window[0][0].done():
+                        try:
+                            await hand_on(stage, window)
+                        finally:
+                            source.task_done()
+            finally:
+                if getter is not None:
+                    getter.cancel()
+                for task, _, _ in window:
+                    task.cancel()
 
         workers = [asyncio.create_task(later(k)) for k in range(1, n)]
+        window: deque[Call] = deque()
         try:
             while True:
                 item = lane.inbox.take()
-                if item is None:
-                    for queue in hand:
-                        await queue.join()
-                    item = lane.inbox.take()
-                    if item is None:
-                        return
-                frame, fut = item
-                lane.pending.add(fut)
-                try:
-                    result = await loop.run_in_executor(
-                        self.executor, in_session(session.id, session.begin, frame)
-                    )
-                    await self._watched(lane, 0, session.process_stage, 0, result)
-                except Exception as exc:
-                    self._failed(lane, fut, exc)
+                if item is not None:
+                    frame, fut = item
+                    lane.pending.add(fut)
+                    try:
+                        result = await loop.run_in_executor(
+                            self.executor, in_session(session.id, session.begin, frame)
+                        )
+                    except Exception as exc:
+                        self._failed(lane, fut, exc)
+                        continue
+                    window.append(start(0, result, fut))
+                    if len(window) >= widths[0]:
+                        await hand_on(0, window)
                     continue
-                await hand[0].put((result, fut))
+                if window:
+                    # Hand on the oldest frame once it is done, unless a new one comes first.
+                    lane.arrived.clear()
+                    waiter = asyncio.ensure_future(lane.arrived.wait())
+                    try:
+                        await first_done(window[0][0], waiter)
+                    finally:
+                        waiter.cancel()
+                    if window[0][0].done():
+                        await hand_on(0, window)
+                    continue
+                for queue in hand:
+                    await queue.join()
+                if not lane.inbox:
+                    return
         finally:
+            for task, _, _ in window:
+                task.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _watched(self, lane: _Lane, stage: int, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the pool, running ``stage`` of the lane's pipeline, timed."""
+    async def _watched(
+        self,
+        lane: _Lane,
+        stage: int,
+        fn: Callable[..., T],
+        *args: Any,
+        frame: FrameResult | None = None,
+    ) -> T:
+        """``fn(*args)`` in the pool, running ``stage`` of the lane's pipeline (on the frame of
+        ``frame``, where a parallel stage may run several), timed."""
         session = lane.session
         return await self._watchdog.call(
             in_session(session.id, fn, *args),
             session.pipeline,
             stage,
+            frame=None if frame is None else frame.frame.index,
             on_stuck=functools.partial(self._stuck, lane),
             on_return=functools.partial(self._unstuck, lane),
         )
 
     def _stuck(self, lane: _Lane, call: ProcessorCall) -> None:
         session = lane.session
-        lane.stuck[call.stage] = call
+        lane.stuck[call.stage, call.frame] = call
         lane.stalled.set()
         limit = self._watchdog.timeout_s
         log.error(
@@ -523,7 +605,7 @@ class Broker:
                 )
 
     def _unstuck(self, lane: _Lane, call: ProcessorCall, seconds: float) -> None:
-        lane.stuck.pop(call.stage, None)
+        lane.stuck.pop((call.stage, call.frame), None)
         if not lane.stuck:
             lane.stalled.clear()
         log.warning(

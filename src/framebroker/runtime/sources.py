@@ -75,7 +75,7 @@ def people_pipeline(
 ) -> list[ProcessorSpec]:
     """Detect, track, count, watch traffic, keep faces, draw: resuming today's totals."""
     specs: list[ProcessorSpec] = [
-        {"name": "detect", "model": config.detector},
+        {"name": "detect", "model": config.detector, "ends_stage": True},
         "bytetrack",
         {
             "name": "line_counter",
@@ -160,7 +160,7 @@ class SourceFeed:
             ),
             backpressure=Backpressure.LATEST,
         )
-        self._slots = threading.BoundedSemaphore(self.session.pipeline.stages + 1)
+        self._slots = threading.BoundedSemaphore(self.broker.frames_in_flight(self.session) + 1)
         self.live = LiveFeed(
             self.name,
             self.session.id,

@@ -55,15 +55,18 @@ class Watchdog:
         pipeline: Pipeline,
         stage: int,
         *,
+        frame: int | None = None,
         on_stuck: OnStuck,
         on_return: OnReturn,
     ) -> T:
         """``fn()`` in the pool, where it runs stage ``stage`` of ``pipeline`` (or the whole
-        of a one-stage pipeline). Waits for it however long it takes; ``on_stuck`` and
-        ``on_return`` are called on the event loop as described in the module docstring."""
+        of a one-stage pipeline) on frame number ``frame``, which is needed only where a
+        parallel stage runs several frames at once. Waits for it however long it takes;
+        ``on_stuck`` and ``on_return`` are called on the event loop as described in the
+        module docstring."""
         loop = asyncio.get_running_loop()
         work = self.pool.submit(fn)
-        watch = _Watch(self, loop, pipeline, stage, work, on_stuck, on_return)
+        watch = _Watch(self, loop, pipeline, stage, frame, work, on_stuck, on_return)
         try:
             return await asyncio.wrap_future(work, loop=loop)
         finally:
@@ -73,7 +76,17 @@ class Watchdog:
 class _Watch:
     """One pool call under watch: a timer that re-arms until the call ends or overruns."""
 
-    __slots__ = ("dog", "handle", "loop", "on_return", "on_stuck", "pipeline", "stage", "work")
+    __slots__ = (
+        "dog",
+        "frame",
+        "handle",
+        "loop",
+        "on_return",
+        "on_stuck",
+        "pipeline",
+        "stage",
+        "work",
+    )
 
     def __init__(
         self,
@@ -81,6 +94,7 @@ class _Watch:
         loop: asyncio.AbstractEventLoop,
         pipeline: Pipeline,
         stage: int,
+        frame: int | None,
         work: Future[Any],
         on_stuck: OnStuck,
         on_return: OnReturn,
@@ -89,6 +103,7 @@ class _Watch:
         self.loop = loop
         self.pipeline = pipeline
         self.stage = stage
+        self.frame = frame
         self.work = work
         self.on_stuck = on_stuck
         self.on_return = on_return
@@ -105,7 +120,11 @@ class _Watch:
             return
         limit = self.dog.timeout_s
         now = time.perf_counter()
-        running = [c for c in self.pipeline.running() if c.stage == self.stage]
+        running = [
+            c
+            for c in self.pipeline.running()
+            if c.stage == self.stage and self.frame in (None, c.frame)
+        ]
         for call in running:
             if now - call.started >= limit:
                 self._overran(call)

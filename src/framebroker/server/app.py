@@ -13,6 +13,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..config import Settings
 from ..core.manager import SessionPolicy
+from ..detectors import runtime as inference
 from ..plugins import ProcessorRegistry, spec_name
 from ..processors.annotate import Annotator
 from ..processors.bytetrack.processor import ByteTrackProcessor
@@ -59,6 +60,7 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
 
 def build_broker(settings: Settings) -> Broker:
     limits = settings.limits
+    inference.configure(settings.inference_threads)
     return Broker(
         build_registry(settings),
         store=open_store(settings.sqlalchemy_url),
@@ -76,6 +78,7 @@ def build_broker(settings: Settings) -> Broker:
             warm_up=("bytetrack", "annotate", *map(spec_name, settings.frames.pipeline)),
             processor_timeout_s=limits.processor_timeout_s,
             memory_sample_every=settings.processor_memory_sample_every,
+            parallel_frames=settings.parallel_frames,
         ),
     )
 
