@@ -174,7 +174,7 @@ def test_state_is_bounded_by_max_tracks() -> None:
 
 def test_each_track_is_searched_every_n_frames() -> None:
     counting = CountingBlazeFace()
-    gallery = FaceGallery(every=3, detector=counting)
+    gallery = FaceGallery(every=3, backoff=1, detector=counting)
     ctx = ProcessContext("s")
     image, box = scene(200)
     dets = Detections.from_arrays([box], [0.9], [0], [PERSON])
@@ -185,9 +185,33 @@ def test_each_track_is_searched_every_n_frames() -> None:
     assert calls == [1, 1, 1, 2, 2, 2, 3]
 
 
+def test_looks_that_find_nothing_better_come_less_often_until_one_does() -> None:
+    counting = CountingBlazeFace()
+    gallery = FaceGallery(every=2, backoff=4, detector=counting)
+    ctx = ProcessContext("s")
+    still, box = scene(120)
+    dets = Detections.from_arrays([box], [0.9], [0], [PERSON])
+    looks: list[int] = []
+    outputs: list[int] = []
+    for n in range(1, 31):
+        # The same picture for 22 frames, then a much bigger face: a better one to find.
+        image, big_box = scene(240) if n > 22 else (still, box)
+        frame_dets = Detections.from_arrays([big_box], [0.9], [0], [PERSON]) if n > 22 else dets
+        before = counting.calls
+        out = gallery.process(Frame.from_array(image, detections=frame_dets), ctx)
+        if counting.calls > before:
+            looks.append(n)
+        if out is not None:
+            outputs.append(n)
+    # Found at 1 (next look in 2); nothing better at 3 (wait 4), 7 (wait 8), then every 8:
+    # 15, 23. At 23 the bigger face is found, so the wait is 2 again: 25, then 29 (4).
+    assert looks == [1, 3, 7, 15, 23, 25, 29]
+    assert outputs == [1, 23]
+
+
 def test_at_most_max_per_frame_searches_a_frame_most_overdue_first() -> None:
     counting = CountingBlazeFace()
-    gallery = FaceGallery(every=5, max_per_frame=4, detector=counting)
+    gallery = FaceGallery(every=5, max_per_frame=4, backoff=1, detector=counting)
     ctx = ProcessContext("s")
     image = np.full((H, W, 3), BACKGROUND, np.uint8)
     boxes = [[10 + 100 * i, 10, 90 + 100 * i, 300] for i in range(6)]
@@ -221,6 +245,18 @@ def test_a_restored_gallery_does_not_output_a_face_it_already_gave() -> None:
     assert second.tracks_with_faces == 1
 
 
+def test_a_state_written_before_looks_backed_off_still_restores() -> None:
+    gallery = FaceGallery(every=3)
+    gallery.restore({"version": 1, "frame": 9, "tracks_with_faces": 1, "tracks": [[7, 0.5, 8]]})
+    assert gallery.tracks_with_faces == 1
+    assert gallery.snapshot() == {
+        "version": 1,
+        "frame": 9,
+        "tracks_with_faces": 1,
+        "tracks": [[7, 0.5, 8, 10, 3]],  # looked at on the next frame, then every 3
+    }
+
+
 @pytest.mark.parametrize(
     "state",
     [
@@ -230,6 +266,9 @@ def test_a_restored_gallery_does_not_output_a_face_it_already_gave() -> None:
         {"version": 1, "frame": 3, "tracks_with_faces": 0, "tracks": [[1, 0.5]]},
         {"version": 1, "frame": 3, "tracks_with_faces": 0, "tracks": [[1, 1.5, 2]]},
         {"version": 1, "frame": 3, "tracks_with_faces": 0, "tracks": [["1", 0.5, 2]]},
+        {"version": 1, "frame": 3, "tracks_with_faces": 0, "tracks": [[1, 0.5, 2, 4]]},
+        {"version": 1, "frame": 3, "tracks_with_faces": 0, "tracks": [[1, 0.5, 2, 4, 0]]},
+        {"version": 1, "frame": 3, "tracks_with_faces": 0, "tracks": [[1, 0.5, 2, -4, 2]]},
     ],
 )
 def test_restore_refuses_a_state_it_did_not_write(state: dict[str, Any]) -> None:
@@ -248,6 +287,7 @@ def test_a_frame_without_pixels_gives_nothing() -> None:
         ({"min_face_px": 0}, "min_face_px must be an integer >= 1"),
         ({"score_thresh": 1.0}, "score_thresh must be a number in"),
         ({"every": 0}, "every must be an integer >= 1"),
+        ({"backoff": 0}, "backoff must be an integer >= 1"),
         ({"margin": -0.1}, "margin must be a number in"),
         ({"jpeg_quality": 101}, "jpeg_quality must be an integer in 1..100"),
         ({"jpeg_quality": 9.5}, r"jpeg_quality must be an integer in 1\.\.100, got 9\.5"),
