@@ -5,12 +5,17 @@ annotate, JPEG) with 0, 1, 10 and 100 WebSocket listeners on loopback; the rate 
 the session's own counters and the server's CPU from /proc. The listeners run in this
 process, on the same cores, and their CPU is shown beside the server's.
 
+Listeners are minimal clients (``_ws_listener.py``) that step over each message without
+decoding it, as a load generator should; ``--client websockets`` uses the websockets
+library's client instead, which spends about ten times more per message.
+
 The detector alone is PersonDetector on the same decoded frames, in this process, in the same
 run, two ways: one frame at a time on two threads (the lowest latency), and two frames at a
 time on one thread each, as the server runs it (the most frames per second). The ratio is
 given against both; the second is the stricter.
 
     python benchmarks/bench_people.py [--seconds 15] [--listeners 0 1 10 100]
+                                      [--client raw|websockets]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import httpx
 import websockets
 
 from _server import framebroker_server
+from _ws_listener import connect
 from framebroker.core import Frame, ProcessContext
 from framebroker.detectors import runtime
 from framebroker.media.video import read_frames
@@ -79,22 +85,39 @@ async def listen(url: str, counting: asyncio.Event, stop: asyncio.Event, counts:
         counts.append(n)
 
 
-async def measure(base: str, pid: int, listeners: int, seconds: float) -> dict[str, float]:
+async def measure(
+    base: str, pid: int, listeners: int, seconds: float, client: str
+) -> dict[str, float]:
     ws_url = base.replace("http", "ws") + "/ws/live"
     counting, stop = asyncio.Event(), asyncio.Event()
     counts: list[int] = []
-    tasks = [asyncio.create_task(listen(ws_url, counting, stop, counts)) for _ in range(listeners)]
+    tasks = []
+    raw = []
+    if client == "raw":
+        raw = [await connect(ws_url, b'{"type":"frame"') for _ in range(listeners)]
+    else:
+        tasks = [
+            asyncio.create_task(listen(ws_url, counting, stop, counts)) for _ in range(listeners)
+        ]
     await asyncio.sleep(1.0)
     async with httpx.AsyncClient(base_url=base) as http:
         before = (await http.get("/v1/sessions/vtest")).json()["stats"]
         cpu0, t0, own0 = cpu_seconds(pid), time.perf_counter(), time.process_time()
         counting.set()
+        for listener in raw:
+            listener.counting = True
         await asyncio.sleep(seconds)
         counting.clear()
+        for listener in raw:
+            listener.counting = False
         after = (await http.get("/v1/sessions/vtest")).json()["stats"]
         cpu1, t1, own1 = cpu_seconds(pid), time.perf_counter(), time.process_time()
     stop.set()
     await asyncio.gather(*tasks)
+    for listener in raw:
+        counts.append(listener.count)
+        listener.close()
+    await asyncio.gather(*(listener.closed for listener in raw))
     frames = after["frames_processed"] - before["frames_processed"]
     return {
         "fps": frames / (t1 - t0),
@@ -109,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--listeners", type=int, nargs="+", default=[0, 1, 10, 100])
+    parser.add_argument("--client", choices=["raw", "websockets"], default="raw")
     args = parser.parse_args()
     if not CLIP.exists():
         raise SystemExit(f"test clip not found at {CLIP} (see ../shared/data/README.md)")
@@ -123,10 +147,13 @@ def main() -> None:
             "--config", str(config), "--source", f"vtest={CLIP}", "--no-source-realtime", "--loop"
         ) as (url, pid):
             for n in args.listeners:
-                rows.append((n, asyncio.run(measure(url, pid, n, args.seconds))))
+                rows.append((n, asyncio.run(measure(url, pid, n, args.seconds, args.client))))
     after = detector_rates()
     latency, throughput = ((a + b) / 2 for a, b in zip(before, after, strict=True))
-    print(f"\nPeople counter on vtest 640x480, {args.seconds:.0f} s per row, 2 cores\n")
+    print(
+        f"\nPeople counter on vtest 640x480, {args.seconds:.0f} s per row, 2 cores, "
+        f"{args.client} listeners\n"
+    )
     print(
         "| listeners | end-to-end fps | vs detector, 1 at a time | vs detector, 2 at a time "
         "| server CPU ms/frame | listeners' CPU ms/frame | frames pushed/s per listener |"
