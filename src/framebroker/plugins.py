@@ -4,15 +4,16 @@ Plugins register under the entry-point group ``framebroker.processors``; a user 
 not packaged is named by dotted path (``mymodels.pulse:PulseModel``), the way uvicorn loads
 ``module:app``.
 
-A spec is a name or ``{"name": ..., **params}``. Two keys of it belong to the pipeline, not to
+A spec is a name or ``{"name": ..., **params}``. Three keys of it belong to the pipeline, not to
 the processor, so every processor gets them without its class knowing: ``"rate"``
 (``{"every": N}`` and/or ``{"interval": S}``, replacing the class's declared
 :class:`~framebroker.core.Rate` for this instance) and ``"enabled"`` (``false`` starts it
 switched off, for another processor to switch on), and ``"ends_stage"`` (``true`` lets the
 processors after it work on the previous frame meanwhile, see
-:attr:`~framebroker.core.Pipeline.stages`). They are namespaced rather than bare
-``every``/``interval`` keys because processors already use those names for their own
-parameters (``faces`` has an ``every``).
+:attr:`~framebroker.core.Pipeline.stages`; a stage of processors whose class is
+``reentrant``, like ``detect``, then takes several frames at once). They are namespaced
+rather than bare ``every``/``interval`` keys because processors already use those names for
+their own parameters (``faces`` has an ``every``).
 """
 
 from __future__ import annotations
