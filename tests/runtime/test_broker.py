@@ -299,6 +299,19 @@ async def test_a_parallel_stage_holds_two_frames_and_hands_them_on_in_order(
     assert s.stats.frames_processed == 8
 
 
+async def test_a_parallel_stage_after_another_stage_also_holds_two_frames(
+    parallel_broker: Broker,
+) -> None:
+    b = parallel_broker
+    s = await b.create_session(transport="t", pipeline=["heavy", "detector", "follower"])
+    assert [s.pipeline.parallel(k) for k in range(3)] == [False, True, False]
+    assert b.frames_in_flight(s) == 4
+    results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(6)))
+    assert Detector.most == 2
+    assert Follower.seen == list(range(6))
+    assert [r.outputs["followed"] for r in results] == list(range(6))
+
+
 async def test_a_stage_that_is_not_reentrant_takes_one_frame_at_a_time(
     parallel_broker: Broker,
 ) -> None:

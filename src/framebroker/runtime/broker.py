@@ -493,21 +493,25 @@ class Broker:
             getter: asyncio.Future[Any] | None = None
             try:
                 while True:
-                    if getter is None:
-                        getter = asyncio.ensure_future(source.get())
-                    if len(window) >= widths[stage]:
-                        await first_done(window[0][0])
-                    else:
-                        await first_done(getter, *(window[0][0],) if window else ())
-                    if getter.done():
-                        result, fut = getter.result()
-                        getter = None
+                    if not window:
+                        result, fut = await source.get()
                         window.append(start(stage, result, fut))
-                    if window and window[0][0].done():
-                        try:
-                            await hand_on(stage, window)
-                        finally:
-                            source.task_done()
+                        continue
+                    if len(window) < widths[stage]:
+                        # Room for another frame: take one if it comes before the oldest is done.
+                        if getter is None:
+                            getter = asyncio.ensure_future(source.get())
+                        await first_done(getter, window[0][0])
+                        if getter.done():
+                            result, fut = getter.result()
+                            getter = None
+                            window.append(start(stage, result, fut))
+                        if not window[0][0].done():
+                            continue
+                    try:
+                        await hand_on(stage, window)
+                    finally:
+                        source.task_done()
             finally:
                 if getter is not None:
                     getter.cancel()
