@@ -106,7 +106,8 @@ class _Slot:
 
 
 class Pipeline:
-    """Runs processors in order on one session's frames; never called concurrently.
+    """Runs processors in order on one session's frames, one frame at a time per stage
+    (several only in a :meth:`parallel` stage).
 
     A processor that raises gets an ``errors`` entry for that frame and the pipeline goes on
     with the next processor. Names must be unique so timings, errors and switches are

@@ -1,7 +1,8 @@
 """The one extension point: a processor turns frames into outputs, one session at a time.
 
-A processor instance belongs to exactly one session and is never called concurrently, so it
-keeps its state in plain attributes. It does not know which transport fed it.
+A processor instance belongs to exactly one session and is never called concurrently (unless
+its class says it is ``reentrant``), so it keeps its state in plain attributes. It does not
+know which transport fed it.
 """
 
 from __future__ import annotations

@@ -56,10 +56,9 @@ _threads_per_run = [1]  # a cell, set by configure()
 def configure(threads_per_run: int) -> None:
     """Threads each inference run uses from now on (sessions loaded before are dropped from
     the cache). Raises ``ValueError`` below 1."""
-    if isinstance(threads_per_run, bool) or not isinstance(threads_per_run, int):
+    ok = isinstance(threads_per_run, int) and not isinstance(threads_per_run, bool)
+    if not ok or threads_per_run < 1:
         raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run!r}")
-    if threads_per_run < 1:
-        raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run}")
     with _lock:
         _threads_per_run[0] = threads_per_run
         _cache.clear()
