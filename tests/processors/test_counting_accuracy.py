@@ -16,9 +16,14 @@ confirm it either); the table shows how many that excludes. A track unseen for m
 Checked: (a) the ground-truth boxes with their ids as track ids count exactly the truth;
 (b) ByteTrack (demo config) on the public detections, then the counter, counts exactly what
 the same rule gives on the tracker's own tracks, and (c) within 10% of the truth (an absolute
-tolerance of 1 where the truth is under 10 crossings). (c) does not hold on some sequences:
-there the detections never show people crossing while occluded, and tracks break at the line;
-those are strict expected failures, so an improvement is noticed.
+tolerance of 1 where the truth is under 10 crossings).
+
+(c) cannot hold on every sequence, and (d) says where and why. A counter fed ``det.txt`` can
+only count a crossing correctly if some detection shows the person on the old side before it
+and on the new side after it (``reachable``, an upper bound for any tracker that links
+detections perfectly). On four sequences even that bound is more than 10% short of the truth;
+(d) asserts it, so the expected failures of (c) there are proven, not assumed. On the rest the
+bound meets the truth, and (c) is a strict expected failure only where our tracker falls short.
 """
 
 from __future__ import annotations
@@ -42,22 +47,23 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mot"
 SEQUENCES = sorted(p.name for p in DATA.iterdir()) if DATA.is_dir() else []
 MIN_FRAMES = 3
 MAX_MISSING = 60
-SEEN_WINDOW = 15  # frames either side of a crossing
-SEEN_IOU = 0.5
+SAME_PERSON_IOU = 0.3  # generous (matching usually asks 0.5): the bound is an upper one
 CTX = ProcessContext("accuracy")
 
-# Measured (see the table this module prints): the tracker misses people the detections do not
-# show while they cross (occluded; in MOT17 most such crossings have visibility < 0.2) and
-# starts a new id after a crossing when a track is lost at the line; ETH-Bahnhof (moving
-# camera, crowd) has id switches that add crossings.
-TRACKER_SHORT_OF_TRUTH = {
+# Measured (see the table this module prints). Detections never show these people on both
+# sides of the line: most are occluded as they cross (in MOT17 most such crossings have
+# visibility < 0.2), and the moving cameras of ETH-Bahnhof and MOT17-05 lose people at the edges.
+BEYOND_THE_DETECTIONS = {
     "ETH-Bahnhof",
     "MOT17-02-FRCNN",
     "MOT17-04-FRCNN",
     "MOT17-05-FRCNN",
-    "MOT17-09-FRCNN",
-    "PETS09-S2L1",
 }
+# Reachable, but ByteTrack swaps ids between people who cross the line side by side (PETS09 at
+# 7 fps, MOT17-09 in a doorway crowd). Motion alone does no better: boxmot 25.0.0's OC-SORT and
+# ByteTrack count within 10% on 4 of the 11 sequences, ours on 5; appearance would need the
+# images, which the test data does not hold.
+TRACKER_SWAPS_IDS = {"MOT17-09-FRCNN", "PETS09-S2L1"}
 
 F64 = NDArray[np.float64]
 
@@ -81,7 +87,7 @@ class Scene:
 class Row:
     truth: tuple[int, int]
     excluded: int
-    seen: tuple[int, int]
+    reachable: tuple[int, int]
     gt_boxes: tuple[int, int]
     tracker: tuple[int, int]
     tracker_rule: tuple[int, int]
@@ -160,26 +166,28 @@ def iou_one_to_many(box: F64, boxes: F64) -> F64:
     return np.asarray(inter / (area + areas - inter), dtype=np.float64)
 
 
-def seen_by_detections(scene: Scene, found: list[Crossing]) -> tuple[int, int]:
-    """(in, out) of the true crossings that a public detection shows: one overlapping the
-    person (IoU >= ``SEEN_IOU``) within ``SEEN_WINDOW`` frames of the crossing.
-
-    Not asserted on: it explains the gap between the tracker and the truth (a counter fed
-    ``det.txt`` cannot count a person no detection shows as they cross).
+def reachable_from_detections(scene: Scene, found: list[Crossing]) -> tuple[int, int]:
+    """(in, out) of the true crossings that the public detections show: one detection of the
+    person (IoU >= ``SAME_PERSON_IOU``) on the old side before the crossing and one on the new
+    side after it. A crossing without both is invisible to any counter fed ``det.txt``.
     """
     det = np.loadtxt(DATA / scene.name / "det" / "det.txt", delimiter=",", ndmin=2)
     by_frame = {int(f): xyxy(det[det[:, 0] == f, 2:6]) for f in np.unique(det[:, 0])}
-    gt = scene.gt
+    middle = scene.width / 2
+    shown: dict[int, list[tuple[int, bool]]] = {}  # ground-truth id: (frame, right side) shown
+    for row in scene.gt:
+        boxes = by_frame.get(int(row[0]))
+        box = xyxy(row[None, 2:6])[0]
+        if boxes is not None and iou_one_to_many(box, boxes).max() >= SAME_PERSON_IOU:
+            shown.setdefault(int(row[1]), []).append((int(row[0]), row[2] + row[4] / 2 > middle))
     n_in = n_out = 0
     for c in found:
-        rows = gt[(gt[:, 1] == c.track_id) & (np.abs(gt[:, 0] - c.frame) <= SEEN_WINDOW)]
-        for row in rows:
-            boxes = by_frame.get(int(row[0]))
-            box = xyxy(row[None, 2:6])[0]
-            if boxes is not None and len(boxes) and iou_one_to_many(box, boxes).max() >= SEEN_IOU:
-                n_in += c.inward
-                n_out += not c.inward
-                break
+        sightings = shown.get(c.track_id, [])
+        before = any(f < c.frame and right != c.inward for f, right in sightings)
+        after = any(f >= c.frame and right == c.inward for f, right in sightings)
+        if before and after:
+            n_in += c.inward
+            n_out += not c.inward
     return n_in, n_out
 
 
@@ -247,7 +255,7 @@ def measure(name: str) -> Row:
     return Row(
         (n_in, len(found) - n_in),
         excluded,
-        seen_by_detections(scene, found),
+        reachable_from_detections(scene, found),
         count_gt_boxes(scene),
         tracker,
         tracker_rule,
@@ -267,12 +275,12 @@ def measured(request: pytest.FixtureRequest) -> Iterator[dict[str, Row]]:
         reporter.write_line("")
         reporter.section("line counter accuracy: crossings in/out", sep="-")
         reporter.write_line(
-            f"{'sequence':<16} {'true':>6} {'excluded':>8} {'seen in det':>11} "
+            f"{'sequence':<16} {'true':>6} {'excluded':>8} {'reachable':>9} "
             f"{'GT boxes':>9} {'ByteTrack':>9}"
         )
         for name, row in rows.items():
             reporter.write_line(
-                f"{name:<16} {pair(row.truth):>6} {row.excluded:>8} {pair(row.seen):>11} "
+                f"{name:<16} {pair(row.truth):>6} {row.excluded:>8} {pair(row.reachable):>9} "
                 f"{pair(row.gt_boxes):>9} {pair(row.tracker):>9}"
             )
 
@@ -303,23 +311,35 @@ def test_counter_is_exact_on_the_tracker_tracks(name: str, measured: dict[str, R
     assert row.tracker == row.tracker_rule
 
 
+def close(got: tuple[int, int], true: tuple[int, int]) -> bool:
+    return within(got[0], true[0]) and within(got[1], true[1])
+
+
+@needs_data
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_the_detections_show_enough_crossings_except_where_known(
+    name: str, measured: dict[str, Row]
+) -> None:
+    row = measured[name]
+    assert close(row.reachable, row.truth) == (name not in BEYOND_THE_DETECTIONS), (
+        f"at most {pair(row.reachable)} of {pair(row.truth)} crossings are shown by det.txt"
+    )
+
+
+def expected_shortfall(name: str) -> list[pytest.MarkDecorator]:
+    if name in BEYOND_THE_DETECTIONS:
+        reason = "det.txt shows too few crossings to come within 10% (proven above)"
+    elif name in TRACKER_SWAPS_IDS:
+        reason = "ByteTrack swaps ids between people crossing side by side"
+    else:
+        return []
+    return [pytest.mark.xfail(reason=reason, strict=True)]
+
+
 @needs_data
 @pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                name in TRACKER_SHORT_OF_TRUTH,
-                reason="detections miss occluded people; tracks break or switch ids at the line",
-                strict=True,
-            ),
-        )
-        for name in SEQUENCES
-    ],
+    "name", [pytest.param(name, marks=expected_shortfall(name)) for name in SEQUENCES]
 )
 def test_tracker_counts_are_close_to_the_truth(name: str, measured: dict[str, Row]) -> None:
     row = measured[name]
-    (true_in, true_out), (got_in, got_out) = row.truth, row.tracker
-    assert within(got_in, true_in), f"in: {got_in} counted, {true_in} true"
-    assert within(got_out, true_out), f"out: {got_out} counted, {true_out} true"
+    assert close(row.tracker, row.truth), f"{pair(row.tracker)} counted, {pair(row.truth)} true"
