@@ -1,10 +1,10 @@
 """A decoded video frame (PyAV) as a :class:`~framebroker.core.ImageSource`.
 
-A WebRTC track hands over ``av.VideoFrame`` objects in YUV. Converting one to BGR costs a
-few milliseconds at 640x480, which a live server should pay only when a model reads the
-pixels, once however many models read them, and never on the event loop: the conversion
-happens on the first :meth:`VideoFrameImage.decode`, which processors call from worker
-threads, under a lock, and the result is kept.
+A WebRTC track hands over ``av.VideoFrame`` objects in YUV. Converting one to BGR is work
+(see :mod:`.convert`) that a live server should do only when a model reads the pixels, once
+however many models read them, and never on the event loop: the conversion happens on the
+first :meth:`VideoFrameImage.decode`, which processors call from worker threads, under a
+lock, and the result is kept.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import threading
 import av
 import numpy as np
 from numpy.typing import NDArray
+
+from .convert import to_bgr
 
 __all__ = ["VideoFrameImage"]
 
@@ -55,7 +57,7 @@ class VideoFrameImage:
             if self._array is None:
                 frame = self._frame
                 assert frame is not None  # dropped only once the array exists
-                array: Image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"), np.uint8)
+                array = to_bgr(frame)
                 array.flags.writeable = False
                 self._array = array
                 self._frame = None  # the YUV planes are no longer needed

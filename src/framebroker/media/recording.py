@@ -17,6 +17,8 @@ import av
 import av.container
 from av.video.stream import VideoStream
 
+from .convert import reformat
+
 __all__ = ["StreamRecorder"]
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ class StreamRecorder:
             self.skipped += 1
             return
         width, height = self._size
-        out = frame.reformat(width=width, height=height, format="yuv420p")
+        out = reformat(frame, width=width, height=height, format="yuv420p")
         out.pts = pts
         out.time_base = _TIME_BASE
         for packet in stream.encode(out):

@@ -42,6 +42,7 @@ from av.video.stream import VideoStream
 from numpy.typing import NDArray
 
 from ..errors import InvalidInput
+from .convert import to_bgr
 
 __all__ = [
     "NETWORK_SCHEMES",
@@ -487,16 +488,6 @@ def _fit(width: int, height: int, bound: tuple[int, int] | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_bgr(frame: VideoFrame, width: int, height: int) -> Image:
-    if (width, height) == (frame.width, frame.height):
-        array = frame.to_ndarray(format="bgr24")
-    else:
-        # One swscale pass converts and scales; "AREA" averages, so shrinking does not alias.
-        array = frame.to_ndarray(format="bgr24", width=width, height=height, interpolation="AREA")
-    image: Image = np.asarray(array, dtype=np.uint8)
-    return image
-
-
 def _check_size(name: str, size: tuple[int, int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -780,7 +771,7 @@ class VideoSource:
                     size = (frame.width, frame.height)
                     sizes = (size, _fit(*size, self.max_size))
                 self._width, self._height = sizes[1]
-                if not self._deliver(_to_bgr(frame, *sizes[1]), pts, index):
+                if not self._deliver(to_bgr(frame, *sizes[1]), pts, index):
                     return
             if self._stop.is_set():
                 return
@@ -899,7 +890,7 @@ def _sample(
                         time.sleep(delay)
             w, h = size or (frame.width, frame.height)
             index = round(t * fps) if seeked else count
-            return _to_bgr(frame, w, h), float(t), index
+            return to_bgr(frame, w, h), float(t), index
 
         target = start
         held: tuple[VideoFrame, Fraction, int] | None = None

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from ..config import AnalysisSettings, Limits
 from ..core.rate import FrameRate
 from ..errors import InvalidInput, SessionNotFound
+from ..media.convert import to_bgr
 from ..media.encode import EncoderOptions
 from ..media.video import SourceError, open_source
 from .broker import Broker
@@ -187,8 +188,7 @@ class VideoAnalysis:
             frame = next(frames, None)
             if frame is None:
                 return None
-            image: Image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
-            return image
+            return to_bgr(frame)
 
         try:
             while (image := await self.broker.run_blocking(step)) is not None:

@@ -46,6 +46,7 @@ from aiortc import (
 from numpy.typing import NDArray
 
 from ..errors import InvalidInput
+from ..media.convert import reformat
 from ..media.video import SourceError, VideoSource
 
 __all__ = ["SourceTrack", "StreamError", "StreamOptions", "run", "stream"]
@@ -134,7 +135,9 @@ class SourceTrack(VideoStreamTrack):
             await self._wake.wait()
         image, pts_s = self._latest
         self._latest = None
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        # In the encoder's own format already: aiortc would otherwise convert it with a new
+        # swscale context, and its threads, for every frame (see media.convert).
+        frame = reformat(av.VideoFrame.from_ndarray(image, format="bgr24"), format="yuv420p")
         frame.pts = round(pts_s * _CLOCK)
         frame.time_base = _TIME_BASE
         self.sent += 1
