@@ -435,9 +435,10 @@ class Broker:
     def frames_in_flight(self, session: Session) -> int:
         """How many frames the session's pipeline works on at once: one per stage, and
         ``parallel_frames`` in a parallel stage (see :meth:`_pump_staged`)."""
-        return sum(self._widths(session))
+        return sum(self.stage_widths(session))
 
-    def _widths(self, session: Session) -> list[int]:
+    def stage_widths(self, session: Session) -> list[int]:
+        """Per pipeline stage, how many frames it works on at once."""
         pipeline = session.pipeline
         if pipeline.stages == 1:
             return [1]
@@ -458,7 +459,7 @@ class Broker:
         session = lane.session
         pipeline = session.pipeline
         n = pipeline.stages
-        widths = self._widths(session)
+        widths = self.stage_widths(session)
         hand: list[asyncio.Queue[tuple[FrameResult, asyncio.Future[FrameResult]]]] = [
             asyncio.Queue(maxsize=1) for _ in range(n - 1)
         ]

@@ -1,7 +1,9 @@
 """Video sources the server reads itself (``serve --source``): each feeds one session.
 
 A source's frames go into its session under the ``latest`` policy, so a pipeline slower than
-the camera drops stale frames (counted) instead of falling behind. The session runs the
+the camera drops stale frames (counted) instead of falling behind. A file read as fast as the
+pipeline goes (``--no-source-realtime``) is the exception: it waits for the pipeline, and its
+frames go in under ``wait``, so none is decoded only to be dropped. The session runs the
 people counter; a :class:`~framebroker.runtime.live.LiveFeed` publishes and persists what it
 produces. A restart in the middle of the day resumes the day's counts from the store; an event
 that a crash left running is closed first (see
@@ -25,7 +27,7 @@ from ..core.frame import Frame, RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
 from ..core.session import Session
-from ..media.video import VideoSource
+from ..media.video import VideoSource, parse_source
 from ..storage.people import PeopleRecords
 from .broker import Broker
 from .live import LiveFeed, LiveFeedConfig, end_interrupted_events, local_day
@@ -131,9 +133,9 @@ class SourceFeed:
         self._failure_logged_at = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[Any]] = set()
-        # A file read as fast as possible is paced by the pipeline instead: at most one frame
-        # in each pipeline stage and one waiting, so nothing is decoded only to be dropped
-        # (sized once the pipeline is built).
+        # A video read as fast as possible is paced by the pipeline instead: the reader
+        # takes a slot per frame, given back when the frame is answered (sized once the
+        # session exists, by _slot_count).
         self._slots = threading.BoundedSemaphore(2)
         self._stopping = threading.Event()
 
@@ -152,15 +154,18 @@ class SourceFeed:
                 )
             counts = await self.broker.run_blocking(records.load_counts, self.name, day)
             events_today = len(await self.broker.run_blocking(records.events_on, self.name, day))
+        # Known before opening: only a file is sure not to be live (a network stream may be).
+        paced_file = self.realtime is False and parse_source(self.uri).kind == "file"
+        backpressure = Backpressure.WAIT if paced_file else Backpressure.LATEST
         self.session = await self.broker.create_session(
             session_id=self.name,
             transport="source",
             pipeline=people_pipeline(
                 self.counter, day=day, counts=counts, events_today=events_today
             ),
-            backpressure=Backpressure.LATEST,
+            backpressure=backpressure,
         )
-        self._slots = threading.BoundedSemaphore(self.broker.frames_in_flight(self.session) + 1)
+        self._slots = threading.BoundedSemaphore(self._slot_count(self.session))
         self.live = LiveFeed(
             self.name,
             self.session.id,
@@ -193,6 +198,21 @@ class SourceFeed:
             await self.live.stop()
         if self.session is not None and self.session.id in self.broker.manager:
             await self.broker.end_session(self.session.id, reason="source_stopped")
+
+    def _slot_count(self, session: Session) -> int:
+        """Frames a reader paced by the pipeline may have in the session at once.
+
+        Under ``wait``, one for each place in the pipeline and one waiting, within the
+        session's queue. Under ``latest`` (a network video that turned out not to be live), a
+        frame that arrives behind a waiting one overtakes it, and its freed slot lets the
+        reader decode the next one at once, which overtakes again: the reader would spin
+        through the video, dropping nearly every frame. A frame waits only while the first
+        stage is full, so the first stage's width and one more never overtake.
+        """
+        widths = self.broker.stage_widths(session)
+        if session.backpressure is Backpressure.WAIT:
+            return max(1, min(sum(widths) + 1, self.broker.config.max_pending_frames))
+        return widths[0] + 1
 
     @property
     def paced_by_pipeline(self) -> bool:
