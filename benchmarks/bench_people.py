@@ -15,7 +15,7 @@ time on one thread each, as the server runs it (the most frames per second). The
 given against both; the second is the stricter.
 
     python benchmarks/bench_people.py [--seconds 15] [--listeners 0 1 10 100]
-                                      [--client raw|websockets]
+                                      [--client raw|websockets] [--parallel-frames N]
 """
 
 from __future__ import annotations
@@ -133,6 +133,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--listeners", type=int, nargs="+", default=[0, 1, 10, 100])
     parser.add_argument("--client", choices=["raw", "websockets"], default="raw")
+    parser.add_argument(
+        "--parallel-frames", type=int, default=None, help="the server's parallel_frames"
+    )
     args = parser.parse_args()
     if not CLIP.exists():
         raise SystemExit(f"test clip not found at {CLIP} (see ../shared/data/README.md)")
@@ -142,7 +145,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
-        config.write_text("[live]\nmax_fps = 0\n")  # push every frame to every listener
+        top = "" if args.parallel_frames is None else f"parallel_frames = {args.parallel_frames}\n"
+        config.write_text(top + "[live]\nmax_fps = 0\n")  # push every frame to every listener
         with framebroker_server(
             "--config", str(config), "--source", f"vtest={CLIP}", "--no-source-realtime", "--loop"
         ) as (url, pid):
