@@ -3,7 +3,9 @@
 End to end = the server reading the clip itself (decode, detect, track, count, faces,
 annotate, JPEG) with 0, 1, 10 and 100 WebSocket listeners on loopback; the rate is read from
 the session's own counters and the server's CPU from /proc. The listeners run in this
-process, on the same cores, and their CPU is shown beside the server's.
+process, on the same cores, and their CPU is shown beside the server's. Each listener gets at
+most ``--push-fps`` frames a second (30 by default, the most the seed's clients expect; 0
+pushes every frame the pipeline makes).
 
 Listeners are minimal clients (``_ws_listener.py``) that step over each message without
 decoding it, as a load generator should; ``--client websockets`` uses the websockets
@@ -16,6 +18,7 @@ given against both; the second is the stricter.
 
     python benchmarks/bench_people.py [--seconds 15] [--listeners 0 1 10 100]
                                       [--client raw|websockets] [--parallel-frames N]
+                                      [--push-fps 30]
 """
 
 from __future__ import annotations
@@ -136,6 +139,13 @@ def main() -> None:
     parser.add_argument(
         "--parallel-frames", type=int, default=None, help="the server's parallel_frames"
     )
+    parser.add_argument(
+        "--push-fps",
+        type=float,
+        default=30.0,
+        help="frames pushed to each listener per second at most (live.max_fps); the seed "
+        "pushes 10 to 30; 0: every frame",
+    )
     args = parser.parse_args()
     if not CLIP.exists():
         raise SystemExit(f"test clip not found at {CLIP} (see ../shared/data/README.md)")
@@ -146,7 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
         top = "" if args.parallel_frames is None else f"parallel_frames = {args.parallel_frames}\n"
-        config.write_text(top + "[live]\nmax_fps = 0\n")  # push every frame to every listener
+        config.write_text(f"{top}[live]\nmax_fps = {args.push_fps}\n")
         with framebroker_server(
             "--config", str(config), "--source", f"vtest={CLIP}", "--no-source-realtime", "--loop"
         ) as (url, pid):
@@ -156,7 +166,12 @@ def main() -> None:
     latency, throughput = ((a + b) / 2 for a, b in zip(before, after, strict=True))
     print(
         f"\nPeople counter on vtest 640x480, {args.seconds:.0f} s per row, 2 cores, "
-        f"{args.client} listeners\n"
+        f"{args.client} listeners, "
+        + (
+            f"at most {args.push_fps:g} frames/s pushed\n"
+            if args.push_fps
+            else "every frame pushed\n"
+        )
     )
     print(
         "| listeners | end-to-end fps | vs detector, 1 at a time | vs detector, 2 at a time "

@@ -247,3 +247,24 @@ async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
     assert event["start_time"] == "09:00:00"
     assert live._sub is not None
     assert live._sub.dropped >= 15  # frames were skipped all the same
+
+
+@pytest.mark.parametrize(
+    ("pipeline_fps", "cap", "expected"), [(40, 30, 30), (100, 30, 30), (20, 30, 20), (43, 15, 15)]
+)
+def test_frames_go_out_at_the_cap_on_average(
+    pipeline_fps: float, cap: float, expected: float
+) -> None:
+    live = LiveFeed("cam", "s", Bus(), inline, None, LiveFeedConfig(max_fps=cap))
+    sent = sum(live._frame_due(1000.0 + k / pipeline_fps) for k in range(int(10 * pipeline_fps)))
+    assert sent == pytest.approx(10 * expected, abs=2)
+
+
+def test_a_pause_does_not_release_a_burst() -> None:
+    live = LiveFeed("cam", "s", Bus(), inline, None, LiveFeedConfig(max_fps=10))
+    assert [live._frame_due(t) for t in (0.0, 0.05, 0.1)] == [True, False, True]
+    # Five seconds without frames, then a fast pipeline: one frame, then the cap again.
+    assert [live._frame_due(5.0 + k / 100) for k in range(12)] == [True] + [False] * 9 + [
+        True,
+        False,
+    ]

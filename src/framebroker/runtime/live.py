@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -102,7 +103,7 @@ class LiveFeed:
         self.stats["event_active"] = False
         self.day = local_day(time.time(), self.tz)
         self.frames_published = 0
-        self._last_frame_at = 0.0
+        self._next_frame_at = -math.inf
         self._lines: dict[str, dict[str, int]] = {}
         # Crossings per (hour, line) today, from the growth of the line totals between frames.
         self._hours: dict[tuple[int, str], tuple[int, int]] = {}
@@ -198,8 +199,7 @@ class LiveFeed:
         if isinstance(event, dict):
             self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
         image = out.get("annotated_image")
-        if isinstance(image, str) and self._frame_due(now):
-            self._last_frame_at = now
+        if isinstance(image, str) and self._frame_due(time.monotonic()):
             self.frames_published += 1
             self.bus.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
 
@@ -216,9 +216,21 @@ class LiveFeed:
                 self._hours[(hour, name)] = (cin + grew_in, cout + grew_out)
 
     def _frame_due(self, now: float) -> bool:
+        """Whether a frame may go out at ``now`` (monotonic seconds), ``max_fps`` a second
+        on average.
+
+        The schedule keeps its phase: "one interval since the last frame" lets only every
+        other frame of a 40 fps pipeline through a cap of 30, so 20 a second went out. After
+        a pause it starts afresh rather than sending the frames it missed in a burst.
+        """
         if self.config.max_fps <= 0:
             return True
-        return now - self._last_frame_at >= 1.0 / self.config.max_fps
+        if now < self._next_frame_at:
+            return False
+        interval = 1.0 / self.config.max_fps
+        late = now - self._next_frame_at
+        self._next_frame_at = (self._next_frame_at if late < interval else now) + interval
+        return True
 
     async def _tick(self) -> None:
         while True:
