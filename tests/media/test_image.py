@@ -21,6 +21,7 @@ from framebroker.media import (
     open_image,
     sniff_format,
 )
+from framebroker.media.image import Subsampling
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ASTRONAUT = DATA / "media" / "astronaut.png"
@@ -394,3 +395,24 @@ def test_encode_refuses_bad_input() -> None:
         encode_jpeg(picture()[:, :, 0])
     with pytest.raises(ValueError, match="empty"):
         encode_jpeg(np.zeros((0, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize(("asked", "header"), [(None, "420"), ("420", "420"), ("444", "444")])
+def test_encode_subsamples_chroma_as_asked(asked: Subsampling | None, header: str) -> None:
+    img = picture()
+    data = encode_jpeg(img, 90) if asked is None else encode_jpeg(img, 90, asked)
+    assert simplejpeg.decode_jpeg_header(data)[3] == header
+    assert_close(simplejpeg.decode_jpeg(data, colorspace="BGR"), img, mean=4)
+
+
+def test_full_chroma_keeps_fine_colour_that_halved_chroma_blurs() -> None:
+    # One-pixel red and blue stripes: 4:2:0 averages their colours, 4:4:4 keeps them.
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, 0::2] = (0, 0, 255)
+    img[:, 1::2] = (255, 0, 0)
+
+    def error(sub: Subsampling) -> float:
+        out = simplejpeg.decode_jpeg(encode_jpeg(img, 95, sub), colorspace="BGR")
+        return float(np.abs(out.astype(int) - img).mean())
+
+    assert error("444") < 10 < error("420")

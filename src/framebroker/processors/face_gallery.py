@@ -257,7 +257,7 @@ class FaceGallery(FaceSearchProcessor):
         track.best = face.quality
         return {
             "track_id": tid,
-            "jpeg": encode_jpeg(self._crop(image, face.box), self.jpeg_quality),
+            "jpeg": encode_jpeg(self._crop(image, face.box), self.jpeg_quality, "444"),
             "quality": round(face.quality, 6),
             "score": round(face.score, 6),
             "box": [round(v, 2) for v in face.box],
