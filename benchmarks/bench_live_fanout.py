@@ -4,14 +4,14 @@ The people-counter benchmark (bench_people.py) measures the whole pipeline, wher
 detector's 20+ ms per frame and this VM's noise hide what each listener costs. Here a server
 process runs only the live push (LiveHub behind `/ws/live`, the same code `serve` mounts) and
 publishes a synthetic annotated frame (base64 JPEG text of the size pushed vtest frames have,
-74 KB) at a fixed rate; listeners in this process read every message. The server's CPU time
+56 KB) at a fixed rate; listeners in this process read every message. The server's CPU time
 per frame, divided by the listener count, is what one more listener costs; ideally it is
 flat. Its kernel share includes loopback TCP delivering each copy into the listener's socket
 (on loopback the sender's system call does the receiver's network work too).
 
     python benchmarks/bench_live_fanout.py [--seconds 6] [--fps 30] [--listeners 1 10 100]
                                            [--event-loop auto|asyncio|uvloop] [--plain]
-                                           [--message-kb 74]
+                                           [--message-kb 56]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import websockets
 
 from _server import free_port
 
-FRAME_TEXT_KB = 74  # measured: a pushed vtest frame, 640x480 at JPEG quality 70, in base64
+FRAME_TEXT_KB = 56  # measured: a pushed vtest frame, 640x480 at JPEG quality 70 (4:2:0), in base64
 
 
 def cpu_seconds(pid: int) -> float:
