@@ -219,12 +219,21 @@ class LiveFeed:
         """Whether a frame may go out at ``now`` (monotonic seconds), ``max_fps`` a second
         on average.
 
-        The schedule keeps its phase: "one interval since the last frame" lets only every
-        other frame of a 40 fps pipeline through a cap of 30, so 20 a second went out. After
-        a pause it starts afresh rather than sending the frames it missed in a burst.
+        Each frame sent books the next slot one interval later. A frame that comes late for
+        its slot keeps the schedule if it is less than two intervals late, so frames that
+        arrive in pairs (the detector works on two at a time) or a little faster than the
+        cap still go out at the cap: "one interval since the last frame" let only every
+        other frame of a 40 fps pipeline through a cap of 30. Later than that, as after a
+        pause, the schedule starts afresh rather than sending what it missed in a burst.
         """
         if self.config.max_fps <= 0:
             return True
+        if now < self._next_frame_at:
+            return False
+        interval = 1.0 / self.config.max_fps
+        late = now - self._next_frame_at
+        self._next_frame_at = (self._next_frame_at if late < 2 * interval else now) + interval
+        return True
         if now < self._next_frame_at:
             return False
         interval = 1.0 / self.config.max_fps
