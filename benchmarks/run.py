@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench_tracker.py",
     "bench_rest.py",
     "bench_people.py",
+    "bench_people_parts.py",
     "bench_live_fanout.py",
     "bench_frames.py",
     "bench_socketio.py",
