@@ -234,12 +234,6 @@ class LiveFeed:
         late = now - self._next_frame_at
         self._next_frame_at = (self._next_frame_at if late < 2 * interval else now) + interval
         return True
-        if now < self._next_frame_at:
-            return False
-        interval = 1.0 / self.config.max_fps
-        late = now - self._next_frame_at
-        self._next_frame_at = (self._next_frame_at if late < interval else now) + interval
-        return True
 
     async def _tick(self) -> None:
         while True:
