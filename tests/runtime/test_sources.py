@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,29 @@ from framebroker.runtime.sources import PeopleCounterConfig, SourceFeed, people_
 from framebroker.server.app import build_registry
 
 
-async def test_ending_its_session_from_outside_stops_the_reader(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def demo_feed(
+    tmp_path: Path, *, realtime: bool | None, max_workers: int = 2
+) -> AsyncIterator[tuple[Broker, SourceFeed]]:
+    """A started broker and a feed on the bundled clip (looped), stopped afterwards."""
     settings = load_settings(data_dir=tmp_path)
-    broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=2))
+    broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=max_workers))
     await broker.start()
     feed = SourceFeed(
         "demo", str(demo_clip()), broker, None,
         PeopleCounterConfig(faces=False), LiveFeedConfig(),
-        realtime=False, loop=True,
+        realtime=realtime, loop=True,
     )  # fmt: skip
     try:
         await feed.start()
+        yield broker, feed
+    finally:
+        await feed.stop()
+        await broker.stop()
+
+
+async def test_ending_its_session_from_outside_stops_the_reader(tmp_path: Path) -> None:
+    async with demo_feed(tmp_path, realtime=False) as (broker, feed):
         assert feed.video is not None
         assert feed.session is not None
         for _ in range(300):  # some frames go through first
@@ -44,9 +57,6 @@ async def test_ending_its_session_from_outside_stops_the_reader(tmp_path: Path) 
         read = feed.video.frames_read
         await asyncio.sleep(0.3)
         assert feed.video.frames_read == read  # nothing decoded for nobody
-    finally:
-        await feed.stop()
-        await broker.stop()
 
 
 async def test_failing_frames_are_counted_and_reported_a_line_per_interval(
@@ -80,16 +90,7 @@ async def test_a_file_read_as_fast_as_the_pipeline_goes_loses_no_frame(tmp_path:
     # The reader waits for the pipeline; under "latest" a frame arriving behind a waiting one
     # overtook it, freed its slot, and the reader spun through the clip (measured: 586 of 628
     # frames dropped, ten decoded for each one processed).
-    settings = load_settings(data_dir=tmp_path)
-    broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=4))
-    await broker.start()
-    feed = SourceFeed(
-        "demo", str(demo_clip()), broker, None,
-        PeopleCounterConfig(faces=False), LiveFeedConfig(),
-        realtime=False, loop=True,
-    )  # fmt: skip
-    try:
-        await feed.start()
+    async with demo_feed(tmp_path, realtime=False, max_workers=4) as (broker, feed):
         assert feed.session is not None
         assert feed.video is not None
         assert feed.session.backpressure is Backpressure.WAIT
@@ -103,32 +104,16 @@ async def test_a_file_read_as_fast_as_the_pipeline_goes_loses_no_frame(tmp_path:
         assert stats.frames_dropped == 0
         slots = broker.frames_in_flight(feed.session) + 1
         assert feed.video.frames_read <= stats.frames_processed + slots + 1
-    finally:
-        await feed.stop()
-        await broker.stop()
 
 
-@pytest.mark.parametrize(
-    ("realtime", "policy"), [(None, Backpressure.LATEST), (True, Backpressure.LATEST)]
-)
+@pytest.mark.parametrize("realtime", [None, True])
 async def test_a_file_paced_at_its_frame_rate_keeps_the_latest_frame(
-    tmp_path: Path, realtime: bool | None, policy: Backpressure
+    tmp_path: Path, realtime: bool | None
 ) -> None:
-    settings = load_settings(data_dir=tmp_path)
-    broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=2))
-    await broker.start()
-    feed = SourceFeed(
-        "demo", str(demo_clip()), broker, None,
-        PeopleCounterConfig(faces=False), LiveFeedConfig(), realtime=realtime,
-    )  # fmt: skip
-    try:
-        await feed.start()
+    async with demo_feed(tmp_path, realtime=realtime) as (_, feed):
         assert feed.session is not None
-        assert feed.session.backpressure is policy
+        assert feed.session.backpressure is Backpressure.LATEST
         assert not feed.paced_by_pipeline
-    finally:
-        await feed.stop()
-        await broker.stop()
 
 
 async def test_a_reader_paced_under_latest_has_room_for_the_first_stage_and_one_more(
