@@ -18,7 +18,7 @@ from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
 from ..transports.auth import is_loopback
 from ..transports.ws_limits import hard_cap
-from .app import build_app, build_broker, build_compat_app
+from .app import build_app, build_compat_app
 from .deadlines import protocol_class
 from .services import Services
 from .ws_protocol import PreframedWebSocketProtocol
@@ -116,7 +116,7 @@ def run_serve(settings: Settings) -> None:
 async def serve(settings: Settings) -> None:
     """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
     warn_if_open(settings)
-    services = Services.build(settings, build_broker(settings))
+    services = Services.build(settings)
     main = uvicorn.Server(
         uvicorn_config(
             build_app(settings, services),
