@@ -4,10 +4,15 @@ line from the command line."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 import uvicorn
+from packaging.requirements import Requirement
+from packaging.version import Version
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from framebroker.cli import main
@@ -126,3 +131,16 @@ def test_serve_exits_2_with_one_line_naming_the_version(
     assert lines[0].startswith(f"framebroker: uvicorn {uvicorn.__version__} lacks names")
     assert "HttpToolsProtocol._should_upgrade is missing" in lines[0]
     assert "install a tested uvicorn (uvicorn[standard]" in lines[0]
+
+
+def test_ci_runs_the_deadline_tests_on_the_newest_uvicorn_allowed() -> None:
+    script = (Path(__file__).parents[2] / "scripts" / "test.sh").read_text()
+    found = re.search(r"^UVICORN_NEWEST=(\S+)$", script, re.MULTILINE)
+    assert found, "scripts/test.sh names no UVICORN_NEWEST"
+    newest = Version(found[1])
+    requires = importlib.metadata.requires("framebroker") or []
+    allowed = Requirement(next(r for r in requires if r.startswith("uvicorn"))).specifier
+    assert newest in allowed
+    assert Version(f"{newest.major}.{newest.minor + 1}") not in allowed, (
+        f"pyproject.toml allows uvicorn past {newest}: test that one in scripts/test.sh"
+    )
