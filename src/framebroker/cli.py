@@ -348,7 +348,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         flags["frames"] = {"pipeline": processors}
     _webrtc_overrides(flags)
     if args.command == "demo":
-        from .media.video import demo_clip
+        from .media.sources import demo_clip
 
         flags["sources"] = [f"demo={demo_clip()}"]
         flags["loop"] = True

@@ -27,7 +27,8 @@ from ..core.frame import Frame, RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
 from ..core.session import Session
-from ..media.video import VideoSource, parse_source
+from ..media.reader import VideoSource
+from ..media.sources import parse_source
 from ..runtime.broker import Broker
 from ..storage.people import PeopleRecords
 from .live import LiveFeed, LiveFeedConfig, end_interrupted_events, local_day

@@ -19,9 +19,10 @@ from numpy.typing import NDArray
 from ..config import AnalysisSettings, Limits
 from ..core.rate import FrameRate
 from ..errors import InvalidInput, SessionNotFound
+from ..media.container import open_source
 from ..media.convert import to_bgr
 from ..media.encode import EncoderOptions
-from ..media.video import SourceError, open_source
+from ..media.sources import SourceError
 from .broker import Broker
 from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
 from .session_ids import SessionIds
