@@ -19,7 +19,7 @@ from pathlib import Path
 from framebroker.config import Settings
 from framebroker.core import Frame, Pipeline, ProcessContext
 from framebroker.detectors import runtime
-from framebroker.media.video import read_frames
+from framebroker.media.sampling import read_frames
 from framebroker.people.feed import PeopleCounterConfig, people_pipeline
 from framebroker.server.app import build_registry
 

@@ -12,7 +12,7 @@ import pytest
 
 from framebroker.config import load_settings
 from framebroker.core.inbox import Backpressure
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 from framebroker.people.feed import PeopleCounterConfig, SourceFeed, people_pipeline
 from framebroker.people.live import LiveFeedConfig
 from framebroker.runtime import Broker, BrokerConfig

@@ -28,7 +28,8 @@ from ..core.frame import RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
 from ..errors import SessionNotFound
-from ..media.video import VideoSource, parse_source
+from ..media.reader import VideoSource
+from ..media.sources import parse_source
 from ..sessions import FrameIn, SessionInfo, Sessions
 from ..storage.people import PeopleRecords
 from .live import LiveFeed, LiveFeedConfig, Offload, end_interrupted_events, local_day

@@ -21,6 +21,7 @@ from ..transports.ws_limits import hard_cap
 from .app import build_app, build_compat_app
 from .deadlines import protocol_class
 from .services import Services
+from .uvicorn_hooks import check_uvicorn
 from .ws_protocol import PreframedWebSocketProtocol
 
 __all__ = ["loop_factory", "run_serve", "serve", "uvicorn_config"]
@@ -29,7 +30,10 @@ log = logging.getLogger("framebroker")
 
 
 class _Companion(uvicorn.Server):
-    """A listener that leaves signals to the main server and stops when it stops."""
+    """A listener that leaves signals to the main server and stops when it stops.
+
+    ``capture_signals`` is uvicorn's, undocumented: listed in :data:`.uvicorn_hooks.HOOKS`.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -114,7 +118,12 @@ def run_serve(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
+    """Serve until interrupted; sessions are suspended and sources stopped on the way out.
+
+    Raises :class:`~framebroker.errors.UvicornIncompatible` before anything starts if the
+    installed uvicorn lacks a name the listeners hook into.
+    """
+    check_uvicorn()
     warn_if_open(settings)
     services = Services.build(settings)
     main = uvicorn.Server(

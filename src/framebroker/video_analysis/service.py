@@ -18,9 +18,10 @@ from numpy.typing import NDArray
 
 from ..config import AnalysisSettings
 from ..errors import InvalidInput, SessionNotFound
+from ..media.container import open_source
 from ..media.convert import to_bgr
 from ..media.encode import EncoderOptions
-from ..media.video import SourceError, open_source
+from ..media.sources import SourceError
 from ..sessions import Sessions
 from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
 from .session_ids import SessionIds
