@@ -23,8 +23,8 @@ from framebroker.config import Settings
 from framebroker.core import Detections, Frame, Pipeline, ProcessContext
 from framebroker.detectors import runtime
 from framebroker.media.video import read_frames
+from framebroker.people.feed import PeopleCounterConfig, people_pipeline
 from framebroker.processors.line_counter import LineCounter
-from framebroker.runtime.sources import PeopleCounterConfig, people_pipeline
 from framebroker.server.app import build_registry
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"

@@ -1,7 +1,7 @@
 """Command-line tools that feed framebroker, or any server speaking the same protocol.
 
 - :mod:`.extract_frames`: ``framebroker extract-frames``, replay a video file as frames
-  POSTed one by one (seed 003's plugin rig).
+  POSTed one by one (the frame server's plugin rig).
 - :mod:`.poster`: the multipart frame client it sends with.
 """
 
