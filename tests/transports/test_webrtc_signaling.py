@@ -102,14 +102,14 @@ async def listening(app: Any) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
 
 
-def settings_with(tmp_path: Path, **webrtc: Any) -> Settings:
+def settings_with(tmp_path: Path, limits: dict[str, Any] | None = None, **webrtc: Any) -> Settings:
     options: dict[str, Any] = {
         "models": ["colour", "later"],
         "connect_timeout_s": 5.0,
         "media_timeout_s": 3.0,
         **webrtc,
     }
-    return load_settings(data_dir=tmp_path, webrtc=options)
+    return load_settings(data_dir=tmp_path, webrtc=options, limits=limits)
 
 
 @pytest.fixture(autouse=True)
@@ -377,7 +377,7 @@ async def test_a_model_that_raises_or_hangs_is_reported_and_the_others_go_on(
     settings = settings_with(
         tmp_path,
         models=["colour", "boom", "hang", "later"],
-        frame_timeout_s=0.3,
+        limits={"processor_timeout_s": 0.3},
         max_model_failures=2,
     )
     async with server(settings) as (_, hosts):

@@ -83,7 +83,6 @@ def build_broker(settings: Settings, store: Store | None = None) -> Broker:
             memory_sample_every=settings.processor_memory_sample_every,
             parallel_frames=settings.parallel_frames,
             lanes=LaneLimits(
-                frame_timeout_s=settings.webrtc.frame_timeout_s,
                 max_failures=settings.webrtc.max_model_failures,
                 end_timeout_s=settings.webrtc.end_timeout_s,
             ),

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..config import Settings
+from ..core.store import Store
 from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
 from ..people.live import LiveFeedConfig
-from ..core.store import Store
 from ..runtime.metrics import Metrics
 from ..sessions import Sessions
 from ..storage import FaceFolder, PeopleRecords, open_store
