@@ -130,7 +130,12 @@ class Services:
                     realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
-        analysis = VideoAnalysis(settings.analysis, broker, broker.run_blocking)
+        analysis = VideoAnalysis(
+            settings.analysis,
+            broker,
+            broker.run_blocking,
+            key_file=settings.data_dir / "secret.key",
+        )
         socketio = SocketIOTransport(ctx, analysis, settings.limits, settings.auth)
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
         own = store if sessions is not None else None
