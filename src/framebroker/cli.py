@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__
+from .client.errors import ClientError
 from .errors import ConfigError, FramebrokerError
 
 if TYPE_CHECKING:
@@ -420,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_extract_frames(args)
         if args.command == "stream":
             return _run_stream(args)
-    except FramebrokerError as exc:
+    except (FramebrokerError, ClientError) as exc:
         print(f"framebroker: {exc.message}", file=sys.stderr)
         return 2
     return 1
