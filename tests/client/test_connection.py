@@ -37,7 +37,7 @@ def test_bad_numbers_are_refused() -> None:
         Connection("http://h", timeout_s=0)
     with pytest.raises(ValueError, match="retries"):
         Connection("http://h", retries=-1)
-    with pytest.raises(ValueError, match="Backoff.factor"):
+    with pytest.raises(ValueError, match=r"Backoff\.factor"):
         Backoff(factor=-1)
 
 

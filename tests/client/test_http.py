@@ -57,6 +57,8 @@ def test_a_dropped_frame_is_raised_at_once_a_dropped_read_retried(dropper: Dropp
 
 
 def test_the_frames_client_reports_a_dropped_connection(dropper: Dropper) -> None:
-    with FramesClient(f"{dropper.url}/", retries=2, backoff=FAST) as frames:
-        with pytest.raises(ConnectionLost, match="the connection was lost"):
-            frames.post(np.zeros((4, 4, 3), np.uint8))
+    with (
+        FramesClient(f"{dropper.url}/", retries=2, backoff=FAST) as frames,
+        pytest.raises(ConnectionLost, match="the connection was lost"),
+    ):
+        frames.post(np.zeros((4, 4, 3), np.uint8))

@@ -54,6 +54,7 @@ from .errors import (
     ProtocolError,
     ServerError,
     Timeout,
+    TransportError,
     Unauthorized,
 )
 from .images import decode_image
@@ -387,7 +388,10 @@ class LiveClient:
                 return
             try:
                 self._ws = await self._open_retrying(self._reconnection)
-            except ClientError as exc:
+            except TransportError as exc:
+                self._finish(ConnectionLost(f"{error.message}; reconnecting failed: {exc.message}"))
+                return
+            except ClientError as exc:  # refused (a key no longer valid, say): said as it is
                 self._finish(exc)
                 return
             self.reconnects += 1
@@ -423,6 +427,8 @@ class LiveClient:
                 future.set_exception(error)
 
     async def _request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._failure is not None:
+            raise self._failure
         ws = self._ws
         if ws is None or self._reader is None:
             raise ConnectionLost("the live client is not connected: call connect() first")

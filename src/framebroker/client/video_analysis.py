@@ -182,11 +182,7 @@ class VideoAnalysisClient:
         self._lost = False
 
     async def __aenter__(self) -> VideoAnalysisClient:
-        try:
-            await self.connect()
-        except BaseException:
-            await self.close()
-            raise
+        await self.connect()
         return self
 
     async def __aexit__(
@@ -206,9 +202,17 @@ class VideoAnalysisClient:
         return sid
 
     async def connect(self) -> None:
-        """Get a session id when none was given, and connect with it."""
+        """Get a session id when none was given, and connect with it. A client that could
+        not connect is closed (its HTTP client too): make a new one to try again later."""
         if self._sio is not None:
             return
+        try:
+            await self._connect()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _connect(self) -> None:
         if self.session_id is None:
             self.session_id = await self.new_session_id()
         attempt = 0

@@ -528,6 +528,10 @@ class WebRTCStream:
                         return {**data, "session_id": message.get("session_id")}
                     if kind == "error":
                         raise signaling_error(message.get("data"))
+                    if kind is None and isinstance(message, dict) and "error" in message:
+                        # Refused before the signaling began: a missing or wrong API key.
+                        status = 401 if message.get("code") == "unauthorized" else 400
+                        raise api_error(status, message)
         except TimeoutError:
             raise Timeout(f"no answer within {self.connection.timeout_s:g} s") from None
         except websockets.ConnectionClosed as exc:
