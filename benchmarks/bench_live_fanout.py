@@ -47,7 +47,7 @@ def run_server(port: int, fps: float, event_loop: str, plain: bool, kb: int) -> 
     from framebroker.core.bus import Bus
     from framebroker.server.serve import loop_factory
     from framebroker.server.ws_protocol import PreframedWebSocketProtocol
-    from framebroker.transports.live_ws import LiveHub, live_routes
+    from framebroker.transports.people_ws import LiveHub, live_routes
 
     bus = Bus()
     hub = LiveHub(bus)

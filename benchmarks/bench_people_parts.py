@@ -20,7 +20,7 @@ from framebroker.config import Settings
 from framebroker.core import Frame, Pipeline, ProcessContext
 from framebroker.detectors import runtime
 from framebroker.media.video import read_frames
-from framebroker.runtime.sources import PeopleCounterConfig, people_pipeline
+from framebroker.people.feed import PeopleCounterConfig, people_pipeline
 from framebroker.server.app import build_registry
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"

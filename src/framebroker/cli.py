@@ -1,6 +1,6 @@
 """The ``framebroker`` command.
 
-``serve`` takes the seed-000 spellings (``--ssl_certfile``, ``--max_workers``) and their
+``serve`` takes the tracking API's spellings (``--ssl_certfile``, ``--max_workers``) and their
 kebab-case twins; every flag left out falls back to the environment, then the config file,
 then the built-in default. ``extract-frames`` replays a video into a frame server (see
 :mod:`framebroker.tools.extract_frames`).
@@ -79,7 +79,7 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compat",
         action="store_true",
-        help="also open each seed's own listener (people_ws 8765, frames 5000, "
+        help="also open each original API's own listener (people_ws 8765, frames 5000, "
         "webrtc_http 8083, webrtc_ws 8084)",
     )
     p.add_argument(
@@ -94,7 +94,7 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
         dest="processors",
         action="append",
         metavar="NAME|MODULE:ATTR",
-        help="processor run on each frame posted to the seed-003 frame server "
+        help="processor run on each frame posted to the frame server "
         "(multipart POST /); repeatable, in order",
     )
 
@@ -114,14 +114,14 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _webrtc_flags(p: argparse.ArgumentParser) -> None:
-    """Seed 004's flags (its ``main.py``), and where its ``MODELS`` list goes."""
+    """The WebRTC model broker's flags (its ``main.py``), and where its ``MODELS`` list goes."""
     p.add_argument(
         "--model",
         dest="webrtc_models",
         action="append",
         metavar="NAME|MODULE:ATTR",
-        help="model run on each WebRTC stream (seed 004's MODELS); repeatable, in merge "
-        "order: later keys win (default: the heart-rate model)",
+        help="model run on each WebRTC stream (the WebRTC model broker's MODELS); "
+        "repeatable, in merge order: later keys win (default: the heart-rate model)",
     )
     p.add_argument(
         "--websocket-only",
@@ -163,7 +163,7 @@ def _webrtc_overrides(flags: dict[str, object]) -> None:
     if keyfile is not None:
         flags["ssl_keyfile"] = keyfile
     if cert is not None or keyfile is not None:
-        flags.setdefault("ssl", True)  # the seed's cert and key alone turn HTTPS on
+        flags.setdefault("ssl", True)  # the original API's cert and key alone turn HTTPS on
 
 
 def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
@@ -286,16 +286,16 @@ def _stream_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser(
         "stream",
         help="stream a video file to a WebRTC server as a camera; print its predictions",
-        description="Seed 004's mock client: play VIDEO in real time as a WebRTC camera "
-        "track to the server at URL, print each message the server sends (predictions, "
-        "then the final result) as a line of JSON, and ask for the result when the video "
-        "ends. Exit status: 0 done, 1 the connection failed or the server reported an "
-        "error, 2 the video, the URL or the offer was refused.",
+        description="the WebRTC model broker's mock client: play VIDEO in real time as a "
+        "WebRTC camera track to the server at URL, print each message the server sends "
+        "(predictions, then the final result) as a line of JSON, and ask for the result "
+        "when the video ends. Exit status: 0 done, 1 the connection failed or the server "
+        "reported an error, 2 the video, the URL or the offer was refused.",
     )
     p.add_argument("video", help="video file (or rtsp:// URL or camera device)")
     p.add_argument(
         "url",
-        help="WebSocket signaling URL (ws://HOST:8000/webrtc/ws, or the seed's ws://HOST:8084);"
+        help="WebSocket signaling URL (ws://HOST:8000/webrtc/ws, or the original API's ws://HOST:8084);"
         " with --use-http the offer URL (http://HOST:8000/offer or http://HOST:8083)",
     )
     p.add_argument("--use-http", action="store_true", help="HTTP POST signaling")

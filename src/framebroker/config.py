@@ -140,7 +140,7 @@ class TrackerSettings(BaseModel):
 
 
 class PeopleCounterSettings(BaseModel):
-    """The people counter run on ``--source`` feeds (seed 001)."""
+    """The people counter run on ``--source`` feeds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -168,8 +168,8 @@ class PeopleCounterSettings(BaseModel):
         return self
 
 
-def _seed_env(name: str, default: Any) -> Callable[[], Any]:
-    """A default read from the seed's bare environment variable ``name`` when it is set.
+def _original_env(name: str, default: Any) -> Callable[[], Any]:
+    """A default read from the original API's bare environment variable ``name`` when it is set.
 
     A default, not a value: anything set explicitly beats it, and it is not counted as set
     (``load_settings`` merges only what was set).
@@ -210,16 +210,16 @@ class AuthSettings(BaseModel):
 
 
 class LiveSettings(BaseModel):
-    """The WebSocket push of seed 001."""
+    """The WebSocket push of the live people counter."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     jpeg_quality: int = Field(
-        default_factory=_seed_env("WEBSOCKET_STREAM_QUALITY", 70),
+        default_factory=_original_env("WEBSOCKET_STREAM_QUALITY", 70),
         validate_default=True,
         ge=1,
         le=100,
-        description="JPEG quality of pushed frames; the seed's WEBSOCKET_STREAM_QUALITY "
+        description="JPEG quality of pushed frames; the original API's WEBSOCKET_STREAM_QUALITY "
         "environment variable is read as the default",
     )
     max_fps: float = Field(15.0, ge=0, description="frames pushed per second at most; 0: all")
@@ -229,7 +229,7 @@ class LiveSettings(BaseModel):
 
 
 class FramesSettings(BaseModel):
-    """The frame server of seed 003: a multipart ``POST /`` of ``image`` and ``frame``."""
+    """The frame server: a multipart ``POST /`` of ``image`` and ``frame``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -250,7 +250,7 @@ class FramesSettings(BaseModel):
 
 
 class AnalysisServiceSettings(BaseModel):
-    """One HTTP analysis service of seed 002: the window's MP4 is POSTed to ``url``."""
+    """One HTTP analysis service of video analysis: the window's MP4 is POSTed to ``url``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -268,7 +268,7 @@ class AnalysisServiceSettings(BaseModel):
 
 
 _ANALYSIS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SEED_SESSION_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+_ALLOWED_SESSION_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Engine.IO's own query parameters; a session id under one of these names would be lost.
 _ENGINEIO_PARAMS = frozenset({"EIO", "transport", "t", "sid", "j", "b64"})
@@ -276,7 +276,7 @@ _PLACEHOLDER_KEYS = frozenset(
     {"", "secret", "secret_key", "secret-key", "your_secret_key", "your-secret-key",
      "your secret key", "changeme", "change-me", "change_me", "dev", "development", "test"}
 )  # fmt: skip
-_SEED_NAMES = (
+_ORIGINAL_ENV_NAMES = (
     "SECRET_KEY",
     "ALLOWED_SESSION_IDS",
     "MAX_BUFFER_SIZE",
@@ -287,49 +287,49 @@ _SEED_NAMES = (
 
 
 class AnalysisSettings(BaseModel):
-    """Seed 002: Socket.IO frame sessions, windows of frames encoded to MP4, and the fan-out
+    """Video analysis: Socket.IO frame sessions, windows of frames encoded to MP4, and the fan-out
     of each window (or ``POST /batch`` upload) to analysis services and in-process pipelines.
 
-    The seed's bare environment names (``SECRET_KEY``, ``ALLOWED_SESSION_IDS``,
+    The original API's bare environment names (``SECRET_KEY``, ``ALLOWED_SESSION_IDS``,
     ``MAX_BUFFER_SIZE``, ``EMIT_RESULT``, ``SESSION_ID_NAME``,
     ``GENERATE_SESSION_ID_ON_CONNECT``) are read as defaults: any other source that sets the
     same setting (``FRAMEBROKER_ANALYSIS__...``, the config file, a flag) wins. In a config
-    file the seed's upper-case spellings are accepted too.
+    file the original API's upper-case spellings are accepted too.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     secret_key: SecretStr | None = Field(
-        default_factory=_seed_env("SECRET_KEY", None),
+        default_factory=_original_env("SECRET_KEY", None),
         validate_default=True,
         description="signs the session ids /get_session_id hands out; unset: a random key "
         "per process (ids do not survive a restart); a placeholder is refused unless dev_mode",
     )
     dev_mode: bool = Field(False, description="accept a placeholder or short secret_key")
     allowed_session_ids: list[str] = Field(
-        default_factory=_seed_env("ALLOWED_SESSION_IDS", ()),
+        default_factory=_original_env("ALLOWED_SESSION_IDS", ()),
         validate_default=True,
         description="ids a client may connect with besides those handed out; each is "
         "used up when its client disconnects (comma-separated or a JSON list in the env)",
     )
     max_buffer_size: int = Field(
-        default_factory=_seed_env("MAX_BUFFER_SIZE", 500 * MiB),
+        default_factory=_original_env("MAX_BUFFER_SIZE", 500 * MiB),
         validate_default=True,
         ge=1024,
         description="largest POST /batch upload, in bytes",
     )
     emit_result: bool = Field(
-        default_factory=_seed_env("EMIT_RESULT", True),
+        default_factory=_original_env("EMIT_RESULT", True),
         validate_default=True,
         description="emit each window's merged answers to its client as 'result'",
     )
     session_id_name: str = Field(
-        default_factory=_seed_env("SESSION_ID_NAME", "session_id"),
+        default_factory=_original_env("SESSION_ID_NAME", "session_id"),
         validate_default=True,
         description="query parameter of the Socket.IO connection that carries the session id",
     )
     generate_session_id_on_connect: bool = Field(
-        default_factory=_seed_env("GENERATE_SESSION_ID_ON_CONNECT", False),
+        default_factory=_original_env("GENERATE_SESSION_ID_ON_CONNECT", False),
         validate_default=True,
         description="make an id for a client that connects without a known one, instead of "
         "refusing it; the id is sent to it in a 'session' event",
@@ -392,13 +392,13 @@ class AnalysisSettings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _seed_spellings(cls, data: Any) -> Any:
-        # A config file may use the seed's names; the usual spelling, when both are there,
+    def _original_spellings(cls, data: Any) -> Any:
+        # A config file may use the original API's names; the usual spelling, when both are there,
         # came from the environment or a flag, and wins.
-        if not isinstance(data, dict) or not any(name in data for name in _SEED_NAMES):
+        if not isinstance(data, dict) or not any(name in data for name in _ORIGINAL_ENV_NAMES):
             return data
         out = dict(data)
-        for name in _SEED_NAMES:
+        for name in _ORIGINAL_ENV_NAMES:
             if name in out:
                 value = out.pop(name)
                 out.setdefault(name.lower(), value)
@@ -439,7 +439,7 @@ class AnalysisSettings(BaseModel):
                     "least 16 outside dev_mode"
                 )
         for bad in self.allowed_session_ids:
-            if not _SEED_SESSION_ID.fullmatch(bad):
+            if not _ALLOWED_SESSION_ID.fullmatch(bad):
                 raise ValueError(
                     f"allowed_session_ids: {bad!r} is not 1-64 characters of A-Z a-z 0-9 . _ ~ -"
                 )
@@ -471,14 +471,15 @@ _HEART_RATE = "heart_rate"  # the built-in rPPG model (entry point)
 
 
 class WebRTCSettings(BaseModel):
-    """Seed 004: a WebRTC peer streams its camera; each connection is a session whose frames
-    feed ``models``, each model in its own lane (see :mod:`framebroker.runtime.model_lanes`)."""
+    """The WebRTC model broker: a WebRTC peer streams its camera; each connection is a session
+    whose frames feed ``models``, each model in its own lane (see
+    :mod:`framebroker.runtime.model_lanes`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     models: list[str | dict[str, Any]] = Field(
         default_factory=lambda: list[str | dict[str, Any]]([_HEART_RATE]),
-        description="the seed's MODELS: processors by name or module:attr, or "
+        description="the original API's MODELS: processors by name or module:attr, or "
         '{"name": ..., **params}, in merge order (later keys win); serve --model',
     )
     websocket_only: bool = Field(False, description="no HTTP POST /offer signaling")
@@ -532,7 +533,7 @@ class WebRTCSettings(BaseModel):
 
 
 COMPAT_PORTS = {"people_ws": 8765, "frames": 5000, "webrtc_http": 8083, "webrtc_ws": 8084}
-"""Each seed's own listener (``serve --compat``); ``--compat-port NAME=PORT`` moves one."""
+"""Each original API's own listener (``serve --compat``); ``--compat-port NAME=PORT`` moves one."""
 
 
 class Settings(BaseSettings):
@@ -596,7 +597,7 @@ class Settings(BaseSettings):
     frames: FramesSettings = Field(default_factory=FramesSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
-    compat: bool = Field(False, description="also open each seed's own listener")
+    compat: bool = Field(False, description="also open each original API's own listener")
     compat_ports: dict[str, int] = Field(default_factory=lambda: dict(COMPAT_PORTS))
 
     @model_validator(mode="after")
@@ -615,7 +616,7 @@ class Settings(BaseSettings):
         unknown = sorted(set(ports) - set(COMPAT_PORTS))
         if unknown:
             raise ValueError(f"unknown listener(s) {unknown}; known: {sorted(COMPAT_PORTS)}")
-        # Moving one listener keeps the others on their seed ports.
+        # Moving one listener keeps the others on their original ports.
         return {**COMPAT_PORTS, **ports}
 
     @property

@@ -13,7 +13,7 @@ import pytest
 import socketio
 import websockets
 
-from ..transports.seed002 import Client
+from ..transports.socketio_harness import Client
 from .server import RunningServer, compat_flags, free_port, running_server
 
 KEY = "e2e-key-" + "x" * 20

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from ..transports.images import scene
-from ..transports.test_seed_tracking import SEED_BOXES, SEED_TRACKED
+from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED
 from .server import compat_flags, free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCESSORS = "tests.transports.test_seed_frames"
+PROCESSORS = "tests.transports.test_frame_upload"
 
 
 def seed_frame(frame_no: int) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def raw_request(port: int, head: bytes, body: bytes, *, close_early: bool = Fals
         return reply
 
 
-def test_seed_frames_through_the_compat_listener_and_the_main_port(
+def test_frame_upload_through_the_compat_listener_and_the_main_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server imports the test processors by module:attr, as a user's plugin would be.

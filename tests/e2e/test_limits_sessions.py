@@ -24,7 +24,7 @@ import socketio
 import websockets
 
 from ..transports.images import scene
-from ..transports.seed002 import Client, connected, jpeg
+from ..transports.socketio_harness import Client, connected, jpeg
 from ..transports.webrtc_client import ColourTrack, client_peer, negotiate, recv_type
 from .server import RunningServer, compat_flags, free_port, running_server
 

@@ -16,7 +16,7 @@ from framebroker.media.encode import encode_mp4
 
 from ..runtime.analysis_services import AnalysisServices, refused_url
 from ..transports.images import scene
-from ..transports.seed002 import Client, connected, jpeg
+from ..transports.socketio_harness import Client, connected, jpeg
 from .server import running_server
 
 

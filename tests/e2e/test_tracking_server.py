@@ -10,7 +10,7 @@ import httpx
 import trustme
 
 from ..transports.images import decode_b64, jpeg_b64, scene
-from ..transports.test_seed_tracking import SEED_BOXES, SEED_TRACKED, walking
+from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
 from .server import running_server
 
 

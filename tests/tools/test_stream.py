@@ -13,7 +13,7 @@ import pytest
 from framebroker.cli import main
 from framebroker.tools.stream import StreamError, StreamOptions, run, stream
 
-from ..transports.test_webrtc import server, settings_with
+from ..transports.test_webrtc_signaling import server, settings_with
 from .clips import write_clip
 
 

@@ -22,8 +22,8 @@ from framebroker.errors import ProcessorLoadError
 from framebroker.server import build_registry
 
 from .images import jpeg_b64, scene
+from .test_box_tracking import SEED_BOXES
 from .test_rest_v1 import new_session
-from .test_seed_tracking import SEED_BOXES
 
 FRAMES = "/v1/sessions/{}/frames"
 

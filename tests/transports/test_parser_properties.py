@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from framebroker.config import Limits
 from framebroker.errors import FramebrokerError
 from framebroker.media.image import decode_base64_image, open_image
-from framebroker.transports.seed_frames import parse_frame_request
-from framebroker.transports.tracking import parse_tracking_request
+from framebroker.transports.box_requests import parse_tracking_request
+from framebroker.transports.frame_upload import parse_frame_request
 from framebroker.transports.webrtc_peer import parse_offer
 
 from .images import jpeg_b64, png_b64, scene
@@ -173,7 +173,7 @@ def test_odd_sdp_is_refused_cleanly(sdp: str, lines: list[str]) -> None:
 @given(raw=st.text(max_size=200) | json_values.map(lambda v: dumps(v).decode()))
 def test_seed_001_requests_always_get_an_answer(raw: str) -> None:
     from framebroker.core.bus import Bus
-    from framebroker.transports.live_ws import LiveHub
+    from framebroker.transports.people_ws import LiveHub
 
     hub = LiveHub(Bus())  # no store: face requests are answered from nothing
     reply = asyncio.run(hub.answer(raw))

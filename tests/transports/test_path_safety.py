@@ -35,11 +35,11 @@ from framebroker.server import build_app
 from framebroker.server.serve import uvicorn_config
 from framebroker.storage import PeopleRecords
 from framebroker.transports.console import UI_DIR
-from framebroker.transports.live_ws import ERR_INTERNAL
+from framebroker.transports.people_ws import ERR_INTERNAL
 
 from ..in_process import free_port, serving
 from .images import scene
-from .seed002 import KEY, Client
+from .socketio_harness import KEY, Client
 from .webrtc_client import client_peer, recv_type
 
 SENTINEL = b"SENTINEL-outside-the-data-dir"

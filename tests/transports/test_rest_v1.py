@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from .images import decode_b64, jpeg_b64, scene
-from .test_seed_tracking import SEED_BOXES, walking
+from .test_box_tracking import SEED_BOXES, walking
 
 
 async def new_session(client: httpx.AsyncClient, **body: object) -> str:

@@ -21,9 +21,9 @@ import websockets
 from framebroker.config import Settings, load_settings
 from framebroker.server import Services, build_app, build_broker
 
-from .seed002 import Client, connected
-from .test_seed_frames import files
-from .test_seed_tracking import SEED_BOXES
+from .socketio_harness import Client, connected
+from .test_box_tracking import SEED_BOXES
+from .test_frame_upload import files
 from .test_ws_limits import listening
 from .webrtc_client import client_peer, recv_type
 

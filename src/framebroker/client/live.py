@@ -13,9 +13,9 @@ events as an async iterator, and the saved faces on request.
 
 Messages are :class:`LiveFrame` (the annotated picture, ``jpeg`` bytes, ``image()`` as a
 BGR array), :class:`LiveStats` (twice a second) and :class:`LiveEvent` (a high-traffic
-event started or ended). A connection that drops is opened again with backoff (the seed's
-client notes ask for it; ``max_reconnects``, ``None`` for ever), and the iteration goes on
-where it was; :attr:`LiveClient.reconnects` counts how often. Like the server, the client
+event started or ended). A connection that drops is opened again with backoff (the original
+API's client notes ask for it; ``max_reconnects``, ``None`` for ever), and the iteration goes
+on where it was; :attr:`LiveClient.reconnects` counts how often. Like the server, the client
 keeps every stats and event message but only the newest ``frame_queue`` frames for a
 reader that falls behind (:attr:`LiveClient.frames_dropped`).
 
@@ -176,7 +176,7 @@ def parse_push(message: Mapping[str, Any]) -> LiveMessage:
 
 
 def reply_error(reply: Mapping[str, Any]) -> ApiError | None:
-    """The error a request's reply carries (the seed's error texts), or ``None``."""
+    """The error a request's reply carries (the original API's error texts), or ``None``."""
     text = reply.get("error")
     if not isinstance(text, str):
         return None
@@ -200,7 +200,7 @@ def _face(item: Mapping[str, Any]) -> Face:
 class LiveClient:
     """Listens to the live people counter (see the module).
 
-    ``url`` is the socket (``ws://HOST:8000/ws/live``, the seed's ``ws://HOST:8765/``, or
+    ``url`` is the socket (``ws://HOST:8000/ws/live``, the original API's ``ws://HOST:8765/``, or
     the server's ``http(s)://`` URL); ``source`` follows one ``--source`` (default: all).
     ``retries`` bounds the tries of the first connection, ``max_reconnects`` those after a
     drop (in a row; ``None``: for ever), both waiting as ``backoff`` says. Iteration raises

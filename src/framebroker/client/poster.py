@@ -2,7 +2,7 @@
 
 This is the wire end of :class:`~framebroker.client.FramesClient`, and so of
 ``framebroker extract-frames``: each frame is one request with two parts, ``frame`` (its
-JSON) and ``image`` (raw BGR bytes, or any encoded image), the way the seed's plugin
+JSON) and ``image`` (raw BGR bytes, or any encoded image), the way the original plugin
 servers read them (``request.files['image']``, ``request.files['frame']``).
 
 The body is never assembled in memory: the request head, the ``frame`` part and the

@@ -295,7 +295,7 @@ class VideoAnalysisClient:
         )
 
     async def test(self, data: Any = None) -> dict[str, Any]:
-        """The seed's ``test`` event: the server echoes ``data`` with the session id."""
+        """The original API's ``test`` event: the server echoes ``data`` with the session id."""
         reply = await self._call("test", data)
         if not isinstance(reply, dict):
             raise ProtocolError(f"expected an object, got {str(reply)[:80]}")

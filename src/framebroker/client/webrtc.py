@@ -303,9 +303,9 @@ Source = str | Iterable[NDArray[np.uint8]] | AsyncIterable[NDArray[np.uint8]]
 class WebRTCClient:
     """Streams sources to the WebRTC model broker (see the module).
 
-    ``url`` is the signaling WebSocket (``ws://HOST:8000/webrtc/ws``, the seed's
-    ``ws://HOST:8084``) or the HTTP offer URL (``http://HOST:8000/offer``, the seed's
-    ``http://HOST:8083``); ``models`` chooses some of the server's models by name;
+    ``url`` is the signaling WebSocket (``ws://HOST:8000/webrtc/ws``, the original
+    API's ``ws://HOST:8084``) or the HTTP offer URL (``http://HOST:8000/offer``, the original
+    API's ``http://HOST:8083``); ``models`` chooses some of the server's models by name;
     ``timeout`` bounds connecting, the answer, ICE, and the wait for the result.
     """
 

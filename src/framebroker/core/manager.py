@@ -1,8 +1,9 @@
 """The directory of live sessions: create, attach, remove, list, find idle ones. No I/O, no threads.
 
 Ids are made with :mod:`secrets` so they cannot be guessed. A transport that must honour a
-client-chosen id (seed 000's ``Session-Id`` header) creates with ``session_id=``; such ids are
-checked against a strict alphabet and, when an allow-list is configured, against it.
+client-chosen id (the tracking API's ``Session-Id`` header) creates with ``session_id=``;
+such ids are checked against a strict alphabet and, when an allow-list is configured,
+against it.
 
 A transport names the client that creates a session (``client=``, its address), so one
 client's share is counted here, once for every transport: at most
@@ -147,7 +148,7 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self.clients = ClientSessions(self.policy.max_sessions_per_client)
-        """Sessions per client; a transport whose sessions live elsewhere (seed 002's
+        """Sessions per client; a transport whose sessions live elsewhere (video analysis
         streams) takes and gives back its slots here too, so a client has one count."""
 
     def __len__(self) -> int:
@@ -237,7 +238,7 @@ class SessionManager:
         pipeline: Sequence[ProcessorSpec] | None = None,
         client: str | None = None,
     ) -> Session:
-        """The session with this id, created if it does not exist (seed 000's semantics).
+        """The session with this id, created if it does not exist (the tracking API's semantics).
 
         Attaching to an existing session takes no slot: it stays its creator's."""
         existing = self._sessions.get(session_id)

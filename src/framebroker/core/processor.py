@@ -179,4 +179,5 @@ class Processor(ABC):
 
 
 BaseModel = Processor
-"""The seed-004 name for :class:`Processor`: a model is a processor that reads pixels."""
+"""The WebRTC model broker's name for :class:`Processor`: a model is a processor that reads
+pixels."""

@@ -1,4 +1,4 @@
-"""Which processors of one pipeline are switched on: the seed-003 "exclude processors that are
+"""Which processors of one pipeline are switched on: the frame server's "exclude processors that are
 not required".
 
 A processor that has seen, say, a game menu can switch the HUD readers off until the game is

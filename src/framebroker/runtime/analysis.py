@@ -1,6 +1,6 @@
-"""Seed 002 assembled: session ids, streams of frames, uploads, and the fan-out behind them.
+"""Video analysis assembled: session ids, streams of frames, uploads, and the fan-out behind them.
 
-:class:`VideoAnalysis` is what the seed-002 transports (Socket.IO events and the HTTP
+:class:`VideoAnalysis` is what the video analysis transports (Socket.IO events and the HTTP
 endpoints) talk to; it holds no wire format. Built from the ``analysis`` settings, started and
 stopped with the server.
 """
@@ -35,7 +35,7 @@ Image = NDArray[np.uint8]
 
 
 class VideoAnalysis:
-    """Seed 002's state in one process. ``transport`` replaces httpx's network (tests)."""
+    """Video analysis's state in one process. ``transport`` replaces httpx's network (tests)."""
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class VideoAnalysis:
         except BaseException:
             slots.give_back(client)
             raise
-        log.info("seed-002 session %s connected (%s)", sid, "made" if generated else "given")
+        log.info("video analysis session %s connected (%s)", sid, "made" if generated else "given")
         return stream, generated
 
     async def close_stream(self, connection: str) -> None:
@@ -163,7 +163,7 @@ class VideoAnalysis:
         if stream is not None:
             self.broker.manager.clients.give_back(stream.client)
             self.ids.release(stream.id)
-            log.info("seed-002 session %s disconnected", stream.id)
+            log.info("video analysis session %s disconnected", stream.id)
 
     async def probe_upload(self, path: Path) -> None:
         """Raise :class:`InvalidInput` unless ``path`` holds a video FFmpeg can decode."""

@@ -239,8 +239,8 @@ class Broker:
         """The live session with this id; else the suspended one resumed; else a new one
         (held by ``client``, as with :meth:`create_session`).
 
-        This is seed 000's "create or attach", extended across restarts: a session the server
-        suspended when it stopped carries on with the same tracks.
+        This is the tracking API's "create or attach", extended across restarts: a session the
+        server suspended when it stopped carries on with the same tracks.
         """
         lane = self._lanes.get(session_id)
         if lane is not None:

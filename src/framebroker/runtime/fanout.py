@@ -321,7 +321,7 @@ class PipelineAnswer:
 class InProcessPipelines:
     """Named pipelines (processor specs) run on frames through the broker.
 
-    A *stream* (one seed-002 session, one /batch upload) gets one broker session per pipeline,
+    A *stream* (one video analysis session, one /batch upload) gets one broker session per pipeline,
     made on its first frames and ended by :meth:`end`; the broker's idle sweep may end one
     first, and then the next frames start a fresh one.
     """

@@ -1,6 +1,6 @@
 """Each model of a live session in its own lane, so a slow model slows only itself.
 
-Seed 004's rule: *each model sees the newest frame it can keep up with*. A live track
+The WebRTC model broker's rule: *each model sees the newest frame it can keep up with*. A live track
 delivers frames at its own pace; :class:`ModelLanes` gives every processor of a session's
 pipeline a one-slot mailbox and a worker task. :meth:`ModelLanes.offer` puts the new frame in
 every mailbox, replacing a frame the model has not taken yet (counted as skipped for that

@@ -1,8 +1,8 @@
-"""Which session ids a seed-002 client may connect with, and which are in use.
+"""Which session ids a video analysis client may connect with, and which are in use.
 
 Three kinds of id are allowed: those configured (``ALLOWED_SESSION_IDS``), those handed out
 by ``GET /get_session_id``, and those the server makes for a client that connected without
-one (``GENERATE_SESSION_ID_ON_CONNECT``). Each id serves one connection: the seed removes an
+one (``GENERATE_SESSION_ID_ON_CONNECT``). Each id serves one connection: the original API removes an
 id from the allowed list when its client disconnects, and so does this.
 
 A handed-out id is ``TOKEN.SIGNATURE``: ``TOKEN`` holds its issue time and 16 random bytes,
@@ -42,7 +42,7 @@ def _unb64(text: str) -> bytes:
 
 
 class SessionIds:
-    """Issue, check, claim and release seed-002 session ids.
+    """Issue, check, claim and release video analysis session ids.
 
     ``claim`` marks an id in use by one connection (a second connection with it is refused);
     ``release`` ends that and uses the id up. At most ``max_ids`` handed-out ids are tracked

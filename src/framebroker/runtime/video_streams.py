@@ -1,4 +1,4 @@
-"""Seed-002 streams: frames in, one reply per frame, each window's merged answers out.
+"""Video analysis streams: frames in, one reply per frame, each window's merged answers out.
 
 A :class:`VideoStream` is one connected client's session. Its frames are parsed, decoded and
 added to the open window in the worker pool, one at a time and in arrival order; a window
@@ -75,7 +75,7 @@ def _pixel_reply(image: Image) -> dict[str, Any]:
 
 
 class VideoStream:
-    """One client's seed-002 session; see the module docstring."""
+    """One client's video analysis session; see the module docstring."""
 
     def __init__(
         self,

@@ -25,15 +25,15 @@ from ..runtime.analysis import VideoAnalysis
 from ..runtime.broker import Broker, BrokerConfig
 from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..storage import open_store
-from ..transports import console, rest_v1, seed_frames, seed_tracking
+from ..transports import box_tracking, console, frame_upload, rest_v1
 from ..transports.auth import ApiKeyMiddleware, ApiKeys
 from ..transports.context import ServerContext
 from ..transports.http import install_error_handlers, json_response
-from ..transports.live_ws import live_routes
 from ..transports.origins import OriginMiddleware
-from ..transports.seed_batch import router as seed_batch_router
-from ..transports.seed_socketio import SocketIOTransport
-from ..transports.webrtc import WebRTCTransport
+from ..transports.people_ws import live_routes
+from ..transports.video_analysis_http import router as video_analysis_router
+from ..transports.video_analysis_socketio import SocketIOTransport
+from ..transports.webrtc_signaling import WebRTCTransport
 from .services import Services
 
 __all__ = ["build_app", "build_broker", "build_compat_app", "build_registry"]
@@ -88,9 +88,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     svc = services if services is not None else Services.build(settings, build_broker(settings))
     the_broker = svc.broker
     ctx = ServerContext(broker=the_broker, settings=settings)
-    analysis = VideoAnalysis(settings.analysis, settings.limits, the_broker)  # seed 002
+    analysis = VideoAnalysis(settings.analysis, settings.limits, the_broker)  # video analysis
     socketio_transport = SocketIOTransport(ctx, analysis)
-    webrtc = WebRTCTransport.shared(the_broker, settings)  # seed 004
+    webrtc = WebRTCTransport.shared(the_broker, settings)  # the WebRTC model broker
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -116,7 +116,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = svc
     install_error_handlers(app, on_error=lambda code: the_broker.metrics.error("http", code))
-    app.include_router(seed_tracking.router(ctx))
+    app.include_router(box_tracking.router(ctx))
     app.include_router(rest_v1.router(ctx))
     app.include_router(console.router(ctx, svc.records))
     app.mount(console.UI_PATH, console.static_files())  # the web console
@@ -130,7 +130,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.router.routes.extend(webrtc.routes())
     app.state.analysis = analysis
-    app.include_router(seed_batch_router(ctx, analysis))
+    app.include_router(video_analysis_router(ctx, analysis))
     app.mount("/socket.io", socketio_transport.app)
 
     @app.get("/healthz", include_in_schema=False)
@@ -180,7 +180,7 @@ def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) 
 
 
 def build_compat_app(name: str, services: Services) -> Starlette:
-    """Seed ``name``'s own listener: its transport alone, at ``/`` (``serve --compat``).
+    """The original API ``name``'s own listener: its transport alone, at ``/`` (``serve --compat``).
 
     It shares the main app's services and has no lifespan of its own.
     """
@@ -198,7 +198,7 @@ def build_compat_app(name: str, services: Services) -> Starlette:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         install_error_handlers(app, on_error=lambda code: services.broker.metrics.error(name, code))
         ctx = ServerContext(broker=services.broker, settings=services.settings)
-        app.include_router(seed_frames.router(ctx))
+        app.include_router(frame_upload.router(ctx))
     elif name in ("webrtc_ws", "webrtc_http"):
         app = WebRTCTransport.shared(services.broker, services.settings).compat_app(name)
     else:

@@ -2,7 +2,7 @@
 
 uvicorn's httptools protocol appends every piece of a body to a ``bytearray`` and gives the
 application ``bytes(that)``: each byte copied twice more after the parser's own copy. For a
-seed-003 frame (6 MB, one POST per video frame) those copies and the page faults of fresh
+A frame-server frame (6 MB, one POST per video frame) those copies and the page faults of fresh
 multi-megabyte buffers were a tenth of the server's CPU per frame. :class:`BodyChunks` keeps
 the pieces instead; when the application reads, one piece is handed over as is and several
 are joined once. Reading pauses only once :data:`HIGH_WATER` bytes wait unread, not after

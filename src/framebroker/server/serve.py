@@ -1,4 +1,4 @@
-"""Run the server: the main port with every transport, plus each seed's own listener when
+"""Run the server: the main port with every transport, plus each original API's own listener when
 asked (``--compat``), all in one event loop around one set of services."""
 
 from __future__ import annotations
@@ -158,9 +158,11 @@ async def serve(settings: Settings) -> None:
     log.info("framebroker listening on %s (API docs %s/docs)", base, base)
     log.info("web console: %s/ui/", base)
     log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, settings.port)
-    log.info("frames (seed 003): POST multipart image + frame to %s/", base)
-    log.info("video analysis (seed 002): Socket.IO at %s/socket.io, POST %s/batch", base, base)
-    log.info("webrtc (seed 004): signaling %s://%s:%d/webrtc/ws", ws, settings.host, settings.port)
+    log.info("frame server for plugins: POST multipart image + frame to %s/", base)
+    log.info("video analysis: Socket.IO at %s/socket.io, POST %s/batch", base, base)
+    log.info(
+        "WebRTC model broker: signaling %s://%s:%d/webrtc/ws", ws, settings.host, settings.port
+    )
     tasks = []
     for name, port, server in companions:
         tasks.append(asyncio.create_task(server.serve_quietly()))

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass, field
 
 from ..config import Settings
+from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
+from ..people.live import LiveFeedConfig
 from ..runtime.broker import Broker
-from ..runtime.live import LiveFeedConfig
-from ..runtime.sources import PeopleCounterConfig, SourceFeed, parse_source_arg
 from ..storage import FaceFolder, PeopleRecords, SQLStore
-from ..transports.live_ws import LiveHub
+from ..transports.people_ws import LiveHub
 
 __all__ = ["Services"]
 
@@ -22,7 +22,7 @@ class Services:
     """The broker, the live hub and the video-source feeds of one process.
 
     Listeners (the main port and the compatibility ports) share one ``Services``, so a client
-    of seed 001 on 8765 sees the same sessions as one on the main port.
+    of the live people counter on 8765 sees the same sessions as one on the main port.
     """
 
     settings: Settings

@@ -1,11 +1,11 @@
 """``framebroker extract-frames SOURCE DESTINATION``: replay a video into a frame server.
 
-The tool of seed 003 (the OverTrack plugin rig): decode ``SOURCE`` with PyAV, sample it at
+The tool of the frame server (the OverTrack plugin rig): decode ``SOURCE`` with PyAV, sample it at
 ``--fps`` on the video's own clock from ``--seek``, scale each sample to 1920×1080 (or
 ``--size``), and POST it to ``DESTINATION`` as ``multipart/form-data`` with two parts:
 
 - ``image``: the raw BGR bytes, ``height × width × 3`` (6,220,800 bytes at 1920×1080);
-- ``frame``: JSON, the seed's fields in the seed's order::
+- ``frame``: JSON, the original API's fields in the original API's order::
 
     {"timestamp": 1556855549.37, "timestamp_str": "2019/05/03 03:52:29.37",
      "relative_timestamp_str": "00:00:00.00", "relative_timestamp": 0.0, "frame_no": 51,
@@ -15,7 +15,7 @@ The tool of seed 003 (the OverTrack plugin rig): decode ``SOURCE`` with PyAV, sa
 also after a seek) and ``frame_no`` its number in the video. ``timestamp`` is
 ``start + relative_timestamp``, where ``start`` is, by default, the time the container says
 the recording was made (its ``creation_time``) and otherwise the wall-clock time the
-extraction began (what the seed's tool always did); ``--start-time`` picks either or a fixed
+extraction began (what the original API's tool always did); ``--start-time`` picks either or a fixed
 time. A replay therefore carries the recording's own times when the file has them, and
 timestamps always advance with the video, however fast it is replayed. ``timestamp_str`` is
 ``timestamp`` in UTC to the hundredth of a second.
@@ -284,7 +284,7 @@ def describe_source(
 ) -> dict[str, Any]:
     """The ``source`` object sent with every frame of a run.
 
-    The seed's fields (``file``, ``video_fps``, ``video_frames``, ``extract_fps``,
+    The original API's fields (``file``, ``video_fps``, ``video_frames``, ``extract_fps``,
     ``original_shape`` as ``[height, width, 3]``) plus ``name`` (the file name), ``kind``
     (``file``, ``network`` or ``device``), ``duration`` (seconds or ``null``), ``seek``,
     ``realtime``, ``width`` and ``height`` (of the images sent), ``creation_time`` (ISO 8601

@@ -1,11 +1,12 @@
-"""``framebroker stream VIDEO URL``: seed 004's mock client, a video file played as a camera.
+"""``framebroker stream VIDEO URL``: the WebRTC model broker's mock client, a video file
+played as a camera.
 
 This is :class:`~framebroker.client.WebRTCClient` on the command line. The file (or an
 ``rtsp://`` URL, or a camera device) is decoded in real time and sent as a WebRTC video
 track, with a data channel for predictions. Signaling goes over the WebSocket at ``URL``
-(``ws://host:8000/webrtc/ws``, or the seed's ``ws://host:8084``), or with ``use_http`` as a
-``POST`` of the offer to ``URL`` (``http://host:8000/offer``, or the seed's
-``http://host:8083``, to which ``/offer`` is added).
+(``ws://host:8000/webrtc/ws``, or the original API's ``ws://host:8084``), or with
+``use_http`` as a ``POST`` of the offer to ``URL`` (``http://host:8000/offer``, or the
+original API's ``http://host:8083``, to which ``/offer`` is added).
 
 Every message from the server is printed to ``out`` as one line of JSON as it arrives: first
 ``{"type": "answer", "session_id": ...}`` (the answer without its SDP), then predictions,

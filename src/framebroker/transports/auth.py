@@ -6,8 +6,8 @@ WebSocket handshake. A browser cannot set headers on a WebSocket, so a socket wi
 is accepted, and its first message must then be ``{"type": "auth", "api_key": "KEY"}``
 (answered ``{"type": "auth", "ok": true}``); anything else closes it with 1008 before the
 endpoint sees a byte or sends one. Socket.IO clients put ``{"api_key": KEY}`` in their
-connection ``auth`` (see :mod:`.seed_socketio`). Every comparison runs in constant time over
-every key, so timing says nothing about which key, or how much of one, was right.
+connection ``auth`` (see :mod:`.video_analysis_socketio`). Every comparison runs in constant
+time over every key, so timing says nothing about which key, or how much of one, was right.
 
 With no keys configured nothing is checked; the server warns at start when it then listens
 on an address other than loopback.

@@ -3,9 +3,9 @@
 The pages (``framebroker/ui/``: overview, live, faces, camera) are plain HTML, CSS and one
 small JavaScript module each; nothing is built at install and nothing comes from another
 origin, which the Content-Security-Policy sent with every page enforces. They talk to the
-APIs every other client uses (``/v1/sessions``, the seed-001 WebSocket ``/ws/live``, the
-seed-004 signaling socket ``/webrtc/ws``) plus the read-only endpoints below, which only the
-store can answer:
+APIs every other client uses (``/v1/sessions``, the live people counter's WebSocket
+``/ws/live``, the WebRTC model broker's signaling socket ``/webrtc/ws``) plus the read-only
+endpoints below, which only the store can answer:
 
 - ``GET /v1/console``: what the pages need to know about this server (sources, models);
 - ``GET /v1/faces?limit=&before=``: saved faces, newest first, paged by face id;
@@ -35,8 +35,8 @@ from starlette.types import Scope
 from .. import __version__
 from ..core.manager import ProcessorSpec
 from ..errors import InvalidInput
+from ..people.feed import parse_source_arg
 from ..plugins import spec_name
-from ..runtime.sources import parse_source_arg
 from ..storage.people import MAX_FACE_ID, PeopleRecords, face_filename
 from .context import ServerContext
 from .http import json_response
@@ -97,8 +97,8 @@ class ConsoleOut(BaseModel):
     timezone: str = Field(description="IANA zone of the people counter's days")
     today: str = Field(description="YYYY-MM-DD in that zone")
     sources: list[str] = Field(description="names of the video sources this server reads")
-    live_ws: str = Field(description="path of the seed-001 WebSocket")
-    signaling_ws: str = Field(description="path of the seed-004 signaling WebSocket")
+    live_ws: str = Field(description="path of the people counter's live WebSocket")
+    signaling_ws: str = Field(description="path of the WebRTC model broker signaling WebSocket")
     webrtc_models: list[ModelOut] = Field(description="models each camera connection runs")
     api_keys: bool = Field(
         description="whether this server asks for API keys (then the pages send theirs)"

@@ -5,7 +5,7 @@
 :class:`FormEnd`. It does no I/O and keeps no part data, so it is tested by feeding it bytes,
 and :func:`read_form` is the thin layer that drives it from an ASGI body stream.
 
-Why not buffer the body and split it: a seed-003 frame is a 6.2 MB raw image. Splitting a
+Why not buffer the body and split it: a frame-server frame is a 6.2 MB raw image. Splitting a
 buffered body copies it at least twice (join, slice) and reads it all before knowing it is
 too large. Here each chunk is scanned with one ``bytes.find`` for the delimiter; the data
 events are ``memoryview`` slices of the chunk the caller passed in (no copy), and only the

@@ -1,10 +1,10 @@
 """One WebSocket message, framed once, sent to many sockets: an ASGI extension.
 
-The seed-001 push sends the same 40 KB frame message to every listener. Through plain ASGI
-each ``websocket.send`` is encoded, framed and copied again for every socket: with a hundred
-listeners that was as much CPU as the system calls themselves. A server that offers the
-``websocket.preframed`` extension in a socket's scope (framebroker's own, see
-:mod:`framebroker.server.ws_protocol`) accepts ``{"type": "websocket.send.preframed",
+The live people counter's push sends the same 40 KB frame message to every listener.
+Through plain ASGI each ``websocket.send`` is encoded, framed and copied again for every
+socket: with a hundred listeners that was as much CPU as the system calls themselves. A
+server that offers the ``websocket.preframed`` extension in a socket's scope (framebroker's
+own, see :mod:`framebroker.server.ws_protocol`) accepts ``{"type": "websocket.send.preframed",
 "frame": bytes}``, a complete server-to-client frame made by :func:`text_frame`, and writes it
 as is. Under another ASGI server the extension is absent and the text is sent as usual.
 """

@@ -1,7 +1,7 @@
 """The versioned resource API: ``/v1/sessions``, ``/v1/sessions/{id}``, ``.../frames``.
 
-Everything the seed-000 API does, with resources, status codes and an OpenAPI document that
-tools can generate clients from. Frame bodies are validated by the same parser as seed 000
+Everything the tracking API does, with resources, status codes and an OpenAPI document that
+tools can generate clients from. Frame bodies are validated by the same parser as the tracking API
 (not by pydantic) so both APIs give the same answers to the same mistakes; the pydantic
 models below document the shapes.
 """
@@ -18,9 +18,9 @@ from ..core.detections import MAX_CLASS_ID, MAX_COORDINATE
 from ..core.pipeline import FrameResult
 from ..core.session import Session
 from ..errors import SessionNotFound
+from .box_requests import BOX_FORMAT_HEADER, TrackingRequest, read_tracking_request, tracked_boxes
 from .context import ServerContext
 from .http import ErrorOut, client_of, json_response, require_json
-from .tracking import BOX_FORMAT_HEADER, TrackingRequest, read_tracking_request, tracked_boxes
 
 __all__ = ["router"]
 

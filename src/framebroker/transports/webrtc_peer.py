@@ -1,4 +1,5 @@
-"""One WebRTC connection of seed 004: an aiortc peer, its session, its models, its recording.
+"""One WebRTC connection of the WebRTC model broker: an aiortc peer, its session, its models,
+its recording.
 
 The client offers; the server answers and receives the client's camera as a video track.
 From the first frame on:
@@ -521,7 +522,7 @@ class PeerSession:
 
 
 def error_message(exc: FramebrokerError) -> str:
-    """The seed's ``error`` message for ``exc``: its text, its HTTP status as ``code``, its
+    """The original API's ``error`` message for ``exc``: its text, its HTTP status as ``code``, its
     name as ``error``, and the rest of its JSON body (``field``, ``limit``, ...)."""
     body = exc.to_dict()
     data: dict[str, Any] = {"message": exc.message, "code": exc.http_status, "error": exc.code}

@@ -1,4 +1,4 @@
-// Camera: send this browser's camera over WebRTC with the seed-004 signaling socket
+// Camera: send this browser's camera over WebRTC with the WebRTC model broker signaling socket
 // (/webrtc/ws: ice-servers, offer → answer, prediction..., end → result, error) and show
 // the predictions as they come, heart rate as a number and a chart, then the final result.
 // openSocket presents the API key first when the server wants one.

@@ -1,4 +1,4 @@
-// Live: a source's annotated frames, counts and events from the seed-001 WebSocket
+// Live: a source's annotated frames, counts and events from the live people counter WebSocket
 // (/ws/live?source=NAME), plus today's events and counts per hour from the store.
 import { hourlyChart, timelineChart } from "./chart.js";
 import {

@@ -1,4 +1,5 @@
-"""Boxes-in, tracks-out requests as both HTTP APIs read them (seed 000 at ``/`` and ``/v1``).
+"""Boxes-in, tracks-out requests as both HTTP APIs read them (the tracking API at ``/`` and
+``/v1``).
 
 Parsing is a pure function of the body, so a large body can be parsed in the worker pool
 instead of on the event loop.

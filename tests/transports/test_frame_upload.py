@@ -22,9 +22,9 @@ from framebroker.server import Services, build_app, build_broker, build_compat_a
 
 from .conftest import TEST_LIMITS
 from .images import scene
-from .test_seed_tracking import SEED_BOXES, SEED_TRACKED
+from .test_box_tracking import SEED_BOXES, SEED_TRACKED
 
-HERE = "tests.transports.test_seed_frames"
+HERE = "tests.transports.test_frame_upload"
 
 
 class FrameCounter(Processor):

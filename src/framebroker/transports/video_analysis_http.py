@@ -1,4 +1,4 @@
-"""Seed 002 over HTTP: ``GET /get_session_id``, ``GET /options`` and ``POST /batch``.
+"""Video analysis over HTTP: ``GET /get_session_id``, ``GET /options`` and ``POST /batch``.
 
 ``POST /batch`` takes a video as ``multipart/form-data`` (the part named ``file``, else the
 first part with a file name) or as the raw body (``video/*``, ``application/octet-stream``
@@ -213,7 +213,7 @@ def _processes(request: Request) -> list[str] | None:
 
 
 def router(ctx: ServerContext, analysis: VideoAnalysis) -> APIRouter:
-    api = APIRouter(tags=["seed 002"])
+    api = APIRouter(tags=["video analysis"])
     settings = ctx.settings
     uploads = settings.data_dir / "uploads"
     running = 0  # uploads being received or analysed: each may hold MAX_BUFFER_SIZE of disk

@@ -1,7 +1,7 @@
-"""Seed 001: the people counter's WebSocket API, message for message.
+"""The live people counter: the people counter's WebSocket API, message for message.
 
 Pushed: ``frame`` (annotated JPEG, base64), ``stats`` (about twice a second), ``event``
-(started/ended). Answered: ``get_face`` and ``get_all_faces``. Bad requests get the seed's
+(started/ended). Answered: ``get_face`` and ``get_all_faces``. Bad requests get the original API's
 ``{"error": ...}`` texts and the connection stays open; a message over
 ``limits.max_ws_message_bytes`` gets ``{"error", "code": "payload_too_large", "field"}`` and
 the socket is closed with 1009 (see :mod:`.ws_limits`).
@@ -32,7 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..core.bus import Bus, Subscription
 from ..errors import PayloadTooLarge
-from ..runtime.live import seed_timestamp
+from ..people.live import live_timestamp
 from ..storage.people import PeopleRecords, face_filename
 from .preframed import PREFRAMED_SEND, offers_preframed, text_frame
 from .ws_limits import MessageLimit
@@ -138,9 +138,10 @@ class LiveHub:
             self._sub.close()
 
     def format(self, topic: str, payload: dict[str, Any]) -> str | None:
-        """The seed's JSON text for a bus message, or ``None`` for topics it does not know."""
+        """The original API's JSON text for a bus message, or ``None`` for topics it does not
+        know."""
         kind = topic.rsplit("/", 1)[-1]
-        stamp = seed_timestamp(float(payload["time"]), self.tz)
+        stamp = live_timestamp(float(payload["time"]), self.tz)
         if kind == "frame":
             self.frames_formatted += 1
             body: dict[str, Any] = {"type": "frame", "data": payload["jpeg_b64"]}

@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from framebroker.core import Bus, Frame, FrameResult
-from framebroker.runtime.live import (
+from framebroker.people.live import (
     LiveFeed,
     LiveFeedConfig,
     end_interrupted_events,
+    live_timestamp,
     local_day,
-    seed_timestamp,
 )
 from framebroker.storage import FaceFolder, PeopleRecords, SQLStore
 
@@ -108,11 +108,11 @@ async def test_frame_rate_is_capped(tmp_path: Path) -> None:
     assert live.frames_published == 1
 
 
-def test_seed_timestamp_format() -> None:
+def test_live_timestamp_format() -> None:
     from zoneinfo import ZoneInfo
 
-    assert seed_timestamp(0.25, ZoneInfo("UTC")) == "1970-01-01 00:00:00.250"
-    assert seed_timestamp(0.0, ZoneInfo("Asia/Tokyo")) == "1970-01-01 09:00:00.000"
+    assert live_timestamp(0.25, ZoneInfo("UTC")) == "1970-01-01 00:00:00.250"
+    assert live_timestamp(0.0, ZoneInfo("Asia/Tokyo")) == "1970-01-01 09:00:00.000"
 
 
 async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twice(

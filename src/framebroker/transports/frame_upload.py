@@ -1,23 +1,23 @@
-"""Seed 003: the OverTrack plugin rig's frame server, one video frame per multipart POST.
+"""The frame server: the OverTrack plugin rig's frame server, one video frame per multipart POST.
 
 Where: ``POST /`` on the main port when the body is ``multipart/form-data`` (a JSON
-``POST /`` stays seed 000's tracker), and ``POST /`` on the ``frames`` compatibility listener
-(``serve --compat``, port 5000 by default, where the seed's ``extract_frames`` posts).
+``POST /`` stays the tracking API), and ``POST /`` on the ``frames`` compatibility listener
+(``serve --compat``, port 5000 by default, where the original API's ``extract_frames`` posts).
 
 The request has two parts (others are skipped):
 
 ``frame``
-    A JSON object: the seed's metadata (``timestamp``, ``frame_no``, ``source``, ...), echoed
-    unchanged. Its ``timestamp`` (seconds) is the frame's time, so a processor that runs every
-    ``interval`` seconds follows the video's clock, and a replay faster than realtime behaves
-    as live; without one, the arrival time is used.
+    A JSON object: the original API's metadata (``timestamp``, ``frame_no``, ``source``,
+    ...), echoed unchanged. Its ``timestamp`` (seconds) is the frame's time, so a processor
+    that runs every ``interval`` seconds follows the video's clock, and a replay faster than
+    realtime behaves as live; without one, the arrival time is used.
 ``image``
-    Raw BGR pixels, ``height`` rows of ``width`` pixels of 3 bytes each, as the seed sends;
+    Raw BGR pixels, ``height`` rows of ``width`` pixels of 3 bytes each, as the original API sends;
     or a PNG or JPEG file. The size of a raw image comes from ``frame["width"]`` and
     ``frame["height"]``, else from ``frame["source"]["width"]`` and ``["height"]`` when
     ``source`` is an object (both meaning the size *as posted*, after any resizing), else
     from the ``frames.default_width`` x ``frames.default_height`` settings (1920x1080, the
-    seed's size). A part of exactly ``width * height * 3`` bytes is raw; any other part is
+    original API's size). A part of exactly ``width * height * 3`` bytes is raw; any other part is
     PNG or JPEG if its first bytes say so (their own header gives their size), and otherwise
     a 400 that states the expected and received byte counts. Declared sizes must be positive
     integers whose product is at most ``limits.max_image_pixels``. Processors read a raw
@@ -116,7 +116,7 @@ class FrameRequest:
 
 
 def is_form(content_type: str | None) -> bool:
-    """Whether a request body is ``multipart/form-data`` (seed 003) rather than JSON."""
+    """Whether a request body is ``multipart/form-data`` (the frame server) rather than JSON."""
     media = (content_type or "").partition(";")[0].strip().lower()
     return media == "multipart/form-data"
 
@@ -314,7 +314,7 @@ def _content_length(value: str | None) -> int | None:
 
 
 def frame_handler(ctx: ServerContext) -> Handler:
-    """The ``POST /`` handler of seed 003, shared by the main port and the compat listener.
+    """The ``POST /`` handler of the frame server, shared by the main port and the compat listener.
 
     Raises :class:`ConfigError` when ``frames.pipeline`` names a processor that cannot be
     found.
@@ -364,7 +364,7 @@ def frame_handler(ctx: ServerContext) -> Handler:
 
 
 def router(ctx: ServerContext) -> APIRouter:
-    """Seed 003 alone at ``/``: the ``frames`` compatibility listener."""
+    """The frame server alone at ``/``: the ``frames`` compatibility listener."""
     api = APIRouter()
     api.add_api_route("/", frame_handler(ctx), methods=["POST"], include_in_schema=False)
     return api

@@ -13,9 +13,9 @@ import pytest
 from framebroker.config import load_settings
 from framebroker.core.inbox import Backpressure
 from framebroker.media.video import demo_clip
+from framebroker.people.feed import PeopleCounterConfig, SourceFeed, people_pipeline
+from framebroker.people.live import LiveFeedConfig
 from framebroker.runtime import Broker, BrokerConfig
-from framebroker.runtime.live import LiveFeedConfig
-from framebroker.runtime.sources import PeopleCounterConfig, SourceFeed, people_pipeline
 from framebroker.server.app import build_registry
 
 
@@ -73,7 +73,7 @@ async def test_failing_frames_are_counted_and_reported_a_line_per_interval(
     async def fail() -> None:
         raise RuntimeError("processor 'hang' timed out")
 
-    caplog.set_level(logging.WARNING, logger="framebroker.runtime.sources")
+    caplog.set_level(logging.WARNING, logger="framebroker.people.feed")
     for _ in range(50):  # every frame of a feed whose processor is stuck fails
         task = asyncio.ensure_future(fail())
         with contextlib.suppress(RuntimeError):

@@ -33,7 +33,7 @@ from ..core.pipeline import FrameResult
 from ..storage.face_files import FaceFolder
 from ..storage.people import PeopleRecords, face_filename
 
-__all__ = ["LiveFeed", "LiveFeedConfig", "end_interrupted_events", "local_day", "seed_timestamp"]
+__all__ = ["LiveFeed", "LiveFeedConfig", "end_interrupted_events", "live_timestamp", "local_day"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ STATS_FIELDS = (
 )
 
 
-def seed_timestamp(t: float, tz: ZoneInfo) -> str:
-    """``YYYY-MM-DD HH:MM:SS.mmm`` in ``tz``, the people-counter seed's format."""
+def live_timestamp(t: float, tz: ZoneInfo) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm`` in ``tz``, the people counter's original format."""
     return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 

@@ -20,7 +20,7 @@ from framebroker.config import Settings, load_settings
 from framebroker.core import Frame, ProcessContext, Processor
 from framebroker.runtime.broker import Broker
 from framebroker.server import Services, build_app, build_broker, build_compat_app
-from framebroker.transports.webrtc import WebRTCTransport
+from framebroker.transports.webrtc_signaling import WebRTCTransport
 
 from ..in_process import free_port, serving
 from .webrtc_client import (

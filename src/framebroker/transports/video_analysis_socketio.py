@@ -1,4 +1,4 @@
-"""Seed 002 over Socket.IO: a python-socketio ``AsyncServer`` mounted at ``/socket.io``.
+"""Video analysis over Socket.IO: a python-socketio ``AsyncServer`` mounted at ``/socket.io``.
 
 Connect with the session id in the query parameter named by ``SESSION_ID_NAME``
 (``?session_id=...``; ``auth={"session_id": ...}`` works too), and optionally
@@ -27,7 +27,7 @@ A refused connection gets ``connect_error`` with ``{"message", "data": {"error",
 server holds its limit of sessions, ``client_session_limit`` (with ``"limit":
 "max_sessions_per_client"``) when the client's address holds its share of sessions (over
 every transport). An id serves one connection: when it disconnects the id is used up, as in
-the seed.
+the original API.
 
 Frames bigger than ``max_frame_bytes`` get a ``payload_too_large`` error; frames sent faster
 than ``limits.max_fps_per_session`` a ``frame_rate_exceeded`` error (with
@@ -117,7 +117,7 @@ def _first(query: dict[str, list[str]], name: str) -> str | None:
 
 
 class SocketIOTransport:
-    """The Socket.IO server of seed 002 and its event handlers; :attr:`app` is its ASGI app
+    """The Socket.IO server of video analysis and its event handlers; :attr:`app` is its ASGI app
     (mount it at ``/socket.io``)."""
 
     def __init__(self, ctx: ServerContext, analysis: VideoAnalysis) -> None:
@@ -215,7 +215,7 @@ class SocketIOTransport:
                 connection, requested, emit=emit, processes=processes, client=client
             )
         except FramebrokerError as exc:
-            log.info("seed-002 connection refused: %s", exc.message)
+            log.info("video analysis connection refused: %s", exc.message)
             self.ctx.broker.metrics.error(TRANSPORT, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         if generated:

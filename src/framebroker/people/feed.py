@@ -4,10 +4,10 @@ A source's frames go into its session under the ``latest`` policy, so a pipeline
 the camera drops stale frames (counted) instead of falling behind. A file read as fast as the
 pipeline goes (``--no-source-realtime``) is the exception: it waits for the pipeline, and its
 frames go in under ``wait``, so none is decoded only to be dropped. The session runs the
-people counter; a :class:`~framebroker.runtime.live.LiveFeed` publishes and persists what it
+people counter; a :class:`~framebroker.people.live.LiveFeed` publishes and persists what it
 produces. A restart in the middle of the day resumes the day's counts from the store; an event
 that a crash left running is closed first (see
-:func:`~framebroker.runtime.live.end_interrupted_events`).
+:func:`~framebroker.people.live.end_interrupted_events`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
 from ..core.session import Session
 from ..media.video import VideoSource, parse_source
+from ..runtime.broker import Broker
 from ..storage.people import PeopleRecords
-from .broker import Broker
 from .live import LiveFeed, LiveFeedConfig, end_interrupted_events, local_day
 
 __all__ = ["PeopleCounterConfig", "SourceFeed", "parse_source_arg", "people_pipeline"]

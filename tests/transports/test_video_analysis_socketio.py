@@ -19,7 +19,7 @@ from framebroker.media.encode import encode_mp4
 from ..runtime.analysis_services import AnalysisServices, refused_url
 from .images import png_b64 as png
 from .images import scene
-from .seed002 import Client, Served, b64, connected, jpeg, serve
+from .socketio_harness import Client, Served, b64, connected, jpeg, serve
 
 SIZES = "tests.runtime.processors:FrameSize"
 

@@ -1,4 +1,4 @@
-"""Seed 004's signaling: WebSocket messages and the legacy HTTP ``POST /offer``.
+"""The WebRTC model broker's signaling: WebSocket messages and the legacy HTTP ``POST /offer``.
 
 WebSocket: ``/webrtc/ws`` on the main port, and ``/`` on the ``webrtc_ws`` compatibility
 listener (8084). Every message is a JSON object with a ``type``.
@@ -14,7 +14,7 @@ From the client:
   candidate (optional: aiortc, and browsers that wait for gathering, put them in the offer);
   an empty ``candidate`` ends them.
 - ``end``: end the connection now and get its ``result`` (closing the peer connection does
-  the same, as the seed's clients do).
+  the same, as the original API's clients do).
 
 From the server:
 
@@ -288,7 +288,7 @@ class WebRTCTransport:
     # -- HTTP ------------------------------------------------------------------------------
 
     async def http_offer(self, request: Request) -> Response:
-        """``POST /offer``: the seed's legacy signaling."""
+        """``POST /offer``: the original API's legacy signaling."""
         body = await read_body(request, self.settings.max_message_bytes)
         offer = parse_json(body)
         models = offer.get("models") if isinstance(offer, dict) else None
@@ -385,7 +385,7 @@ class WebRTCTransport:
         return peer
 
     def ice_servers(self) -> list[dict[str, Any]]:
-        """The ICE servers a client should use, as the seed's ``ice-servers`` answer."""
+        """The ICE servers a client should use, as the original API's ``ice-servers`` answer."""
         return [dict(server) for server in self.settings.ice_servers]
 
     # -- routes ----------------------------------------------------------------------------
@@ -411,7 +411,7 @@ class WebRTCTransport:
         return routes
 
     def compat_app(self, name: str) -> FastAPI:
-        """The seed's own listeners: ``webrtc_ws`` (socket at ``/``) and ``webrtc_http``
+        """The original API's own listeners: ``webrtc_ws`` (socket at ``/``) and ``webrtc_http``
         (``POST /offer``)."""
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         metrics = self.broker.metrics

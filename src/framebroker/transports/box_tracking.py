@@ -1,11 +1,11 @@
-"""Seed 000: the ByteTrack HTTP server's API at ``/``, field for field.
+"""The tracking API: the ByteTrack HTTP server's API at ``/``, field for field.
 
 ``GET /`` lists sessions, ``POST /`` tracks one frame of boxes for the session named by the
 ``Session-Id`` header (created on first use; a new id is made and returned in the
 ``Session-Id`` response header when the client sends none), ``DELETE /`` ends a session.
 
-A ``multipart/form-data`` ``POST /`` is seed 003's frame server instead
-(:mod:`~framebroker.transports.seed_frames`): the two seeds share the path and are told
+A ``multipart/form-data`` ``POST /`` is the frame server instead
+(:mod:`~framebroker.transports.frame_upload`): the two APIs share the path and are told
 apart by content type.
 """
 
@@ -20,15 +20,15 @@ from starlette.responses import Response
 
 from ..errors import InvalidInput, UnsupportedMediaType
 from ..runtime.broker import Broker
-from . import seed_frames
+from . import frame_upload
+from .box_requests import read_tracking_request, tracked_boxes
 from .context import ServerContext
 from .http import client_of, json_response
-from .tracking import read_tracking_request, tracked_boxes
 
-__all__ = ["SEED_PIPELINE", "router"]
+__all__ = ["TRACKING_PIPELINE", "router"]
 
 SESSION_HEADER = "Session-Id"
-SEED_PIPELINE: tuple[str, ...] = ("bytetrack", "annotate")
+TRACKING_PIPELINE: tuple[str, ...] = ("bytetrack", "annotate")
 TRANSPORT = "rest"
 
 
@@ -47,7 +47,7 @@ def _is_json(content_type: str | None) -> bool:
 def router(ctx: ServerContext) -> APIRouter:
     api = APIRouter()
     broker = ctx.broker
-    post_frame = seed_frames.frame_handler(ctx)
+    post_frame = frame_upload.frame_handler(ctx)
 
     @api.get("/", include_in_schema=False)
     async def list_sessions() -> Response:
@@ -56,7 +56,7 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.post("/", include_in_schema=False)
     async def track(request: Request) -> Response:
         content_type = request.headers.get("content-type")
-        if seed_frames.is_form(content_type):
+        if frame_upload.is_form(content_type):
             return await post_frame(request)
         if not _is_json(content_type):
             raise UnsupportedMediaType(
@@ -69,11 +69,11 @@ def router(ctx: ServerContext) -> APIRouter:
         client = client_of(request)
         if sid is None:
             session = await broker.create_session(
-                transport=TRANSPORT, pipeline=SEED_PIPELINE, client=client
+                transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
             )
         else:
             session = await broker.attach(
-                sid, transport=TRANSPORT, pipeline=SEED_PIPELINE, client=client
+                sid, transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
             )
         result = await broker.submit(session, req.to_frame())
         perf = [result.timings.get("bytetrack", 0.0)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from .images import jpeg_b64, scene
-from .test_seed_tracking import SEED_BOXES, walking
+from .test_box_tracking import SEED_BOXES, walking
 
 JSON = {"Content-Type": "application/json"}
 
