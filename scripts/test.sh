@@ -2,7 +2,7 @@
 # Install what the tests need into ./.venv, then run every check CI runs:
 # ruff lint, ruff format, mypy --strict on the package, and the whole pytest suite.
 source "$(dirname "$0")/_venv.sh"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+pip_install -e '.[test]'
 install_model_packages
 echo "== ruff check" && .venv/bin/ruff check src tests benchmarks examples
 echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks examples
