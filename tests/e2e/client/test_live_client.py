@@ -4,7 +4,10 @@ server that is killed and started again under the client's feet."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +82,25 @@ async def test_frames_stats_and_faces(live: tuple[Live, RunningServer]) -> None:
         assert bad.value.status == 400
         # The socket is still good after the refusals.
         assert isinstance(await first_of(client, LiveStats), LiveStats)
+
+
+def test_the_example_prints_the_counts(live: tuple[Live, RunningServer]) -> None:
+    setup, _ = live
+    example = Path(__file__).resolve().parents[3] / "examples" / "count_people.py"
+    assert len(example.read_text().splitlines()) < 30
+    proc = subprocess.Popen(
+        [sys.executable, str(example), setup.url, "door"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first counts come within half a second
+        assert re.fullmatch(r"in \d+  out \d+\n", line), (line, proc.stderr)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
 
 
 async def test_reconnects_after_the_server_is_killed_and_restarted(
