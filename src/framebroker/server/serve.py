@@ -65,7 +65,9 @@ def uvicorn_config(
         ),
         ssl_certfile=str(settings.ssl_certfile) if ssl and settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if ssl and settings.ssl_keyfile else None,
-        log_level=settings.log_level,
+        # uvicorn's own start and stop lines ("Waiting for application startup", ...) say
+        # nothing framebroker's do not; they show with --log-level debug.
+        log_level="warning" if settings.log_level == "info" else settings.log_level,
         lifespan=lifespan,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
