@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from framebroker.cli import main
 from framebroker.client.poster import FramePoster, multipart_envelope
-from framebroker.media.video import SourceError
+from framebroker.media.sources import SourceError
 from framebroker.tools import extract_frames
 from framebroker.tools.extract_frames import (
     parse_start_time,

@@ -49,7 +49,7 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection
 
 from ..media.convert import reformat
-from ..media.video import VideoSource
+from ..media.reader import VideoSource
 from .connection import Backoff, Connection, Verify
 from .errors import (
     ApiError,

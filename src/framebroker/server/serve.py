@@ -20,9 +20,10 @@ from ..errors import ConfigError
 from ..people.feed import parse_source_arg
 from ..transports.auth import is_loopback
 from ..transports.ws_limits import hard_cap
-from .app import build_app, build_broker, build_compat_app
+from .app import build_app, build_compat_app
 from .deadlines import protocol_class
 from .services import Services
+from .uvicorn_hooks import check_uvicorn
 from .ws_protocol import PreframedWebSocketProtocol
 
 __all__ = ["loop_factory", "run_serve", "serve", "startup_lines", "uvicorn_config"]
@@ -31,7 +32,10 @@ log = logging.getLogger("framebroker")
 
 
 class _Companion(uvicorn.Server):
-    """A listener that leaves signals to the main server and stops when it stops."""
+    """A listener that leaves signals to the main server and stops when it stops.
+
+    ``capture_signals`` is uvicorn's, undocumented: listed in :data:`.uvicorn_hooks.HOOKS`.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -150,9 +154,14 @@ def run_serve(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
+    """Serve until interrupted; sessions are suspended and sources stopped on the way out.
+
+    Raises :class:`~framebroker.errors.UvicornIncompatible` before anything starts if the
+    installed uvicorn lacks a name the listeners hook into.
+    """
+    check_uvicorn()
     warn_if_open(settings)
-    services = Services.build(settings, build_broker(settings))
+    services = Services.build(settings)
     main = uvicorn.Server(
         uvicorn_config(
             build_app(settings, services),

@@ -59,7 +59,8 @@ from ..client.connection import Verify
 from ..client.errors import ApiError, ClientError, ProtocolError
 from ..client.frames import FramesClient
 from ..errors import FramebrokerError
-from ..media.video import open_source, read_frames
+from ..media.container import open_source
+from ..media.sampling import read_frames
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -198,8 +199,8 @@ class VideoInfo:
 def probe(source: str) -> VideoInfo:
     """Open ``source``, read what :class:`VideoInfo` holds, and close it.
 
-    Raises :class:`~framebroker.media.video.SourceError` as
-    :func:`~framebroker.media.video.open_source` does.
+    Raises :class:`~framebroker.media.sources.SourceError` as
+    :func:`~framebroker.media.container.open_source` does.
     """
     with open_source(source) as opened:
         created: float | None = None
@@ -394,7 +395,7 @@ def extract(options: ExtractOptions, *, stderr: TextIO | None = None) -> Extract
     Progress and the closing summary go to ``stderr`` (standard error when ``None``): a
     progress bar only when it is a terminal, neither with ``options.quiet``. Each refused
     frame is reported there in one line. Raises
-    :class:`~framebroker.media.video.SourceError`, a
+    :class:`~framebroker.media.sources.SourceError`, a
     :class:`~framebroker.client.errors.ClientError` or :class:`OutputError` when the run
     cannot start; once frames are flowing, such errors are reported in one line with the
     summary and give status 2.

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from ..client.errors import ApiError, ClientError, ConnectionFailed
 from ..client.webrtc import SignalingError, WebRTCClient, WebRTCStream
 from ..errors import InvalidInput
-from ..media.video import SourceError
+from ..media.sources import SourceError
 
 __all__ = ["StreamError", "StreamOptions", "run", "stream"]
 

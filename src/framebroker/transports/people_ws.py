@@ -30,9 +30,9 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..core.bus import Bus, Subscription
 from ..errors import PayloadTooLarge
 from ..people.live import live_timestamp
+from ..sessions import Feed, Sessions
 from ..storage.people import PeopleRecords, face_filename
 from .preframed import PREFRAMED_SEND, offers_preframed, text_frame
 from .ws_limits import MessageLimit
@@ -95,7 +95,7 @@ class LiveHub:
 
     def __init__(
         self,
-        bus: Bus,
+        sessions: Sessions,
         *,
         timezone: str = "UTC",
         client_queue: int = 8,
@@ -104,7 +104,7 @@ class LiveHub:
         faces_dir: Path | None = None,
         run_blocking: Callable[..., Any] | None = None,
     ) -> None:
-        self.bus = bus
+        self.sessions = sessions
         self.tz = ZoneInfo(timezone)
         self.client_queue = client_queue
         self.send_timeout_s = send_timeout_s
@@ -114,17 +114,13 @@ class LiveHub:
         self.clients: set[LiveClient] = set()
         self.frames_formatted = 0
         self.clients_dropped = 0
-        self._wake = asyncio.Event()
-        self._sub: Subscription | None = None
+        self._feed: Feed | None = None
         self._task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._stalled: set[LiveClient] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sub = self.bus.subscribe(
-            "live/*", maxlen=256, wake=lambda: loop.call_soon_threadsafe(self._wake.set)
-        )
+        self._feed = self.sessions.subscribe("live/*", maxlen=256)
         self._task = asyncio.create_task(self._distribute(), name="live-hub")
         self._reaper = asyncio.create_task(self._reap(), name="live-hub-reaper")
 
@@ -134,8 +130,8 @@ class LiveHub:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._sub is not None:
-            self._sub.close()
+        if self._feed is not None:
+            self._feed.close()
 
     def format(self, topic: str, payload: dict[str, Any]) -> str | None:
         """The original API's JSON text for a bus message, or ``None`` for topics it does not
@@ -153,11 +149,11 @@ class LiveHub:
         return orjson.dumps(body).decode()
 
     async def _distribute(self) -> None:
-        assert self._sub is not None
+        feed = self._feed
+        assert feed is not None
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            for message in self._sub.drain():
+            await feed.wait()
+            for message in feed.drain():
                 if not self.clients:
                     continue
                 source = message.topic.split("/")[1]

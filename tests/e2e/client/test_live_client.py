@@ -25,7 +25,7 @@ from framebroker.client import (
     TrackingClient,
     Unauthorized,
 )
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from ...in_process import free_port
 from ..server import RunningServer

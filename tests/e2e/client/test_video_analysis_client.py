@@ -17,7 +17,7 @@ from framebroker.client import (
     Unauthorized,
     VideoAnalysisClient,
 )
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from ...transports.images import scene
 from .conftest import KEY, MAX_SESSIONS, Keyed
