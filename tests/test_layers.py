@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "framebroker"
 
-FOUNDATION = {"errors", "config", "logs", "__init__", "__version__"}
+FOUNDATION = {"errors", "config", "logs", "compat", "__init__", "__version__"}
 """Imported by anyone. ``config`` and ``logs`` only import ``errors``, and the package's
 ``__init__`` re-exports the library, so importing it from inside is refused below."""
 
@@ -89,9 +89,9 @@ def test_no_layer_imports_what_sits_above_it(layer: str) -> None:
 
 
 def test_the_foundation_imports_only_errors() -> None:
-    for name in ("errors", "config", "logs"):
+    for name in ("errors", "config", "logs", "compat"):
         targets = {_package(t) for t in _imports(SRC / f"{name}.py")}
-        assert targets <= {"errors", name, "people"}, (name, targets)
+        assert targets <= {"errors", "compat", name, "people"}, (name, targets)
 
 
 def test_every_package_has_a_place_in_the_table() -> None:
