@@ -287,3 +287,25 @@ def test_a_pause_does_not_release_a_burst() -> None:
         True,
         False,
     ]
+
+
+async def test_a_restarted_feed_shows_the_days_totals_before_its_first_frame(
+    tmp_path: Path,
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'restart.sqlite3'}")
+    records = PeopleRecords(store)
+    sessions_ = sessions()
+    live = LiveFeed(
+        "cam", "s1", sessions_, inline, records, live=LiveSettings(stats_interval_s=0.05)
+    )
+    records.save_counts("cam", live.day, {"door": {"in": 4, "out": 2}, "gate": {"in": 1, "out": 0}})
+    records.event_started(source="cam", day=live.day, started_at=1.0, start_time="09:00:00")
+    watch = sessions_.subscribe("live/cam/stats")
+    await live.start()
+    try:
+        await asyncio.wait_for(watch.wait(), 5)
+        first = watch.drain()[0].payload["data"]
+        assert (first["count_in"], first["count_out"], first["daily_event_count"]) == (5, 2, 1)
+    finally:
+        await live.stop()
+        store.close()

@@ -136,6 +136,12 @@ class LiveFeed:
             # hours already stored are kept.
             self._lines = await self._run_blocking(records.load_counts, self.source, self.day)
             self._hours = await self._run_blocking(records.load_hourly, self.source, self.day)
+            # Listeners see the day's totals from the first stats on, not zeros until the
+            # first frame is through the pipeline (a detector warming up takes seconds).
+            self.stats["count_in"] = sum(int(c.get("in", 0)) for c in self._lines.values())
+            self.stats["count_out"] = sum(int(c.get("out", 0)) for c in self._lines.values())
+            events = await self._run_blocking(records.events_on, self.source, self.day)
+            self.stats["daily_event_count"] = len(events)
         self._tasks = [
             asyncio.create_task(self._follow(), name=f"live-{self.source}"),
             asyncio.create_task(self._tick(), name=f"live-stats-{self.source}"),
