@@ -11,6 +11,7 @@ echo "== mypy --strict" && .venv/bin/mypy --strict src/framebroker
 echo "== example plugin: mypy and its own tests" &&
     (cd examples/framebroker-hud-plugin && ../../.venv/bin/mypy && ../../.venv/bin/pytest -q)
 echo "== browser" && bash scripts/install_browser.sh
+echo "== redis" && bash scripts/install_redis.sh
 echo "== pytest" && .venv/bin/pytest "$@"
 
 # The deadline tests again on the newest uvicorn pyproject.toml allows (keep the two in step):
