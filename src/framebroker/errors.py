@@ -17,6 +17,7 @@ The tree::
     │   └── HeadersTooLarge           431  headers_too_large  (max_header_bytes, 8 KiB lines)
     ├── SessionNotFound               404  session_not_found
     ├── SessionConflict               409  session_conflict
+    │   └── SessionFenced             409  session_fenced     (a stale owner's write, refused)
     ├── CapacityExceeded              503  capacity_exceeded  (too many sessions, inbox full)
     │   └── TooManyConnections        503  too_many_connections (a listener's max_connections)
     ├── RequestTimeout                408  request_timeout    (a request arrived too slowly)
@@ -26,6 +27,7 @@ The tree::
     │   ├── ClientSessionLimit        429  client_session_limit (max_sessions_per_client)
     │   └── FrameRateExceeded         429  frame_rate_exceeded  (max_fps_per_session)
     ├── ProcessorTimeout              504  processor_timeout  (processor_timeout_s; names it)
+    ├── ClusterUnavailable            503  cluster_unavailable (the cluster's Redis did not answer)
     └── ConfigError                   ---  config_error       (at start-up, never on the wire)
         └── UvicornIncompatible       ---  uvicorn_incompatible (a uvicorn hook is gone or changed)
 """
@@ -38,6 +40,7 @@ __all__ = [
     "BodyTimeout",
     "CapacityExceeded",
     "ClientSessionLimit",
+    "ClusterUnavailable",
     "ConfigError",
     "FrameRateExceeded",
     "FramebrokerError",
@@ -52,6 +55,7 @@ __all__ = [
     "ProcessorTimeout",
     "RequestTimeout",
     "SessionConflict",
+    "SessionFenced",
     "SessionNotFound",
     "TooManyConnections",
     "TooManyRequests",
@@ -144,6 +148,30 @@ class SessionConflict(FramebrokerError):
     code = "session_conflict"
 
 
+class SessionFenced(SessionConflict):
+    """This node held ``session_id`` under ``epoch``, and the cluster's directory gave it to
+    another node since (its lease had expired): the write was refused, and whatever this node
+    still keeps of the session is stale. ``owner`` and ``owner_epoch`` say who holds it now
+    (``None`` when the entry is gone)."""
+
+    code = "session_fenced"
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        epoch: int,
+        owner: str | None = None,
+        owner_epoch: int | None = None,
+    ) -> None:
+        now = f"node {owner!r} holds it (epoch {owner_epoch})" if owner else "it is gone"
+        super().__init__(f"session {session_id!r} is no longer ours (epoch {epoch}): {now}")
+        self.session_id = session_id
+        self.epoch = epoch
+        self.owner = owner
+        self.owner_epoch = owner_epoch
+
+
 class CapacityExceeded(FramebrokerError):
     """A server-wide bound (sessions, queued frames) is reached; retry later."""
 
@@ -232,6 +260,21 @@ class ProcessorTimeout(FramebrokerError):
         body["session_id"] = self.session_id
         body["timeout_s"] = self.timeout_s
         return body
+
+
+class ClusterUnavailable(FramebrokerError):
+    """The cluster's Redis did not answer in time (restarted, unreachable, overloaded), and
+    the request needs it: a new session must be claimed in the directory, an owner looked up.
+    Sessions this node already runs keep working; retry later. ``operation`` names what was
+    attempted (``"claim"``, ``"lookup"``, ...)."""
+
+    http_status = 503
+    ws_close_code = 1013
+    code = "cluster_unavailable"
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
 
 
 class ConfigError(FramebrokerError):
