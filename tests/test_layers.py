@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "sessions": {"sessions", "core", "errors"},
     "storage": {"storage", "core", "people", "errors", "config"},
     "runtime": {"runtime", "sessions", "core", "plugins", "logs", "errors", "config"},
+    "cluster": {"cluster", "sessions", "core", "errors", "config", "logs"},
     "people": {"people", "sessions", "core", "media", "processors", "storage", "errors", "config"},
     "video_analysis": {"video_analysis", "sessions", "core", "media", "processors", "errors"}
     | {"config"},
@@ -36,7 +37,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 """What each layer may import. Missing from every set: ``server`` and ``cli`` (nothing
 imports the assembly), ``runtime`` for everything that serves clients (they speak to
-``sessions``), ``transports`` for the services beneath them."""
+``sessions``), ``transports`` for the services beneath them. ``cluster`` sits beside
+``runtime``, another implementation of ``sessions``: nothing beneath imports it."""
 
 
 def _package(module: str) -> str:
