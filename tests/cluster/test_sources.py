@@ -1,0 +1,146 @@
+"""Source leases against a real redis-server: one holder among nodes, takeover within a few
+seconds of the holder stopping, a clean handover, a holder told it lost, and Redis
+restarting under a holder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from framebroker.cluster.keys import Keys
+from framebroker.cluster.sources import SourceLease
+from tests.redis_server import RedisServer
+
+from .helpers import eventually
+
+TTL_S = 1.0
+
+
+@pytest.fixture
+def make_lease(clients: list[Redis], keys: Keys) -> Callable[..., SourceLease]:
+    def make(i: int, source: str = "door", **kwargs: Any) -> SourceLease:
+        kwargs.setdefault("ttl_s", TTL_S)
+        kwargs.setdefault("op_timeout_s", 0.3)
+        return SourceLease(clients[i], keys=keys, node=f"n{i}", source=source, **kwargs)
+
+    return make
+
+
+class Watcher:
+    """A node running ``watch()`` as its source would: what it yielded, and when."""
+
+    def __init__(self, lease: SourceLease) -> None:
+        self.lease = lease
+        self.events: list[tuple[float, bool]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for held in self.lease.watch():
+            self.events.append((time.monotonic(), held))
+
+    @property
+    def running(self) -> bool:
+        return bool(self.events) and self.events[-1][1]
+
+    async def crash(self) -> None:
+        """Stop renewing without a word, as a killed node does."""
+        self.task.cancel()
+        await asyncio.wait({self.task}, timeout=2)
+
+
+@pytest.fixture
+async def watchers() -> AsyncIterator[list[Watcher]]:
+    made: list[Watcher] = []
+    yield made
+    for w in made:
+        await w.crash()
+
+
+async def test_one_node_of_several_holds_a_source(
+    make_lease: Callable[..., SourceLease],
+) -> None:
+    leases = [make_lease(i) for i in range(3)]
+    won = await asyncio.gather(*(lease.acquire() for lease in leases))
+    assert sorted(won) == [False, False, True]
+    winner = leases[won.index(True)]
+    holder = await leases[0].holder()
+    assert holder is not None
+    assert (holder.node, holder.epoch) == (winner.node, winner.epoch)
+    assert 0 < holder.ttl_s <= TTL_S
+    assert await winner.acquire()  # holding it already: renewed
+    other = make_lease(0, source="street")
+    assert await other.acquire()  # another source is another lease
+
+
+async def test_another_node_takes_a_source_over_within_seconds_of_its_holder_dying(
+    make_lease: Callable[..., SourceLease], watchers: list[Watcher]
+) -> None:
+    watchers.extend(Watcher(make_lease(i)) for i in range(3))
+    await eventually(lambda: sum(w.running for w in watchers) == 1, what="one holder")
+    [first] = [w for w in watchers if w.running]
+    await asyncio.sleep(2 * TTL_S)  # renewals keep it where it is
+    assert [w for w in watchers if w.running] == [first]
+    assert first.events == [first.events[0]]
+    died_at = time.monotonic()
+    await first.crash()
+    others = [w for w in watchers if w is not first]
+    took = await eventually(
+        lambda: sum(w.running for w in others) == 1, timeout_s=3 * TTL_S, what="a takeover"
+    )
+    assert took <= TTL_S + first.lease.retry_s + 0.5
+    [second] = [w for w in others if w.running]
+    assert second.events[-1][0] - died_at >= TTL_S * 0.9  # not before the lease ran out
+    assert second.lease.epoch is not None
+    assert first.lease.epoch is not None
+    assert second.lease.epoch > first.lease.epoch
+
+
+async def test_a_clean_release_hands_the_source_over_at_once(
+    make_lease: Callable[..., SourceLease], watchers: list[Watcher]
+) -> None:
+    a = make_lease(0)
+    assert await a.acquire()
+    watchers.append(Watcher(make_lease(1, retry_s=0.05)))
+    await asyncio.sleep(0.2)
+    assert not watchers[0].running
+    await a.release()
+    took = await eventually(lambda: watchers[0].running, timeout_s=TTL_S)
+    assert took < 0.5 * TTL_S
+
+
+async def test_a_holder_that_was_away_past_its_lease_is_told_it_lost(
+    make_lease: Callable[..., SourceLease],
+) -> None:
+    a, b = make_lease(0), make_lease(1)
+    assert await a.acquire()
+    await asyncio.sleep(TTL_S * 1.2)  # a froze: no renewal
+    assert not a.held  # it knows its lease ran out
+    assert await b.acquire()
+    assert await a.renew() is False
+    assert a.losses == 1
+    assert not await a.acquire()  # b holds it
+
+
+async def test_a_holder_keeps_its_source_when_redis_restarts_empty(
+    make_lease: Callable[..., SourceLease], watchers: list[Watcher], redis_server: RedisServer
+) -> None:
+    w = Watcher(make_lease(0))
+    watchers.append(w)
+    await eventually(lambda: w.running)
+    epoch = w.lease.epoch
+    redis_server.restart()  # kill -9, the same port, empty: the key is gone
+    standby = make_lease(1)
+
+    async def restored() -> bool:
+        holder = await standby.holder()
+        return holder is not None and holder.node == "n0"
+
+    await eventually(restored, timeout_s=3 * TTL_S, what="the lease put back")
+    assert w.events == [w.events[0]]  # never stopped
+    assert w.lease.epoch == epoch
+    assert not await standby.acquire()
