@@ -293,3 +293,22 @@ async def test_a_frozen_redis_is_noticed_and_the_bus_resumes(
         return any(m.payload["i"] == 1 for m in frames.drain())
 
     await eventually(flows, timeout_s=5)
+
+
+async def test_worker_threads_publish_as_the_event_loop_does(make_bus: MakeBus) -> None:
+    """Pipelines publish from the broker's worker threads."""
+    a, b = await make_bus(0), await make_bus(1)
+    mine = a.subscribe("session/*")
+    theirs = b.subscribe("session/*")
+    await b.synced()
+
+    def work(n: int) -> None:
+        for i in range(50):
+            a.publish(f"session/t{n}/ended", {"i": i})
+
+    await asyncio.gather(*(asyncio.to_thread(work, n) for n in range(4)))
+    assert len(await received(mine, 200)) == 200
+    got = await received(theirs, 200)
+    for n in range(4):  # each thread's messages in the order it published them
+        assert [m.payload["i"] for m in got if m.topic == f"session/t{n}/ended"] == list(range(50))
+    assert b.counters.gaps == 0
