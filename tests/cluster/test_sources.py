@@ -94,7 +94,9 @@ async def test_another_node_takes_a_source_over_within_seconds_of_its_holder_dyi
     )
     assert took <= TTL_S + first.lease.retry_s + 0.5
     [second] = [w for w in others if w.running]
-    assert second.events[-1][0] - died_at >= TTL_S * 0.9  # not before the lease ran out
+    # Not before the lease ran out: a full TTL after the holder's last renewal, which came
+    # at most renew_s before it died.
+    assert second.events[-1][0] - died_at >= TTL_S - first.lease.renew_s - 0.05
     assert second.lease.epoch is not None
     assert first.lease.epoch is not None
     assert second.lease.epoch > first.lease.epoch
@@ -144,3 +146,24 @@ async def test_a_holder_keeps_its_source_when_redis_restarts_empty(
     assert w.events == [w.events[0]]  # never stopped
     assert w.lease.epoch == epoch
     assert not await standby.acquire()
+
+
+async def test_a_lease_key_it_cannot_read_is_refused_and_waited_out(
+    make_lease: Callable[..., SourceLease],
+    watchers: list[Watcher],
+    clients: list[Redis],
+    keys: Keys,
+) -> None:
+    raw = clients[3]
+    await raw.set(keys.source("door"), "2|n9|5")  # another version's lease
+    await raw.hset(keys.source("street"), "x", "1")  # not even a string
+    door, street = (
+        Watcher(make_lease(0, retry_s=0.05)),
+        Watcher(make_lease(1, "street", retry_s=0.05)),
+    )
+    watchers.extend((door, street))
+    await eventually(lambda: door.lease.refusals > 0 and street.lease.refusals > 0)
+    assert not door.running
+    assert not street.running
+    await raw.delete(keys.source("door"), keys.source("street"))
+    await eventually(lambda: door.running and street.running)

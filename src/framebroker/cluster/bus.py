@@ -360,8 +360,7 @@ class RedisBus:
         with self._lock:
             targets = [f for f in self._feeds if f.matches(topic)]
             for feed in targets:
-                keep = must_arrive or (feed.keep is not None and feed.keep(message))
-                feed._box.put(message, keep=keep)
+                feed._box.put(message, keep=must_arrive or _keeps(feed, message))
         for feed in targets:
             self._wake(feed._event)
         return len(targets)
@@ -454,6 +453,10 @@ class RedisBus:
                 self._pubsub_synced = -1
                 self._failed("pub/sub", e)
                 await backoff.wait()
+            except Exception:  # a bug: logged, and the bus goes on
+                self._pubsub_synced = -1
+                log.exception("bus of %s: the pub/sub reader failed", self.node)
+                await backoff.wait()
 
     async def _listen(self, backoff: Backoff) -> None:
         """Hold one pub/sub connection, following the local subscriptions, until nothing is
@@ -479,8 +482,8 @@ class RedisBus:
                     await self._bounded(pubsub.punsubscribe(*(sent_patterns - patterns)))
                 sent_channels, sent_patterns = channels, patterns
                 self._pubsub_wake.clear()
-                for _ in range(_MAX_READ):
-                    timeout = 0.0 if _ else min(0.05, self.block_s)
+                for read in range(_MAX_READ):
+                    timeout = 0.0 if read else min(0.05, self.block_s)  # wait for the first
                     message = await self._bounded(
                         pubsub.get_message(timeout=timeout), extra_s=timeout
                     )
@@ -548,6 +551,10 @@ class RedisBus:
                 self._stream_ready = False
                 self._failed("stream read", e)
                 await backoff.wait()
+            except Exception:  # a bug: logged, and the bus goes on
+                self._stream_ready = False
+                log.exception("bus of %s: the stream reader failed", self.node)
+                await backoff.wait()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -605,6 +612,16 @@ class RedisBus:
                 batch.append(out)
                 size += len(out.data)
         return batch
+
+
+def _keeps(feed: _Feed, message: Message) -> bool:
+    if feed.keep is None:
+        return False
+    try:
+        return feed.keep(message)
+    except Exception:
+        log.exception("the keep callback of a subscriber to %r failed", feed.pattern)
+        return False
 
 
 async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:

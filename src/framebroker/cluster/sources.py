@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..errors import ClusterUnavailable
 from .connection import guarded
@@ -261,9 +262,15 @@ class SourceLease:
             yield False
 
     async def _try(self, call: Callable[[], Awaitable[bool]]) -> bool | None:
-        """``call()``, or ``None`` when Redis did not answer."""
+        """``call()``, or ``None`` when Redis did not answer or refused (a key of the wrong
+        type where the lease should be: refused, counted, logged, tried again later)."""
         try:
             return await call()
         except ClusterUnavailable as e:
             log.debug("source %s: %s", self.source, e)
-            return None
+        except RedisError as e:
+            self.refusals += 1
+            if self.refusals & (self.refusals - 1) == 0:
+                log.warning("source %s: Redis refused the lease (%d so far): %s", self.source,
+                            self.refusals, e)  # fmt: skip
+        return None

@@ -171,7 +171,7 @@ def decode(data: bytes, *, max_bytes: int) -> Envelope:
             payload = FrameOut.from_wire(payload)
         elif kind != "j":
             raise WireError(f"unknown payload kind {kind!r:.20}")
-    except (KeyError, TypeError, ValueError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         if isinstance(e, WireError):
             raise
         raise WireError(f"a payload of kind {kind!r} that does not parse: {e!r:.200}") from None
