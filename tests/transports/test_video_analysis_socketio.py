@@ -15,6 +15,7 @@ import pytest
 import socketio
 
 from framebroker.media.encode import encode_mp4
+from framebroker.transports.video_analysis_socketio import ack_hook_fits
 
 from ..video_analysis.analysis_services import AnalysisServices, refused_url
 from .images import png_b64 as png
@@ -381,7 +382,10 @@ async def test_bad_frames_get_errors_and_change_nothing(
             reply = await client.sio.call("process", payload, timeout=10)
             assert reply["code"] in (code, "invalid_input"), reply
             assert reply["event"] == "process"
+            # Once, as the ack the client asked for; without one, as an error event.
+            await client.sio.emit("process", payload)
             assert (await client.next("error"))["code"] == reply["code"]
+            assert client.pending("error") == []
             good = await client.frame()
             assert (good["frame"], good["window"]) == (1, 0)  # the bad frame took no place
         await still_fine(other)
@@ -493,3 +497,8 @@ async def test_windows_beyond_the_analysis_limit_are_dropped_and_reported(
             assert result["window"] == 0
             assert result["result"]["slow"] == {"slow": True}
         await still_fine(other)
+
+
+def test_the_ack_hook_fits_the_installed_python_socketio() -> None:
+    # If a release renames or reshapes it, errors would go out twice: this says so first.
+    assert ack_hook_fits()
