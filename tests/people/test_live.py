@@ -16,9 +16,10 @@ from framebroker.people.live import (
     live_timestamp,
     local_day,
 )
+from framebroker.people.records import StagedCrop
 from framebroker.plugins import ProcessorRegistry
 from framebroker.sessions import FrameOut
-from framebroker.storage import FaceFolder, PeopleRecords, SQLStore
+from framebroker.storage import FaceFolder, SQLPeopleRecords, SQLStore
 
 from ..fake_sessions import FakeSessions
 
@@ -28,13 +29,13 @@ async def inline(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @pytest.fixture
-async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, PeopleRecords, FakeSessions]]:
+async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, SQLPeopleRecords, FakeSessions]]:
     store = SQLStore(f"sqlite:///{tmp_path / 'live.sqlite3'}")
-    records = PeopleRecords(store)
+    records = SQLPeopleRecords(store)
     bus = sessions()
     live = LiveFeed(
         "cam", "s1", bus, inline, records,
-        LiveFeedConfig(max_fps=0, stats_interval_s=0.05, faces_dir=tmp_path / "faces"),
+        LiveFeedConfig(max_fps=0, stats_interval_s=0.05), crops=FaceFolder(tmp_path / "faces"),
     )  # fmt: skip
     await live.start()
     yield live, records, bus
@@ -51,7 +52,7 @@ def result(**outputs: Any) -> FrameOut:
 
 
 async def test_frames_events_and_stats_are_published(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions],
 ) -> None:
     live, records, bus = feed
     sub = bus.subscribe("live/cam/*")
@@ -89,7 +90,7 @@ async def test_frames_events_and_stats_are_published(
 
 
 async def test_faces_are_written_once_per_track_and_updated_in_place(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:
     live, records, _ = feed
     await live.handle(result(faces=[{"track_id": 7, "jpeg": b"first", "quality": 1.0}]))
@@ -124,7 +125,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     tmp_path: Path,
 ) -> None:
     store = SQLStore(f"sqlite:///{tmp_path / 'hours.sqlite3'}")
-    records = PeopleRecords(store)
+    records = SQLPeopleRecords(store)
     config = LiveFeedConfig(timezone="Europe/Paris", max_fps=0, stats_interval_s=60)
     nine = datetime(2026, 11, 21, 9, 30, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
     day = "2026-11-21"
@@ -154,7 +155,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
 
 
 async def test_nothing_is_shown_before_it_is_stored(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:
     """Each message is checked against the store at the moment it is published: a crash
     right after it could not take back what it showed."""
@@ -195,13 +196,13 @@ async def test_nothing_is_shown_before_it_is_stored(
 
 
 async def test_a_face_whose_file_cannot_be_placed_is_not_indexed(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     live, records, _ = feed
 
-    def full_disk(self: FaceFolder, staged: Path, name: str) -> None:
+    def full_disk(self: FaceFolder, staged: StagedCrop, name: str) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(FaceFolder, "place", full_disk)
@@ -216,7 +217,7 @@ def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
     tmp_path: Path,
 ) -> None:
     store = SQLStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    records = PeopleRecords(store)
+    records = SQLPeopleRecords(store)
     tz = ZoneInfo("Europe/Paris")
     assert end_interrupted_events(records, "cam", tz) == 0
     started = datetime(2026, 11, 21, 9, 0, tzinfo=tz).timestamp()
@@ -234,7 +235,7 @@ def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
 
 
 async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions],
 ) -> None:
     live, records, bus = feed
     day = local_day(1_763_700_000.0, live.tz)
@@ -285,3 +286,4 @@ def test_a_pause_does_not_release_a_burst() -> None:
         True,
         False,
     ]
+

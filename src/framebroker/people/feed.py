@@ -31,8 +31,8 @@ from ..errors import SessionNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
 from ..sessions import FrameIn, SessionInfo, Sessions
-from ..storage.people import PeopleRecords
 from .live import LiveFeed, LiveFeedConfig, Offload, end_interrupted_events, local_day
+from .records import FaceCrops, PeopleRecords
 
 __all__ = ["PeopleCounterConfig", "SourceFeed", "parse_source_arg", "people_pipeline"]
 
@@ -116,6 +116,7 @@ class SourceFeed:
         counter: PeopleCounterConfig,
         live: LiveFeedConfig,
         *,
+        crops: FaceCrops | None = None,
         realtime: bool | None = None,
         loop: bool = False,
     ) -> None:
@@ -124,6 +125,7 @@ class SourceFeed:
         self.sessions = sessions
         self._offload = offload
         self.records = records
+        self.crops = crops
         self.counter = counter
         self.live_config = live
         self.realtime = realtime
@@ -178,6 +180,7 @@ class SourceFeed:
             self._offload,
             self.records,
             self.live_config,
+            crops=self.crops,
         )
         await self.live.start()
         self.video = VideoSource(

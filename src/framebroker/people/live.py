@@ -24,14 +24,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..core.bus import Message
 from ..sessions import Feed, FrameOut, Sessions
-from ..storage.face_files import FaceFolder
-from ..storage.people import PeopleRecords, face_filename
+from .records import FaceCrops, PeopleRecords, face_filename
 
 __all__ = [
     "LiveFeed",
@@ -80,7 +78,6 @@ class LiveFeedConfig:
     timezone: str = "UTC"
     max_fps: float = 15.0
     stats_interval_s: float = 0.5
-    faces_dir: Path | None = None
     max_faces: int = 10_000
     face_retention_days: int = 30
 
@@ -99,6 +96,8 @@ class LiveFeed:
         run_blocking: Offload,
         records: PeopleRecords | None,
         config: LiveFeedConfig | None = None,
+        *,
+        crops: FaceCrops | None = None,
     ) -> None:
         self.source = source
         self.session_id = session_id
@@ -107,8 +106,7 @@ class LiveFeed:
         self.tz = ZoneInfo(self.config.timezone)
         self._run_blocking = run_blocking
         self._records = records
-        folder = self.config.faces_dir
-        self._faces = None if folder is None else FaceFolder(folder)
+        self._faces = crops
         self.stats: dict[str, Any] = dict.fromkeys(STATS_FIELDS, 0)
         self.stats["event_active"] = False
         self.day = local_day(time.time(), self.tz)
@@ -297,8 +295,8 @@ class LiveFeed:
     async def _record_face(self, face: dict[str, Any]) -> None:
         """A new track's face is indexed in the transaction that renames its file into place;
         a better crop of a known one replaces the file, then updates the row."""
-        records, folder = self._records, self._faces
-        if records is None or folder is None:
+        records, crops = self._records, self._faces
+        if records is None or crops is None:
             return
         track_id = int(face["track_id"])
         jpeg = bytes(face["jpeg"])
@@ -306,21 +304,21 @@ class LiveFeed:
         score = float(face.get("score", 0.0))
         known = self._face_ids.get(track_id)
         if known is not None:
-            await self._run_blocking(folder.write, face_filename(known), jpeg)
+            await self._run_blocking(crops.write, face_filename(known), jpeg)
             await self._run_blocking(
                 lambda: records.update_face(known, quality=quality, score=score)
             )
         else:
-            staged = await self._run_blocking(folder.stage, jpeg)
+            staged = await self._run_blocking(crops.stage, jpeg)
             try:
                 face_id, _ = await self._run_blocking(
                     lambda: records.add_face(
                         source=self.source, track_id=track_id, day=self.day, quality=quality,
-                        score=score, place=lambda name: folder.place(staged, name),
+                        score=score, place=lambda name: crops.place(staged, name),
                     )
                 )  # fmt: skip
             except BaseException:
-                await self._run_blocking(folder.discard, staged)
+                await self._run_blocking(crops.discard, staged)
                 raise
             self._face_ids[track_id] = face_id
             while len(self._face_ids) > 4096:
@@ -333,8 +331,8 @@ class LiveFeed:
     async def _apply_retention(self) -> None:
         """Rows go first, then files: a crash in between leaves files that the start-up sweep
         removes, never a row without its file."""
-        records, folder = self._records, self._faces
-        if records is None or folder is None:
+        records, crops = self._records, self._faces
+        if records is None or crops is None:
             return
         oldest = datetime.now(self.tz) - timedelta(days=self.config.face_retention_days)
         gone = await self._run_blocking(
@@ -343,7 +341,7 @@ class LiveFeed:
             )
         )
         for name in gone:
-            await self._run_blocking(folder.remove, name)
+            await self._run_blocking(crops.remove, name)
 
 
 def end_interrupted_events(records: PeopleRecords, source: str, tz: ZoneInfo) -> int:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
 from ..people.live import LiveFeedConfig
+from ..people.records import FaceCrops, PeopleRecords
 from ..runtime.broker import Broker
-from ..storage import FaceFolder, PeopleRecords, open_store
+from ..storage import SQLPeopleRecords, face_crops_for
 from ..transports.context import ServerContext
 from ..transports.people_ws import LiveHub
 from ..transports.video_analysis_socketio import SocketIOTransport
@@ -42,6 +43,7 @@ class Services:
     ctx: ServerContext
     hub: LiveHub
     records: PeopleRecords | None
+    crops: FaceCrops | None
     analysis: VideoAnalysis
     socketio: SocketIOTransport
     webrtc: WebRTCTransport
@@ -53,19 +55,20 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """Every part, once: the store, the broker over it, and what serves clients."""
-        from .app import build_broker
+        from .app import build_broker, open_configured_store
 
-        store = open_store(settings.sqlalchemy_url)
+        store = open_configured_store(settings)
         broker = build_broker(settings, store)
         ctx = ServerContext(sessions=broker, telemetry=broker.metrics, offload=broker.run_blocking)
-        records = PeopleRecords(store)
+        records = SQLPeopleRecords(store)
+        crops = face_crops_for(store, settings.faces_dir)
         hub = LiveHub(
             broker,
             timezone=settings.people.timezone,
             client_queue=settings.live.client_queue,
             send_timeout_s=settings.live.send_timeout_s,
             records=records,
-            faces_dir=settings.faces_dir,
+            crops=crops,
             run_blocking=broker.run_blocking,
         )
         people, live = settings.people, settings.live
@@ -84,7 +87,6 @@ class Services:
             timezone=people.timezone,
             max_fps=live.max_fps,
             stats_interval_s=live.stats_interval_s,
-            faces_dir=settings.faces_dir,
             max_faces=people.max_faces,
             face_retention_days=people.face_retention_days,
         )
@@ -94,31 +96,30 @@ class Services:
             feeds.append(
                 SourceFeed(
                     name, uri, broker, broker.run_blocking, records, counter, feed_config,
-                    realtime=settings.source_realtime, loop=settings.loop,
+                    crops=crops, realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
         analysis = VideoAnalysis(settings.analysis, broker, broker.run_blocking)
         socketio = SocketIOTransport(ctx, analysis, settings.limits, settings.auth)
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
-        return cls(settings, broker, ctx, hub, records, analysis, socketio, webrtc, feeds)
+        return cls(settings, broker, ctx, hub, records, crops, analysis, socketio, webrtc, feeds)
 
     async def start(self) -> None:
         await self.broker.start()
         await self.hub.start()
         self.started = True
-        if self.records is not None:
-            await self._sweep_faces(self.records)
+        if self.records is not None and self.crops is not None:
+            await self._sweep_faces(self.records, self.crops)
         for feed in self.feeds:
             await feed.start()
         await self.analysis.start()
         await self.webrtc.start()
 
-    async def _sweep_faces(self, records: PeopleRecords) -> None:
-        """Before any feed writes a face, remove what a crash left in the faces folder."""
-        folder = FaceFolder(self.settings.faces_dir)
-        gone = await self.broker.run_blocking(lambda: folder.sweep(records.face_filenames()))
+    async def _sweep_faces(self, records: PeopleRecords, crops: FaceCrops) -> None:
+        """Before any feed writes a face, remove the crops a crash left unfinished."""
+        gone = await self.broker.run_blocking(lambda: crops.sweep(records.face_filenames()))
         if gone:
-            log.info("removed %d face file(s) a previous run left unfinished", gone)
+            log.info("removed %d face crop(s) a previous run left unfinished", gone)
 
     async def stop(self) -> None:
         if not self.started:

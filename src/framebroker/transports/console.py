@@ -37,8 +37,8 @@ from ..config import Settings
 from ..core.manager import ProcessorSpec
 from ..errors import InvalidInput
 from ..people.feed import parse_source_arg
+from ..people.records import MAX_FACE_ID, FaceCrops, PeopleRecords, face_filename
 from ..plugins import spec_name
-from ..storage.people import MAX_FACE_ID, PeopleRecords, face_filename
 from .context import ServerContext
 from .http import json_response
 
@@ -195,14 +195,18 @@ def _event_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None) -> APIRouter:
-    """The console's JSON endpoints; ``records`` is ``None`` when the store keeps no people
-    records (then the lists are empty). The console describes the whole server, so it reads
-    every settings section it shows."""
+def router(
+    ctx: ServerContext,
+    settings: Settings,
+    records: PeopleRecords | None,
+    crops: FaceCrops | None = None,
+) -> APIRouter:
+    """The console's JSON endpoints; ``records`` (and ``crops``) are ``None`` when the store
+    keeps no people records (then the lists are empty). The console describes the whole
+    server, so it reads every settings section it shows."""
     api = APIRouter(prefix="/v1", tags=["console"])
     offload = ctx.offload
     tz = ZoneInfo(settings.people.timezone)
-    faces_dir = settings.faces_dir
     sources = [parse_source_arg(arg, i)[0] for i, arg in enumerate(settings.sources)]
     models = [_model_label(spec) for spec in settings.webrtc.models]
     keyed = bool(settings.auth.api_keys)
@@ -233,13 +237,15 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
         ),
     ) -> Response:
         """Saved faces, newest first; ``next_before`` asks for the page after this one."""
-        if records is None:
+        if records is None or crops is None:
             return json_response({"faces": [], "next_before": None})
 
         def page() -> tuple[list[dict[str, Any]], int | None]:
             assert records is not None
+            assert crops is not None
             fetch = limit + _SPARE_FACES
             rows = records.faces_page(fetch, before)
+            there = crops.present([face_filename(int(row["face_id"])) for row in rows])
             kept: list[dict[str, Any]] = []
             last: int | None = None
             scanned = 0
@@ -248,7 +254,7 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
                     break
                 scanned += 1
                 last = int(row["face_id"])
-                if (faces_dir / face_filename(last)).is_file():
+                if face_filename(last) in there:
                     kept.append(_face_out(row, tz))
             # Rows left unread, or a full fetch that may have more behind it.
             more = scanned < len(rows) or len(rows) == fetch
@@ -272,13 +278,14 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
             shown = face_id if len(face_id) <= 40 else f"{face_id[:40]}…"
             raise HTTPException(404, f"no face {shown!r}: face ids are the store's integers")
         number = int(face_id)
-        record = None
-        if records is not None:
+        record = jpeg = None
+        if records is not None and crops is not None:
             record = await offload(records.get_face, number)
-        path = faces_dir / face_filename(number)
-        if record is None or not await offload(path.is_file):
+            if record is not None:
+                jpeg = await offload(crops.read, face_filename(number))
+        if jpeg is None:
             raise HTTPException(404, f"face {number} not found")
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @api.get("/sources/{name}/counts/hourly", response_model=HourlyOut)
     async def hourly_counts(
