@@ -287,3 +287,67 @@ def test_a_pause_does_not_release_a_burst() -> None:
         False,
     ]
 
+
+async def test_while_the_database_is_away_nothing_new_is_shown_and_nothing_shown_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A real PostgreSQL stopped (``pg_ctl stop -m immediate``) under the feed: it keeps
+    counting but shows only what is stored; started again, the held-back crossings and the
+    event are stored, then shown, with no restart of the feed."""
+    from ..postgres import running_postgres
+
+    day = local_day(1_763_700_000.0, ZoneInfo("UTC"))
+    with running_postgres() as pg:
+        store = SQLStore(pg.url())
+        records = SQLPeopleRecords(store)
+        bus = sessions()
+        sub = bus.subscribe("live/cam/*")
+        live = LiveFeed(
+            "cam", "s1", bus, inline, records, LiveFeedConfig(max_fps=0, stats_interval_s=0.05)
+        )
+        await live.start()
+        shown: list[tuple[str, Any]] = []
+
+        async def tick_and_read() -> None:
+            await asyncio.sleep(0.15)
+            shown.extend((m.topic.rsplit("/", 1)[1], m.payload) for m in sub.drain())
+
+        def counted(n: int, **more: Any) -> FrameOut:
+            lines = {"door": {"in": n, "out": 0}}
+            return result(annotated_image="QUJD", count_in=n, count_out=0, day=day,
+                          lines=lines, **more)  # fmt: skip
+
+        try:
+            await live.handle(counted(1))
+            await tick_and_read()
+            assert live.stats["count_in"] == 1
+            pg.stop("immediate")
+            shown.clear()
+            started = {"status": "started", "start_time": "09:00:00"}
+            await live.handle(counted(2, daily_event_count=1, event_active=True, event=started))
+            await live.handle(counted(3, daily_event_count=1, event_active=True))
+            await tick_and_read()
+            assert live.holding_back
+            assert [kind for kind, _ in shown if kind != "stats"] == []  # no frame, no event
+            assert {p["data"]["count_in"] for kind, p in shown if kind == "stats"} == {1}
+            assert live.stats["daily_event_count"] == 0
+
+            pg.start(pg.port)
+            shown.clear()
+            for _ in range(40):
+                await tick_and_read()
+                if not live.holding_back:
+                    break
+            assert not live.holding_back
+            assert records.load_counts("cam", day) == {"door": {"in": 3, "out": 0}}
+            assert [e["start_time"] for e in records.events_on("cam", day)] == ["09:00:00"]
+            assert ("event", {"data": {"status": "started", "start_time": "09:00:00"}}) in [
+                (kind, {"data": p["data"]}) for kind, p in shown
+            ]
+            assert live.stats["count_in"] == 3
+            assert live.stats["daily_event_count"] == 1
+            await live.handle(counted(4))  # frames go out again
+            assert "live/cam/frame" in {m.topic for m in sub.drain()}
+        finally:
+            await live.stop()
+            store.close()

@@ -11,6 +11,14 @@ that shows them is published (the picture draws the counts too), so a crash, eve
 never takes back a number, an event or a face that a client was shown. Counts change only on
 the frames where someone crosses a line, so this is one small transaction per crossing, not
 per frame; SQLite in WAL mode with ``synchronous=NORMAL`` commits it without an fsync.
+
+While the database is away (:class:`~framebroker.errors.StoreUnavailable`) the counter keeps
+counting, and holds back what it could not store: the stats keep the stored totals, the
+picture (which draws the counts) and the events wait; every stats tick retries, and once the
+counts and events are stored they are shown, in order. So a client is never shown a crossing
+that is not stored; a crash before the database is back loses the crossings held back, none
+of which was shown. A face that could not be stored is dropped, unshown (a later, better crop
+of the same person is saved as a new face).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..core.bus import Message
+from ..errors import StoreUnavailable
 from ..sessions import Feed, FrameOut, Sessions
 from .records import FaceCrops, PeopleRecords, face_filename
 
@@ -119,6 +128,14 @@ class LiveFeed:
         self._counts_dirty = False
         # One save at a time, so an older snapshot of the counts never commits after a newer.
         self._saving = asyncio.Lock()
+        # Events not stored yet (the database was away), oldest first, with their frame's
+        # time and day; stored, then published, in order. Bounded: one left out was never
+        # shown.
+        self._events_unstored: deque[tuple[dict[str, Any], float, str]] = deque(maxlen=256)
+        self._storing_events = asyncio.Lock()
+        # The stats of the newest frame, shown once everything they count is stored.
+        self._latest: dict[str, Any] = {}
+        self._away = False  # the database was away at the last write: logged once
         self._event_id: int | None = None
         self._face_ids: OrderedDict[int, int] = OrderedDict()  # track id -> face id, bounded
         self._faces_added = 0
@@ -190,23 +207,44 @@ class LiveFeed:
             await self._flush_counts()
         event = out.get("event")
         if isinstance(event, dict):
-            await self._record_event(event, result.timestamp)
+            self._events_unstored.append((dict(event), result.timestamp, self.day))
+        await self._store_events()  # publishes each event once it is stored
         faces = out.get("faces")
         if isinstance(faces, list) and faces and self._records is not None:
             for face in faces:
-                await self._record_face(face)
+                try:
+                    await self._record_face(face)
+                except StoreUnavailable:
+                    self._store_away("a face")
         for key in ("count_in", "count_out", "daily_event_count", "current_event_count_in"):
             if key in out:
-                self.stats[key] = int(out[key])
+                self._latest[key] = int(out[key])
         if "event_active" in out:
-            self.stats["event_active"] = bool(out["event_active"])
-        now = time.time()
-        if isinstance(event, dict):
-            self.sessions.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+            self._latest["event_active"] = bool(out["event_active"])
+        if self.holding_back:
+            return  # nothing it shows is published until what it counts is stored
+        self.stats.update(self._latest)
         image = out.get("annotated_image")
         if isinstance(image, str) and self._frame_due(time.monotonic()):
             self.frames_published += 1
-            self.sessions.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
+            self.sessions.publish(
+                f"live/{self.source}/frame", {"jpeg_b64": image, "time": time.time()}
+            )
+
+    @property
+    def holding_back(self) -> bool:
+        """True while counts or events are not stored yet (the database is away)."""
+        return self._counts_dirty or bool(self._events_unstored)
+
+    def _store_away(self, what: str) -> None:
+        if not self._away:
+            self._away = True
+            log.warning(
+                "source %s: the database is unavailable (storing %s); new counts and events "
+                "are held back until they are stored",
+                self.source,
+                what,
+            )
 
     def _add_to_hours(self, lines: dict[str, dict[str, int]], frame_time: float) -> None:
         hour = datetime.fromtimestamp(frame_time, self.tz).hour
@@ -243,7 +281,14 @@ class LiveFeed:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.config.stats_interval_s)
-            await self._flush_counts()  # only does something after a failed write
+            # Only does something after a failed write: the database may be back.
+            await self._flush_counts()
+            await self._store_events()
+            if not self.holding_back:
+                self.stats.update(self._latest)
+                if self._away:
+                    self._away = False
+                    log.info("source %s: the database is back; all is stored", self.source)
             self.sessions.publish(
                 f"live/{self.source}/stats", {"data": dict(self.stats), "time": time.time()}
             )
@@ -264,11 +309,34 @@ class LiveFeed:
                     dict(self._lines),
                     dict(self._hours),
                 )
+            except StoreUnavailable:
+                self._counts_dirty = True
+                self._store_away("counts")
             except Exception:
                 self._counts_dirty = True
                 log.exception("could not save the counts of %s", self.source)
 
-    async def _record_event(self, event: dict[str, Any], frame_time: float) -> None:
+    async def _store_events(self) -> None:
+        """Store the events not stored yet, oldest first, publishing each once it is; stop at
+        the first the database cannot take (the next call retries it)."""
+        async with self._storing_events:
+            while self._events_unstored:
+                event, frame_time, day = self._events_unstored[0]
+                try:
+                    await self._record_event(event, frame_time, day)
+                except StoreUnavailable:
+                    self._store_away("an event")
+                    return
+                except Exception:
+                    log.exception("could not store an event of %s; not shown", self.source)
+                    self._events_unstored.popleft()
+                    continue
+                self._events_unstored.popleft()
+                self.sessions.publish(
+                    f"live/{self.source}/event", {"data": event, "time": time.time()}
+                )
+
+    async def _record_event(self, event: dict[str, Any], frame_time: float, day: str) -> None:
         if self._records is None:
             return
         records = self._records
@@ -276,13 +344,13 @@ class LiveFeed:
             self._event_id = await self._run_blocking(
                 lambda: records.event_started(
                     source=self.source,
-                    day=self.day,
+                    day=day,
                     started_at=frame_time,
                     start_time=str(event.get("start_time", "")),
                 )
             )
         elif event.get("status") == "ended" and self._event_id is not None:
-            event_id, self._event_id = self._event_id, None
+            event_id = self._event_id
             await self._run_blocking(
                 lambda: records.event_ended(
                     event_id,
@@ -291,6 +359,7 @@ class LiveFeed:
                     count_in=int(event.get("count_in", 0)),
                 )
             )
+            self._event_id = None  # only once stored: a failed write is tried again
 
     async def _record_face(self, face: dict[str, Any]) -> None:
         """A new track's face is indexed in the transaction that renames its file into place;
