@@ -124,8 +124,11 @@ class LiveFeed:
         self._lines: dict[str, dict[str, int]] = {}
         # Crossings per (hour, line) today, from the growth of the line totals between frames.
         self._hours: dict[tuple[int, str], tuple[int, int]] = {}
-        # True while counts are not stored (a write failed): the stats tick retries.
-        self._counts_dirty = False
+        # Versions of the counts: changed by frames, stored by saves. They differ while a
+        # save is under way or failed (the stats tick retries); a flag cleared before the
+        # save's end would let a frame show counts not stored yet.
+        self._counts_changed = 0
+        self._counts_stored = 0
         # One save at a time, so an older snapshot of the counts never commits after a newer.
         self._saving = asyncio.Lock()
         # Events not stored yet (the database was away), oldest first, with their frame's
@@ -203,7 +206,7 @@ class LiveFeed:
         if isinstance(lines, dict) and lines != self._lines:
             self._add_to_hours(lines, result.timestamp)
             self._lines = {k: dict(v) for k, v in lines.items()}
-            self._counts_dirty = True
+            self._counts_changed += 1
             await self._flush_counts()
         event = out.get("event")
         if isinstance(event, dict):
@@ -235,6 +238,10 @@ class LiveFeed:
     def holding_back(self) -> bool:
         """True while counts or events are not stored yet (the database is away)."""
         return self._counts_dirty or bool(self._events_unstored)
+
+    @property
+    def _counts_dirty(self) -> bool:
+        return self._records is not None and self._counts_changed != self._counts_stored
 
     def _store_away(self, what: str) -> None:
         if not self._away:
@@ -298,9 +305,9 @@ class LiveFeed:
     async def _flush_counts(self) -> None:
         """Store the day's counts if they changed since they were last stored."""
         async with self._saving:
+            version = self._counts_changed
             if not self._counts_dirty or self._records is None:
                 return
-            self._counts_dirty = False
             try:
                 await self._run_blocking(
                     self._records.save_counts,
@@ -310,11 +317,12 @@ class LiveFeed:
                     dict(self._hours),
                 )
             except StoreUnavailable:
-                self._counts_dirty = True
                 self._store_away("counts")
+                return
             except Exception:
-                self._counts_dirty = True
                 log.exception("could not save the counts of %s", self.source)
+                return
+            self._counts_stored = version
 
     async def _store_events(self) -> None:
         """Store the events not stored yet, oldest first, publishing each once it is; stop at

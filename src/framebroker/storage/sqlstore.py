@@ -298,7 +298,9 @@ class SQLStore:
                     "upgrade` (or serve with --migrate)"
                 )
             migrations.upgrade(conn)
-            if status == "older":
+            if status == "empty":
+                log.info("database %s created at %s", self.shown_url, migrations.head())
+            else:
                 log.info(
                     "database %s upgraded from %s to %s",
                     self.shown_url,
