@@ -14,7 +14,7 @@ from sqlalchemy import text
 from framebroker.core.session import SessionSummary
 from framebroker.core.store import Owner
 from framebroker.errors import ConfigError, StaleOwner
-from framebroker.storage import SQLStore, head
+from framebroker.storage import SQLStore, database_url, head
 
 from .conftest import OpenStore
 
@@ -417,3 +417,15 @@ def test_ping(store: SQLStore) -> None:
 def test_a_database_not_a_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a database URL"):
         SQLStore("not a url")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "postgresql+asyncpg"])
+def test_each_postgresql_url_runs_on_psycopg(scheme: str, new_postgres_database: Any) -> None:
+    url = new_postgres_database().replace("postgresql://", f"{scheme}://")
+    assert database_url(url).drivername == "postgresql+psycopg"
+    store = SQLStore(url)
+    try:
+        store.session_started("s", info_for("s"))
+        assert store.get_session("s") is not None
+    finally:
+        store.close()

@@ -55,6 +55,9 @@ _SPARE_FACES = 16
 _SOURCE_NAME = r"^[A-Za-z0-9._~-]{1,255}$"
 _DAY = r"^\d{4}-\d{2}-\d{2}$"
 _FACE_ID = re.compile(r"[0-9]{1,19}")
+_STORE_AWAY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the database cannot be reached now (store_unavailable); retry"}
+}
 
 SECURITY_HEADERS = {
     # Everything the pages load comes from this server: no CDN, no inline script.
@@ -229,7 +232,7 @@ def router(
             }
         )
 
-    @api.get("/faces", response_model=FacePageOut)
+    @api.get("/faces", response_model=FacePageOut, responses=_STORE_AWAY)
     async def list_faces(
         limit: int = Query(DEFAULT_FACE_PAGE, ge=1, le=MAX_FACE_PAGE),
         before: int | None = Query(
@@ -266,7 +269,11 @@ def router(
     @api.get(
         "/faces/{face_id}.jpg",
         response_class=FileResponse,
-        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such face"}},
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            404: {"description": "no such face"},
+            **_STORE_AWAY,
+        },
     )
     async def face_image(
         face_id: str = PathParam(description="the integer id the store gave the face"),
@@ -287,7 +294,7 @@ def router(
             raise HTTPException(404, f"face {number} not found")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
-    @api.get("/sources/{name}/counts/hourly", response_model=HourlyOut)
+    @api.get("/sources/{name}/counts/hourly", response_model=HourlyOut, responses=_STORE_AWAY)
     async def hourly_counts(
         name: str = PathParam(pattern=_SOURCE_NAME),
         day: str | None = Query(None, pattern=_DAY, description="YYYY-MM-DD; default today"),
@@ -300,7 +307,7 @@ def router(
             hours = await offload(records.hourly_totals, name, the_day)
         return json_response({"source": name, "day": the_day, "hours": hours})
 
-    @api.get("/sources/{name}/events", response_model=EventsOut)
+    @api.get("/sources/{name}/events", response_model=EventsOut, responses=_STORE_AWAY)
     async def traffic_events(
         name: str = PathParam(pattern=_SOURCE_NAME),
         day: str | None = Query(None, pattern=_DAY, description="YYYY-MM-DD; default today"),
