@@ -142,8 +142,18 @@ def _engine_for(url: URL, pool: PoolLimits) -> Engine:
     if url.get_backend_name() != "sqlite":
         connect_args: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql":
-            # libpq counts whole seconds, and 1 means 2.
-            connect_args["connect_timeout"] = max(2, math.ceil(pool.timeout_s))
+            connect_args = {
+                # libpq counts whole seconds, and 1 means 2.
+                "connect_timeout": max(2, math.ceil(pool.timeout_s)),
+                # A server cut off mid-query (not refusing: gone) is noticed by the kernel
+                # instead of after TCP's own quarter of an hour: data unacknowledged past
+                # the timeout, or an idle connection not answering keepalives for ~11 s.
+                "tcp_user_timeout": math.ceil(pool.timeout_s * 1000),
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+            }
         try:
             return create_engine(
                 url,
