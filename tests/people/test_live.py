@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from framebroker.people.config import LiveSettings, PeopleCounterSettings
 from framebroker.people.live import (
     LiveFeed,
-    LiveFeedConfig,
     end_interrupted_events,
     live_timestamp,
     local_day,
@@ -35,7 +35,8 @@ async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, SQLPeopleRecords
     bus = sessions()
     live = LiveFeed(
         "cam", "s1", bus, inline, records,
-        LiveFeedConfig(max_fps=0, stats_interval_s=0.05), crops=FaceFolder(tmp_path / "faces"),
+        PeopleCounterSettings(), LiveSettings(max_fps=0, stats_interval_s=0.05),
+        crops=FaceFolder(tmp_path / "faces"),
     )  # fmt: skip
     await live.start()
     yield live, records, bus
@@ -108,7 +109,7 @@ async def test_faces_are_written_once_per_track_and_updated_in_place(
 
 
 async def test_frame_rate_is_capped(tmp_path: Path) -> None:
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=5))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=5))
     for _ in range(20):
         await live.handle(result(annotated_image="QQ=="))
     assert live.frames_published == 1
@@ -126,7 +127,8 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
 ) -> None:
     store = SQLStore(f"sqlite:///{tmp_path / 'hours.sqlite3'}")
     records = SQLPeopleRecords(store)
-    config = LiveFeedConfig(timezone="Europe/Paris", max_fps=0, stats_interval_s=60)
+    people = PeopleCounterSettings(timezone="Europe/Paris")
+    live_settings = LiveSettings(max_fps=0, stats_interval_s=60)
     nine = datetime(2026, 11, 21, 9, 30, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
     day = "2026-11-21"
 
@@ -134,7 +136,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
         outputs = {"day": day, "lines": {"door": {"in": cin, "out": cout}}}
         return FrameOut("s1", 0, outputs=outputs, timestamp=t)
 
-    live = LiveFeed("cam", "s1", sessions(), inline, records, config)
+    live = LiveFeed("cam", "s1", sessions(), inline, records, people, live_settings)
     live.day = day
     await live.start()
     await live.handle(at(nine, 2, 0))
@@ -144,7 +146,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     assert records.load_hourly("cam", day) == {(9, "door"): (3, 1), (10, "door"): (2, 0)}
 
     # A restart the same day: the counter resumes from 5/1, so only growth past it is new.
-    again = LiveFeed("cam", "s2", sessions(), inline, records, config)
+    again = LiveFeed("cam", "s2", sessions(), inline, records, people, live_settings)
     again.day = day
     await again.start()
     await again.handle(at(nine + 3700, 6, 1))
@@ -263,14 +265,14 @@ async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
 def test_frames_go_out_at_the_cap_on_average(
     pipeline_fps: float, cap: float, expected: float
 ) -> None:
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=cap))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=cap))
     sent = sum(live._frame_due(1000.0 + k / pipeline_fps) for k in range(int(10 * pipeline_fps)))
     assert sent == pytest.approx(10 * expected, abs=2)
 
 
 def test_frames_that_come_in_pairs_still_go_out_near_the_cap() -> None:
     # A 38 fps pipeline whose frames come two at a time, 5 ms apart.
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=30))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=30))
     times = [1000.0 + k * 2 / 38 + d for k in range(190) for d in (0.0, 0.005)]
     sent = [t for t in times if live._frame_due(t)]
     assert len(sent) / 10 == pytest.approx(30, abs=1.5)
@@ -279,13 +281,35 @@ def test_frames_that_come_in_pairs_still_go_out_near_the_cap() -> None:
 
 
 def test_a_pause_does_not_release_a_burst() -> None:
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=10))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=10))
     assert [live._frame_due(t) for t in (0.0, 0.05, 0.1)] == [True, False, True]
     # Five seconds without frames, then a fast pipeline: one frame, then the cap again.
     assert [live._frame_due(5.0 + k / 100) for k in range(12)] == [True] + [False] * 9 + [
         True,
         False,
     ]
+
+
+async def test_a_restarted_feed_shows_the_days_totals_before_its_first_frame(
+    tmp_path: Path,
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'restart.sqlite3'}")
+    records = SQLPeopleRecords(store)
+    sessions_ = sessions()
+    live = LiveFeed(
+        "cam", "s1", sessions_, inline, records, live=LiveSettings(stats_interval_s=0.05)
+    )
+    records.save_counts("cam", live.day, {"door": {"in": 4, "out": 2}, "gate": {"in": 1, "out": 0}})
+    records.event_started(source="cam", day=live.day, started_at=1.0, start_time="09:00:00")
+    watch = sessions_.subscribe("live/cam/stats")
+    await live.start()
+    try:
+        await asyncio.wait_for(watch.wait(), 5)
+        first = watch.drain()[0].payload["data"]
+        assert (first["count_in"], first["count_out"], first["daily_event_count"]) == (5, 2, 1)
+    finally:
+        await live.stop()
+        store.close()
 
 
 async def test_while_the_database_is_away_nothing_new_is_shown_and_nothing_shown_is_lost(
@@ -303,8 +327,9 @@ async def test_while_the_database_is_away_nothing_new_is_shown_and_nothing_shown
         bus = sessions()
         sub = bus.subscribe("live/cam/*")
         live = LiveFeed(
-            "cam", "s1", bus, inline, records, LiveFeedConfig(max_fps=0, stats_interval_s=0.05)
-        )
+            "cam", "s1", bus, inline, records,
+            PeopleCounterSettings(), LiveSettings(max_fps=0, stats_interval_s=0.05),
+        )  # fmt: skip
         await live.start()
         shown: list[tuple[str, Any]] = []
 

@@ -30,7 +30,6 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,11 +37,11 @@ from zoneinfo import ZoneInfo
 from ..core.bus import Message
 from ..errors import StoreUnavailable
 from ..sessions import Feed, FrameOut, Sessions
+from .config import LiveSettings, PeopleCounterSettings
 from .records import FaceCrops, PeopleRecords, face_filename
 
 __all__ = [
     "LiveFeed",
-    "LiveFeedConfig",
     "Offload",
     "end_interrupted_events",
     "live_timestamp",
@@ -82,15 +81,6 @@ def _carries_record(message: Message) -> bool:
     return isinstance(out.get("event"), dict) or bool(out.get("faces"))
 
 
-@dataclass(frozen=True, slots=True)
-class LiveFeedConfig:
-    timezone: str = "UTC"
-    max_fps: float = 15.0
-    stats_interval_s: float = 0.5
-    max_faces: int = 10_000
-    face_retention_days: int = 30
-
-
 class LiveFeed:
     """Follows one session's results; start it on the event loop, stop it before the broker.
 
@@ -104,15 +94,17 @@ class LiveFeed:
         sessions: Sessions,
         run_blocking: Offload,
         records: PeopleRecords | None,
-        config: LiveFeedConfig | None = None,
+        people: PeopleCounterSettings | None = None,
+        live: LiveSettings | None = None,
         *,
         crops: FaceCrops | None = None,
     ) -> None:
         self.source = source
         self.session_id = session_id
         self.sessions = sessions
-        self.config = config or LiveFeedConfig()
-        self.tz = ZoneInfo(self.config.timezone)
+        self.people = people or PeopleCounterSettings()
+        self.live = live or LiveSettings()
+        self.tz = ZoneInfo(self.people.timezone)
         self._run_blocking = run_blocking
         self._records = records
         self._faces = crops
@@ -162,6 +154,12 @@ class LiveFeed:
             # hours already stored are kept.
             self._lines = await self._run_blocking(records.load_counts, self.source, self.day)
             self._hours = await self._run_blocking(records.load_hourly, self.source, self.day)
+            # Listeners see the day's totals from the first stats on, not zeros until the
+            # first frame is through the pipeline (a detector warming up takes seconds).
+            self.stats["count_in"] = sum(int(c.get("in", 0)) for c in self._lines.values())
+            self.stats["count_out"] = sum(int(c.get("out", 0)) for c in self._lines.values())
+            events = await self._run_blocking(records.events_on, self.source, self.day)
+            self.stats["daily_event_count"] = len(events)
         self._tasks = [
             asyncio.create_task(self._follow(), name=f"live-{self.source}"),
             asyncio.create_task(self._tick(), name=f"live-stats-{self.source}"),
@@ -276,18 +274,18 @@ class LiveFeed:
         other frame of a 40 fps pipeline through a cap of 30. Later than that, as after a
         pause, the schedule starts afresh rather than sending what it missed in a burst.
         """
-        if self.config.max_fps <= 0:
+        if self.live.max_fps <= 0:
             return True
         if now < self._next_frame_at:
             return False
-        interval = 1.0 / self.config.max_fps
+        interval = 1.0 / self.live.max_fps
         late = now - self._next_frame_at
         self._next_frame_at = (self._next_frame_at if late < 2 * interval else now) + interval
         return True
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self.config.stats_interval_s)
+            await asyncio.sleep(self.live.stats_interval_s)
             # Only does something after a failed write: the database may be back.
             await self._flush_counts()
             await self._store_events()
@@ -411,10 +409,10 @@ class LiveFeed:
         records, crops = self._records, self._faces
         if records is None or crops is None:
             return
-        oldest = datetime.now(self.tz) - timedelta(days=self.config.face_retention_days)
+        oldest = datetime.now(self.tz) - timedelta(days=self.people.face_retention_days)
         gone = await self._run_blocking(
             lambda: records.expire_faces(
-                keep=self.config.max_faces, min_day=oldest.strftime("%Y-%m-%d")
+                keep=self.people.max_faces, min_day=oldest.strftime("%Y-%m-%d")
             )
         )
         for name in gone:

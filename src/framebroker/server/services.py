@@ -17,8 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import Settings
 from ..core.store import Store
-from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
-from ..people.live import LiveFeedConfig
+from ..people.feed import SourceFeed, parse_source_arg
 from ..people.records import FaceCrops, PeopleRecords
 from ..runtime.metrics import Metrics
 from ..sessions import Sessions
@@ -104,32 +103,14 @@ class Services:
             crops=crops,
             run_blocking=broker.run_blocking,
         )
-        people, live = settings.people, settings.live
-        counter = PeopleCounterConfig(
-            timezone=people.timezone,
-            lines=people.lines,
-            min_frames=people.min_frames,
-            detector=people.detector,
-            event_window_s=people.event_window_s,
-            event_threshold=people.event_threshold,
-            event_cooldown_s=people.event_cooldown_s,
-            faces=people.faces,
-            jpeg_quality=live.jpeg_quality,
-        )
-        feed_config = LiveFeedConfig(
-            timezone=people.timezone,
-            max_fps=live.max_fps,
-            stats_interval_s=live.stats_interval_s,
-            max_faces=people.max_faces,
-            face_retention_days=people.face_retention_days,
-        )
         feeds = []
         for i, arg in enumerate(settings.sources):
             name, uri = parse_source_arg(arg, i)
             feeds.append(
                 SourceFeed(
-                    name, uri, broker, broker.run_blocking, records, counter, feed_config,
-                    crops=crops, realtime=settings.source_realtime, loop=settings.loop,
+                    name, uri, broker, broker.run_blocking, records,
+                    settings.people, settings.live, crops=crops,
+                    realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
         analysis = VideoAnalysis(

@@ -73,18 +73,64 @@ SECURITY_HEADERS = {
 }
 
 
+PAGES: tuple[tuple[str, str, str], ...] = (
+    ("index.html", "Overview", "overview.js"),
+    ("live.html", "Live", "live.js"),
+    ("faces.html", "Faces", "faces.js"),
+    ("camera.html", "Camera", "camera.js"),
+)
+"""The console's pages: file, title (and navigation label), script. Each file holds only its
+``<main>``; :func:`render_pages` puts it in the one frame (``_frame.html``: the head, the
+skip link, the brand and the navigation), so the pages share it instead of each keeping a
+copy."""
+
+
+def _link(file: str) -> str:
+    return "./" if file == "index.html" else file
+
+
+def render_pages(directory: Path = UI_DIR) -> dict[str, bytes]:
+    """Every page, framed, by file name; read once, when the console is mounted."""
+    frame = (directory / "_frame.html").read_text(encoding="utf-8")
+    out = {}
+    for file, title, script in PAGES:
+        items = []
+        for other, label, _ in PAGES:
+            current = ' aria-current="page"' if other == file else ""
+            items.append(f'      <li><a href="{_link(other)}"{current}>{label}</a></li>')
+        nav = "\n".join(items)
+        page = (
+            frame.replace("{{title}}", title)
+            .replace("{{script}}", script)
+            .replace("{{nav}}", nav)
+            .replace("{{main}}", (directory / file).read_text(encoding="utf-8").rstrip())
+        )
+        out[file] = page.encode("utf-8")
+    return out
+
+
 class ConsoleFiles(StaticFiles):
-    """The console's files, each sent with :data:`SECURITY_HEADERS`."""
+    """The console's files, each sent with :data:`SECURITY_HEADERS`; pages come framed."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory=directory, html=True)
+        self.pages = render_pages(directory)
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
+        name = "index.html" if path in ("", ".") else path
+        if name == "_frame.html":
+            response: Response = Response(status_code=404)
+        elif name in self.pages:
+            response = Response(self.pages[name], media_type="text/html; charset=utf-8")
+        else:
+            response = await super().get_response(path, scope)
         response.headers.update(SECURITY_HEADERS)
         return response
 
 
 def static_files() -> ConsoleFiles:
     """The ASGI app serving ``framebroker/ui`` (mount it at :data:`UI_PATH`)."""
-    return ConsoleFiles(directory=UI_DIR, html=True)
+    return ConsoleFiles(UI_DIR)
 
 
 # -- response shapes (for the OpenAPI document) ---------------------------------------------

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..core.mailbox import Mailbox
 from ..errors import PayloadTooLarge
 from ..people.live import live_timestamp
 from ..people.records import FaceCrops, PeopleRecords, face_filename
@@ -56,16 +56,19 @@ Outgoing = tuple[str, bytes | None]
 """A message as text, and as a ready frame when one was made (see :mod:`.preframed`)."""
 
 
+CONTROL_QUEUE = 256
+"""Stats, events and answers kept for one client (they are small, and sent first)."""
+
+
 @dataclass(eq=False)
 class LiveClient:
-    """One connection's mailboxes: frames (bounded, oldest dropped) and everything else
-    (stats, events, answers), which is small, sent first and kept."""
+    """One connection's mailbox: frames may be dropped (``queue`` of them at most, the
+    oldest going); everything else (stats, events, answers) is small, sent first and kept."""
 
     source: str | None  # None: every source
-    frames: deque[Outgoing]
-    control: deque[Outgoing] = field(default_factory=lambda: deque(maxlen=256))
+    queue: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: int = 0
+    box: Mailbox[Outgoing] = field(init=False)
     sent: int = 0
     sending_since: float | None = None
     """Loop time the send in progress began; the hub's reaper drops a client stuck in one."""
@@ -73,20 +76,19 @@ class LiveClient:
     preframed: bool = False
     """Whether its socket takes ready frames (the server offers the extension)."""
 
+    def __post_init__(self) -> None:
+        self.box = Mailbox(self.queue, kept_first=True, max_kept=CONTROL_QUEUE, wake=self.wake.set)
+
+    @property
+    def dropped(self) -> int:
+        return self.box.dropped
+
     def offer(self, text: str, ready: bytes | None = None, *, frame: bool = False) -> None:
         """Queue ``text``; ``ready`` is the same message as a ready WebSocket frame."""
-        box = self.frames if frame else self.control
-        if len(box) == box.maxlen:
-            self.dropped += 1
-        box.append((text, ready))
-        self.wake.set()
+        self.box.put((text, ready), keep=not frame)
 
     def next(self) -> Outgoing | None:
-        if self.control:
-            return self.control.popleft()
-        if self.frames:
-            return self.frames.popleft()
-        return None
+        return self.box.take()
 
 
 class LiveHub:
@@ -174,9 +176,7 @@ class LiveHub:
         frames (:func:`.preframed.offers_preframed`)."""
         await ws.accept()
         source = ws.query_params.get("source") or ws.query_params.get("session")
-        client = LiveClient(
-            source=source, frames=deque(maxlen=self.client_queue), preframed=send is not None
-        )
+        client = LiveClient(source=source, queue=self.client_queue, preframed=send is not None)
         self.clients.add(client)
         sender = client.sender = asyncio.create_task(self._send_loop(ws, client, send))
         try:

@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -68,6 +67,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute, websocket_sessio
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Limits, WebRTCSettings
+from ..core.mailbox import Mailbox
 from ..core.manager import ProcessorSpec
 from ..errors import (
     CapacityExceeded,
@@ -88,6 +88,8 @@ __all__ = ["SignalingClient", "WebRTCTransport"]
 log = logging.getLogger(__name__)
 
 WS_PATH = "/webrtc/ws"
+CONTROL_QUEUE = 256
+"""Answers, errors and results kept for one signaling client."""
 WS_TRANSPORT = "webrtc_ws"  # the signaling socket's label in /metrics, whichever listener
 _CLIENT_TYPES = "offer, candidate, ice-servers or end"
 
@@ -107,25 +109,25 @@ class SignalingClient:
     """One signaling socket's outbox: control messages kept, predictions bounded.
 
     A client that reads slowly loses its oldest predictions (counted in ``dropped``), never
-    slows the models; answers, errors and results are always sent, in order.
+    slows the models; answers, errors and results are always sent, before any prediction
+    still queued.
     """
 
     def __init__(self, ws: WebSocket, queue: int) -> None:
         self.ws = ws
-        self.predictions: deque[str] = deque(maxlen=queue)
-        self.control: deque[str] = deque(maxlen=256)
-        self.dropped = 0
         self.open = True
         self._wake = asyncio.Event()
+        self.box: Mailbox[str] = Mailbox(
+            queue, kept_first=True, max_kept=CONTROL_QUEUE, wake=self._wake.set
+        )
+
+    @property
+    def dropped(self) -> int:
+        return self.box.dropped
 
     def push(self, text: str, droppable: bool = False) -> None:
-        if not self.open:
-            return
-        box = self.predictions if droppable else self.control
-        if droppable and len(box) == box.maxlen:
-            self.dropped += 1
-        box.append(text)
-        self._wake.set()
+        if self.open:
+            self.box.put(text, keep=not droppable)
 
     async def run(self) -> None:
         """Send queued messages until the socket closes or the task is cancelled."""
@@ -133,17 +135,10 @@ class SignalingClient:
             while self.open:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.control or self.predictions:
-                    box = self.control if self.control else self.predictions
-                    await self.ws.send_text(box.popleft())
+                while (text := self.box.take()) is not None:
+                    await self.ws.send_text(text)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.open = False
-
-    async def flush(self, timeout: float) -> None:
-        """Wait (up to ``timeout``) until the queued control messages are sent."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.open and self.control and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
 
 
 class WebRTCTransport:
