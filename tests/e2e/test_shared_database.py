@@ -105,8 +105,10 @@ def test_two_servers_share_one_postgresql_database(
             assert jpeg.status_code == 200, (face, jpeg.text)
             simplejpeg.decode_jpeg(jpeg.content, strict=True)
         face_of_a = next(f["face_id"] for f in faces_a if f["source"] == "fa")
-        answer = asyncio.run(get_face(b, face_of_a))
+        answer = asyncio.run(ask(b, {"type": "get_face", "face_id": face_of_a}, "face_image"))
         assert simplejpeg.decode_jpeg(base64.b64decode(answer["image_data"])).size > 0
+        every = asyncio.run(ask(a, {"type": "get_all_faces", "limit": 200}, "all_faces"))
+        assert set(ids) <= {f["face_id"] for f in every["faces"]}  # b's faces too
 
         # b restarts while a serves: its recovery ends its own earlier life's sessions only.
         b.stop()
@@ -140,12 +142,13 @@ def test_two_servers_share_one_postgresql_database(
     assert crops == stored(url, "SELECT COUNT(*) FROM faces")
 
 
-async def get_face(server: RunningServer, face_id: int) -> Any:
+async def ask(server: RunningServer, request: dict[str, Any], answer: str) -> Any:
+    """The live WebSocket's answer of type ``answer`` to ``request``."""
     url = server.url.replace("http://", "ws://") + "/ws/live"
     async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "get_face", "face_id": face_id}))
+        await ws.send(json.dumps(request))
         while True:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if msg.get("type") == "face_image":
+            if msg.get("type") == answer:
                 assert "error" not in msg, msg
                 return msg
