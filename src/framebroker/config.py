@@ -332,6 +332,14 @@ class AnalysisSettings(BaseModel):
     max_answer_bytes: int = Field(
         4 * MiB, ge=1024, description="largest answer read from an analysis service"
     )
+    reconnect_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="how long a session waits for its client to reconnect with the same id "
+        "(python-socketio reconnects by itself) before it ends and its id is used up; 0: at "
+        "once, as the original API does",
+    )
     issued_id_ttl_s: float = Field(
         600.0, gt=0, description="a handed-out session id must connect within this time"
     )

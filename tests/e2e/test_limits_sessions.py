@@ -61,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         f"[limits]\nmax_sessions_per_client = 2\nmax_fps_per_session = {FPS}\n"
         f"max_ws_message_bytes = {LIMIT}\n"
         '[analysis]\nsecret_key = "a-test-key-of-32-characters-xxxx"\n'
-        "generate_session_id_on_connect = true\n"
+        "generate_session_id_on_connect = true\nreconnect_grace_s = 0\n"
         "[webrtc]\nmedia_timeout_s = 3.0\n"
     )
     ports = {"people_ws": free_port(), "webrtc_ws": free_port()}

@@ -36,7 +36,11 @@ def settings_with(tmp_path: Path, **limits: Any) -> Settings:
         data_dir=tmp_path,
         max_workers=2,
         limits=limits,
-        analysis={"secret_key": "k" * 32, "generate_session_id_on_connect": True},
+        analysis={
+            "secret_key": "k" * 32,
+            "generate_session_id_on_connect": True,
+            "reconnect_grace_s": 0,  # a disconnect frees the slot at once
+        },
         webrtc={"models": []},
     )
 

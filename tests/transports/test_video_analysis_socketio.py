@@ -164,6 +164,51 @@ async def test_uploads_at_once_are_bounded(tmp_path: Path, services: AnalysisSer
 # -- section 2: Socket.IO sessions -------------------------------------------------------------
 
 
+async def test_a_dropped_connection_that_comes_back_carries_on_with_its_window(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path, window_frames=3, reconnect_grace_s=10) as served:
+        sid = await served.session_id()
+        client = Client()
+        client.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.1)
+        for name in ("result", "error"):
+            client.sio.on(name, client._recorder(name))
+        back = asyncio.Event()
+        client.sio.on("connect", back.set)
+        try:
+            await client.connect(served.url, f"session_id={sid}")
+            first = [await client.frame() for _ in range(2)]
+            assert [(r["frame"], r["window"]) for r in first] == [(0, 0), (1, 0)]
+            back.clear()
+            await client.sio.eio.ws.close()  # the network drops; python-socketio reconnects
+            await asyncio.wait_for(back.wait(), 10)
+            third = await client.frame()
+            assert (third["frame"], third["window"]) == (2, 0)  # the same session, same window
+            result = await client.next("result")
+            assert (result["session_id"], result["window"], result["frames"]) == (sid, 0, 3)
+        finally:
+            await client.close()
+
+
+async def test_a_session_not_reconnected_within_the_grace_period_ends(tmp_path: Path) -> None:
+    async with serve(tmp_path, reconnect_grace_s=0.3) as served:
+        sid = await served.session_id()
+        async with connected(served.url, f"session_id={sid}") as client:
+            await client.frame()
+        sessions = served.app.state.services.broker
+        assert sid in [s.id for s in await sessions.live()]  # kept for a reconnect...
+        for _ in range(100):
+            if sid not in [s.id for s in await sessions.live()]:
+                break
+            await asyncio.sleep(0.05)
+        assert sid not in [s.id for s in await sessions.live()]  # ...then ended
+        late = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await late.connect(served.url, f"session_id={sid}")
+        await late.close()
+        assert late.refusal["data"]["code"] == "session_not_found"  # and its id used up
+
+
 async def test_a_session_end_to_end(tmp_path: Path, services: AnalysisServices) -> None:
     async with serve(tmp_path, window_frames=3, **all_kinds(services)) as served:
         sid = await served.session_id()
