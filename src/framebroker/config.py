@@ -126,6 +126,22 @@ class Limits(BaseModel):
         description="a connection with no request under way (fresh or kept alive) is closed "
         "after this; WebSockets, once open, are not subject to any of these timeouts",
     )
+    db_pool_size: int = Field(
+        5, ge=1, le=1000, description="database connections each server process keeps open"
+    )
+    db_pool_overflow: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="more connections a process may open under load, closed when returned",
+    )
+    db_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="longest wait for a database connection, from the pool or from the "
+        "database server; past it the request is answered 503 store_unavailable",
+    )
 
 
 class TrackerSettings(BaseModel):
@@ -315,6 +331,14 @@ class AnalysisSettings(BaseModel):
     )
     max_answer_bytes: int = Field(
         4 * MiB, ge=1024, description="largest answer read from an analysis service"
+    )
+    reconnect_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="how long a session waits for its client to reconnect with the same id "
+        "(python-socketio reconnects by itself) before it ends and its id is used up; 0: at "
+        "once, as the original API does",
     )
     issued_id_ttl_s: float = Field(
         600.0, gt=0, description="a handed-out session id must connect within this time"
@@ -516,7 +540,23 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path("data")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file in data_dir"
+        None,
+        description="SQLAlchemy URL (sqlite:///..., postgresql://user@host/db); default: "
+        "SQLite file in data_dir",
+    )
+    migrate: bool = Field(
+        False,
+        description="upgrade a database made by an older framebroker before serving "
+        "(else the server refuses it and says how)",
+    )
+    node_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="this server to a shared database: its sessions' owner; default: an id "
+        "made at the data directory's first start and kept in data_dir/node_id. Two servers "
+        "on one database need different ones",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -17,9 +17,12 @@ The tree::
     │   └── HeadersTooLarge           431  headers_too_large  (max_header_bytes, 8 KiB lines)
     ├── SessionNotFound               404  session_not_found
     ├── SessionConflict               409  session_conflict
-    │   └── SessionFenced             409  session_fenced     (a stale owner's write, refused)
+    │   └── StaleOwner                409  stale_owner        (a newer owner holds the session)
+    │       └── SessionFenced         409  stale_owner        (the same, refused by the directory)
     ├── CapacityExceeded              503  capacity_exceeded  (too many sessions, inbox full)
     │   └── TooManyConnections        503  too_many_connections (a listener's max_connections)
+    ├── StoreUnavailable              503  store_unavailable  (the database cannot be reached now)
+    ├── ClusterUnavailable            503  cluster_unavailable (the cluster's Redis did not answer)
     ├── RequestTimeout                408  request_timeout    (a request arrived too slowly)
     │   ├── HeaderTimeout             408  header_timeout     (header_timeout_s)
     │   └── BodyTimeout               408  body_timeout       (body_timeout_s)
@@ -27,7 +30,6 @@ The tree::
     │   ├── ClientSessionLimit        429  client_session_limit (max_sessions_per_client)
     │   └── FrameRateExceeded         429  frame_rate_exceeded  (max_fps_per_session)
     ├── ProcessorTimeout              504  processor_timeout  (processor_timeout_s; names it)
-    ├── ClusterUnavailable            503  cluster_unavailable (the cluster's Redis did not answer)
     └── ConfigError                   ---  config_error       (at start-up, never on the wire)
         └── UvicornIncompatible       ---  uvicorn_incompatible (a uvicorn hook is gone or changed)
 """
@@ -57,6 +59,9 @@ __all__ = [
     "SessionConflict",
     "SessionFenced",
     "SessionNotFound",
+    "SourceNotFound",
+    "StaleOwner",
+    "StoreUnavailable",
     "TooManyConnections",
     "TooManyRequests",
     "UnsupportedMediaType",
@@ -142,19 +147,32 @@ class SessionNotFound(FramebrokerError):
         self.session_id = session_id
 
 
+class SourceNotFound(FramebrokerError):
+    """No ``--source`` of that name on this server."""
+
+    http_status = 404
+    ws_close_code = 4404
+    code = "source_not_found"
+
+
 class SessionConflict(FramebrokerError):
     http_status = 409
     ws_close_code = 4409
     code = "session_conflict"
 
 
-class SessionFenced(SessionConflict):
-    """This node held ``session_id`` under ``epoch``, and the cluster's directory gave it to
-    another node since (its lease had expired): the write was refused, and whatever this node
-    still keeps of the session is stale. ``owner`` and ``owner_epoch`` say who holds it now
-    (``None`` when the entry is gone)."""
+class StaleOwner(SessionConflict):
+    """A write to a session that another owner, or a later life of this one, now holds
+    (see :mod:`framebroker.core.store`): this process must not write for it any more."""
 
-    code = "session_fenced"
+    code = "stale_owner"
+
+
+class SessionFenced(StaleOwner):
+    """The cluster's directory refused a write from this node for ``session_id``: it held
+    the session under ``epoch``, and the session was taken over since (its lease had
+    expired), so whatever this node still keeps of it is stale. ``owner`` and
+    ``owner_epoch`` say who holds it now (``None`` when the entry is gone)."""
 
     def __init__(
         self,
@@ -184,6 +202,30 @@ class TooManyConnections(CapacityExceeded):
     """A listener already holds ``limits.max_connections`` open connections."""
 
     code = "too_many_connections"
+
+
+class StoreUnavailable(FramebrokerError):
+    """The database cannot be reached or used right now (restarting, unreachable, its pool
+    exhausted). Nothing was written; retry later: the store reconnects by itself."""
+
+    http_status = 503
+    ws_close_code = 1013
+    code = "store_unavailable"
+
+
+class ClusterUnavailable(FramebrokerError):
+    """The cluster's Redis did not answer in time (restarted, unreachable, overloaded), and
+    the request needs it: a new session must be claimed in the directory, an owner looked up.
+    Sessions this node already runs keep working; retry later. ``operation`` names what was
+    attempted (``"claim"``, ``"lookup"``, ...)."""
+
+    http_status = 503
+    ws_close_code = 1013
+    code = "cluster_unavailable"
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
 
 
 class RequestTimeout(FramebrokerError):
@@ -260,21 +302,6 @@ class ProcessorTimeout(FramebrokerError):
         body["session_id"] = self.session_id
         body["timeout_s"] = self.timeout_s
         return body
-
-
-class ClusterUnavailable(FramebrokerError):
-    """The cluster's Redis did not answer in time (restarted, unreachable, overloaded), and
-    the request needs it: a new session must be claimed in the directory, an owner looked up.
-    Sessions this node already runs keep working; retry later. ``operation`` names what was
-    attempted (``"claim"``, ``"lookup"``, ...)."""
-
-    http_status = 503
-    ws_close_code = 1013
-    code = "cluster_unavailable"
-
-    def __init__(self, message: str, *, operation: str) -> None:
-        super().__init__(message)
-        self.operation = operation
 
 
 class ConfigError(FramebrokerError):

@@ -95,3 +95,6 @@ def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic narrates each migration run ("Context impl ...") at INFO; the store logs one
+    # line of its own when it upgrades a database.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

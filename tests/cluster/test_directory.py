@@ -131,7 +131,7 @@ async def test_an_expired_owner_is_taken_over_and_its_writes_are_fenced(
         await a.update(old, {"frames": 99})
     assert (fenced.value.owner, fenced.value.owner_epoch) == ("n1", new.epoch)
     assert fenced.value.http_status == 409
-    assert fenced.value.code == "session_fenced"
+    assert fenced.value.code == "stale_owner"  # as the store says it
     with pytest.raises(SessionFenced):
         await a.release(old)
     with pytest.raises(SessionFenced):

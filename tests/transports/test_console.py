@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from framebroker.config import Settings, load_settings
 from framebroker.server import Services
-from framebroker.storage import PeopleRecords
+from framebroker.storage import SQLPeopleRecords
 from framebroker.transports import console
 from framebroker.transports.http import install_error_handlers
 
@@ -20,12 +20,12 @@ PAGES = ("index.html", "live.html", "faces.html", "camera.html")
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
 
 
-def records_of(services: Services) -> PeopleRecords:
+def records_of(services: Services) -> SQLPeopleRecords:
     assert services.records is not None
     return services.records
 
 
-def add_faces(settings: Settings, records: PeopleRecords, n: int) -> list[int]:
+def add_faces(settings: Settings, records: SQLPeopleRecords, n: int) -> list[int]:
     """``n`` faces with their files; returns their ids, oldest first."""
     ids = []
     for k in range(n):

@@ -30,9 +30,9 @@ from ..errors import SessionNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
 from ..sessions import FrameIn, SessionInfo, Sessions
-from ..storage.people import PeopleRecords
 from .config import LiveSettings, PeopleCounterSettings
 from .live import LiveFeed, Offload, end_interrupted_events, local_day
+from .records import FaceCrops, PeopleRecords
 
 __all__ = ["SourceFeed", "parse_source_arg", "people_pipeline"]
 
@@ -102,7 +102,7 @@ class SourceFeed:
         counter: PeopleCounterSettings,
         live: LiveSettings,
         *,
-        faces_dir: Path | None = None,
+        crops: FaceCrops | None = None,
         realtime: bool | None = None,
         loop: bool = False,
     ) -> None:
@@ -113,7 +113,7 @@ class SourceFeed:
         self.records = records
         self.counter = counter
         self.live_settings = live
-        self.faces_dir = faces_dir
+        self.crops = crops
         self.realtime = realtime
         self.loop = loop
         self.session: SessionInfo | None = None
@@ -171,7 +171,7 @@ class SourceFeed:
             self.records,
             self.counter,
             self.live_settings,
-            faces_dir=self.faces_dir,
+            crops=self.crops,
         )
         await self.live.start()
         self.video = VideoSource(

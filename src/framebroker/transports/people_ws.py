@@ -20,7 +20,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,8 +31,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from ..core.mailbox import Mailbox
 from ..errors import PayloadTooLarge
 from ..people.live import live_timestamp
+from ..people.records import FaceCrops, PeopleRecords, face_filename
 from ..sessions import Feed, Sessions
-from ..storage.people import PeopleRecords, face_filename
 from .preframed import PREFRAMED_SEND, offers_preframed, text_frame
 from .ws_limits import MessageLimit
 
@@ -103,7 +102,7 @@ class LiveHub:
         client_queue: int = 8,
         send_timeout_s: float = 10.0,
         records: PeopleRecords | None = None,
-        faces_dir: Path | None = None,
+        crops: FaceCrops | None = None,
         run_blocking: Callable[..., Any] | None = None,
     ) -> None:
         self.sessions = sessions
@@ -111,7 +110,7 @@ class LiveHub:
         self.client_queue = client_queue
         self.send_timeout_s = send_timeout_s
         self.records = records
-        self.faces_dir = faces_dir
+        self.crops = crops
         self._run_blocking = run_blocking
         self.clients: set[LiveClient] = set()
         self.frames_formatted = 0
@@ -280,22 +279,22 @@ class LiveHub:
         return await self._run_blocking(fn, *args)
 
     async def _face(self, face_id: int) -> dict[str, Any]:
-        if self.records is None or self.faces_dir is None:
+        if self.records is None or self.crops is None:
             return {"type": "face_image", "face_id": face_id, "error": ERR_NO_FACES}
         record = await self._blocking(self.records.get_face, face_id)
         if record is None:
             return {"type": "face_image", "face_id": face_id, "error": ERR_FACE_ID}
         name = face_filename(face_id)
-        data = await self._blocking(_read_or_none, self.faces_dir / name)
+        data = _base64(await self._blocking(self.crops.read, name))
         if data is None:
             return {"type": "face_image", "face_id": face_id, "error": ERR_FACE_FILE}
         return {"type": "face_image", "face_id": face_id, "image_data": data, "filename": name}
 
     async def _all_faces(self, limit: int) -> dict[str, Any]:
-        if self.records is None or self.faces_dir is None:
+        if self.records is None or self.crops is None:
             return {"type": "all_faces", "error": ERR_NO_FACES}
-        folder = self.faces_dir
-        # A few spare records in case some files are gone (being expired, say).
+        crops = self.crops
+        # A few spare records in case some crops are gone (being expired, say).
         records = await self._blocking(self.records.recent_faces, limit + 16)
 
         def load() -> list[dict[str, Any]]:
@@ -304,7 +303,7 @@ class LiveHub:
                 if len(faces) == limit:
                     break
                 name = face_filename(int(r["face_id"]))
-                data = _read_or_none(folder / name)
+                data = _base64(crops.read(name))
                 if data is not None:
                     faces.append({"face_id": r["face_id"], "filename": name, "image_data": data})
             return faces
@@ -312,11 +311,8 @@ class LiveHub:
         return {"type": "all_faces", "faces": await self._blocking(load)}
 
 
-def _read_or_none(path: Path) -> str | None:
-    try:
-        return base64.b64encode(path.read_bytes()).decode("ascii")
-    except FileNotFoundError:
-        return None
+def _base64(jpeg: bytes | None) -> str | None:
+    return None if jpeg is None else base64.b64encode(jpeg).decode("ascii")
 
 
 def _error(text: str) -> str:

@@ -21,12 +21,12 @@ From the server:
 - ``prediction``: each time a model answers (or fails on) a frame. ``data`` holds the newest
   output of every model merged in configured order (later keys win); ``model`` names the one
   that answered, ``frame`` and ``pts`` the frame, ``latency_ms`` the time from the decoded
-  frame to this answer; ``error`` is there when that model failed on the frame (``disabled``
-  set when it was switched off for failing again and again), ``disabled`` lists the models
-  switched off.
-- ``result``: once, when the connection ends. ``data`` is the merged final result (every
-  model's ``end``), with ``session_id``, ``reason`` (``disconnected``, ``client_ended``,
-  ``signaling_closed``, ``connect_timeout``, ``media_timeout``, ``ice_failed``,
+  frame to this answer, ``final`` is false; ``error`` is there when that model failed on
+  the frame (``disabled`` set when it was switched off for failing again and again),
+  ``disabled`` lists the models switched off.
+- ``result``: once, when the connection ends, with ``"final": true``. ``data`` is the merged
+  final result (every model's ``end``), with ``session_id``, ``reason`` (``disconnected``,
+  ``client_ended``, ``connect_timeout``, ``media_timeout``, ``ice_failed``,
   ``server_stopped``), ``stats`` (per model under ``stats.models``), ``errors``, and
   ``recording`` when the stream was recorded.
 - ``error`` ``{"data": {"message", "code", "error", "field"?, "limit"?}}``: ``code`` is an
@@ -40,7 +40,10 @@ One connection at a time per socket; after its ``result`` a new ``offer`` starts
 Frames a camera sends over ``limits.max_fps_per_session`` reach no model; they are counted as
 dropped (``stats.frames_dropped``, and in ``/metrics`` with reason ``rate_limited``).
 Predictions and the result also go on the data channel when the client opened one (the
-same JSON), which also takes ``{"type": "end"}``. Closing the socket ends its connection.
+same JSON), which takes the text ``end session`` (what the original API's mock client
+sends when its video is over) or ``{"type": "end"}``: the session ends at once. The socket
+may close at any time after the answer, as that client does: the connection lives on until
+the peer closes it, says ``end session``, or sends no video for ``media_timeout_s``.
 
 HTTP: ``POST /offer`` and ``POST /webrtc/offer`` on the main port, ``POST /offer`` on the
 ``webrtc_http`` compatibility listener (8083); none with ``websocket_only``. The body is
@@ -301,8 +304,10 @@ class WebRTCTransport:
         finally:
             client.open = False
             if peer is not None:
+                # The original API's clients close the socket once they have the answer; the
+                # connection lives on, and ends when the peer closes it, says "end session"
+                # on the data channel, or sends no video for media_timeout_s.
                 peer.detach()
-                await peer.close("signaling_closed")
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
