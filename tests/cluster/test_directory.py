@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from framebroker.cluster.connection import connect
-from framebroker.cluster.directory import Directory, Lease
+from framebroker.cluster.directory import Directory, Entry, Lease
 from framebroker.cluster.keys import Keys
+from framebroker.core.store import Owner
 from framebroker.errors import (
     ClusterUnavailable,
     ConfigError,
@@ -125,7 +126,7 @@ async def test_an_expired_owner_is_taken_over_and_its_writes_are_fenced(
         await b.claim("s1")  # a plain claim does not take over
     new = await b.take_over("s1", data={"frames": 2})
     assert new.epoch > old.epoch
-    assert new.taken_over_from == "n0"
+    assert new.taken_over_from == Owner("n0", 0)  # what the store recovers
     # a wakes up and, still sure of its lease, writes: refused, and the entry is b's.
     with pytest.raises(SessionFenced) as fenced:
         await a.update(old, {"frames": 99})
@@ -211,6 +212,46 @@ async def test_two_processes_with_one_node_id_are_refused(
     twin = Directory(clients[1], keys=keys, node="n0", ttl_s=TTL_S, heartbeat_s=HEARTBEAT_S)
     with pytest.raises(ConfigError, match="another live process"):
         await twin.start()
+
+
+async def test_a_new_life_of_a_node_replaces_the_old_one_whose_sessions_become_orphans(
+    clients: list[Redis], keys: Keys, make_directory: MakeDirectory
+) -> None:
+    """A server restarted with its lasting id (the store's owner) and its next epoch does not
+    wait for its crashed life's lease to run out."""
+    old = make_directory(0, life=3)
+    await old.start()
+    resumed = await old.claim("resumed", data={"frames": 9})
+    await old.claim("ended")
+    new = Directory(clients[1], keys=keys, node="n0", life=4, ttl_s=TTL_S, heartbeat_s=HEARTBEAT_S)
+    try:
+        await new.start()  # at once, though life 3's lease is current
+        assert new.replaced_life == 3
+        entry = await new.lookup("resumed")
+        assert entry is not None
+        assert (entry.owner, entry.alive) == (Owner("n0", 3), False)
+        assert sorted(e.session_id for e in await new.earlier()) == ["ended", "resumed"]
+        taken = await new.take_over("resumed")
+        assert taken.taken_over_from == Owner("n0", 3)
+        assert taken.epoch > resumed.epoch
+        [ended] = await new.earlier()
+        assert await new.forget(ended)  # the store recovered (ended) it: gone from here too
+        assert await new.lookup("ended") is None
+        assert await new.earlier() == []
+        with pytest.raises(ConfigError, match="life 4"):
+            await old.beat()  # the old life, if it still runs, is refused
+        with pytest.raises(SessionFenced):
+            await old.update(resumed, {"frames": 10})
+        with pytest.raises(SessionConflict, match="not an orphan"):
+            await new.forget(await _must(new.lookup("resumed")))
+    finally:
+        await new.stop(leave=False)
+
+
+async def _must(entry: Awaitable[Entry | None]) -> Entry:
+    found = await entry
+    assert found is not None
+    return found
 
 
 async def test_entries_it_cannot_read_are_refused_counted_and_never_overwritten(

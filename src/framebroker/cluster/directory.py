@@ -11,6 +11,10 @@ request for it must find the owner. :class:`Directory` keeps, for one node:
   its lease. Expiry is judged by Redis's clock alone, so clocks that differ between machines
   do not matter. (LiveKit calls a node dead when its stats are more than 5 s old; a TTL is the
   same rule, enforced by the server that everyone reads.)
+  A node is named as the store names a session's owner: a lasting id and a *life* (the
+  epoch ``Store.begin`` gave this start). An owner is alive while its node key holds the
+  life its entries were claimed in, so a restarted server replaces its crashed life's lease
+  at once and that life's sessions are orphans straight away (:meth:`Directory.earlier`).
 - **claims**: :meth:`claim` makes ``fb:{c}:session:<id>`` if nobody holds it. It is one Lua
   script, so two nodes that claim the same client-chosen id at once get one winner and one
   :class:`~framebroker.errors.SessionConflict`; a node whose own lease has lapsed claims
@@ -53,6 +57,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 from redis.asyncio import Redis
 
+from ..core.store import Owner
 from ..errors import (
     ClusterUnavailable,
     ConfigError,
@@ -86,16 +91,22 @@ _HEARTBEAT = (
     _NOW
     + """
 -- KEYS: node key, nodes zset. ARGV: node, token, ttl_ms, version, address, ports,
--- started_at, stats.
-local token = redis.call('HGET', KEYS[1], 'token')
-if token and token ~= ARGV[2] then return 'conflict' end
+-- started_at, stats, life.
+local cur = redis.call('HMGET', KEYS[1], 'token', 'life')
+local outcome = {'registered'}
+if cur[1] == ARGV[2] then
+  outcome = {'renewed'}
+elseif cur[1] then
+  -- another process under this node id: an earlier life of it is replaced, else refused
+  if tonumber(cur[2] or '0') >= tonumber(ARGV[9]) then return {'conflict', tostring(cur[2])} end
+  outcome = {'replaced', cur[2]}
+end
 redis.call('HSET', KEYS[1], 'v', ARGV[4], 'node', ARGV[1], 'token', ARGV[2], 'ttl_ms', ARGV[3],
   'address', ARGV[5], 'ports', ARGV[6], 'started_at', ARGV[7], 'stats', ARGV[8],
-  'renewed_at', now)
+  'renewed_at', now, 'life', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], string.format('%.0f', tonumber(now) + tonumber(ARGV[3])), ARGV[1])
-if token then return 'renewed' end
-return 'registered'
+return outcome
 """
 )
 
@@ -114,37 +125,38 @@ _CLAIM = (
     _NOW
     + """
 -- KEYS: session key, sessions set, my owned set, epoch counter, my node key.
--- ARGV: node, token, version, data, prefix, session id, mode (claim | claim_or_take | take).
+-- ARGV: node, token, version, data, prefix, session id, mode (claim | claim_or_take | take),
+-- life. An owner is alive while its node key holds the life the entry was claimed in.
 if redis.call('HGET', KEYS[5], 'token') ~= ARGV[2] then return {'no_lease'} end
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'none' and kind ~= 'hash' then return {'invalid', kind} end
-local cur = redis.call('HMGET', KEYS[1], 'v', 'node', 'epoch')
-local from = ''
+local cur = redis.call('HMGET', KEYS[1], 'v', 'node', 'epoch', 'life')
+local from, from_life = '', ''
 if kind == 'hash' then
-  if cur[1] ~= ARGV[3] or not cur[2] or not cur[3] then
+  if cur[1] ~= ARGV[3] or not cur[2] or not cur[3] or not cur[4] then
     return {'invalid', tostring(cur[1])}
   end
-  if cur[2] == ARGV[1] then
+  if cur[2] == ARGV[1] and cur[4] == ARGV[8] then
     redis.call('SADD', KEYS[2], ARGV[6])
     redis.call('SADD', KEYS[3], ARGV[6])
     return {'mine', cur[3]}
   end
-  if redis.call('EXISTS', ARGV[5] .. 'node:' .. cur[2]) == 1 then
+  if redis.call('HGET', ARGV[5] .. 'node:' .. cur[2], 'life') == cur[4] then
     return {'held', cur[2], cur[3]}
   end
   if ARGV[7] == 'claim' then return {'orphan', cur[2], cur[3]} end
-  redis.call('SREM', ARGV[5] .. 'owned:' .. cur[2], ARGV[6])
-  from = cur[2]
+  if cur[2] ~= ARGV[1] then redis.call('SREM', ARGV[5] .. 'owned:' .. cur[2], ARGV[6]) end
+  from, from_life = cur[2], cur[4]
 elseif ARGV[7] == 'take' then
   return {'missing'}
 end
 local epoch = redis.call('INCR', KEYS[4])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'node', ARGV[1], 'epoch', epoch, 'claimed_at', now,
-  'data', ARGV[4])
+  'data', ARGV[4], 'life', ARGV[8])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('SADD', KEYS[3], ARGV[6])
-return {'claimed', tostring(epoch), from}
+return {'claimed', tostring(epoch), from, from_life}
 """
 )
 
@@ -152,11 +164,11 @@ _REASSERT = (
     _NOW
     + """
 -- KEYS: session key, sessions set, my owned set, epoch counter.
--- ARGV: node, version, epoch, data, session id.
+-- ARGV: node, version, epoch, data, session id, life.
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind == 'none' then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'node', ARGV[1], 'epoch', ARGV[3],
-    'claimed_at', now, 'data', ARGV[4])
+    'claimed_at', now, 'data', ARGV[4], 'life', ARGV[6])
   redis.call('SADD', KEYS[2], ARGV[5])
   redis.call('SADD', KEYS[3], ARGV[5])
   if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[3]) then
@@ -178,6 +190,18 @@ redis.call('SREM', KEYS[3], ARGV[5])
 return {'lost', '', ''}
 """
 )
+
+_FORGET = """
+-- KEYS: session key, sessions set. ARGV: epoch, prefix, session id. Removes an orphan's
+-- entry (its session was ended elsewhere, by recovery), if nobody took it over meanwhile.
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'life')
+if not cur[1] or cur[2] ~= ARGV[1] then return 0 end
+if redis.call('HGET', ARGV[2] .. 'node:' .. cur[1], 'life') == cur[3] then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('SREM', ARGV[2] .. 'owned:' .. cur[1], ARGV[3])
+return 1
+"""
 
 _FENCE = """
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
@@ -220,9 +244,12 @@ local kind = redis.call('TYPE', KEYS[1]).ok
 if kind == 'none' then return {} end
 if kind ~= 'hash' then return {'__type', kind} end
 local fields = redis.call('HGETALL', KEYS[1])
-local node = redis.call('HGET', KEYS[1], 'node')
+local entry = redis.call('HMGET', KEYS[1], 'node', 'life')
 local alive = 0
-if node then alive = redis.call('EXISTS', ARGV[1] .. 'node:' .. node) end
+if entry[1] and entry[2]
+    and redis.call('HGET', ARGV[1] .. 'node:' .. entry[1], 'life') == entry[2] then
+  alive = 1
+end
 table.insert(fields, '__alive')
 table.insert(fields, tostring(alive))
 return fields
@@ -230,36 +257,44 @@ return fields
 
 
 def new_node_id() -> str:
-    """A node id unique to this process's life: ``<host>-<pid>-<random>``. A restarted
-    process is a new node, so the sessions of the one that died are never mistaken for its
-    own."""
+    """A node id unique to this process: ``<host>-<pid>-<random>``, for a node that has no
+    lasting identity (a worker, a test). A server with one (the store's owner id) passes it
+    with the life the store gave it (:meth:`~framebroker.core.Store.begin`)."""
     host = socket.gethostname().split(".")[0][:64] or "node"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """What an owner holds: ``session_id`` under ``epoch``. ``taken_over_from``: the node
-    whose lease had expired when this one was drawn (the session should resume from its
-    last snapshot), else ``None``."""
+    """What an owner holds: ``session_id`` under ``epoch``. ``taken_over_from``: the owner
+    (node and life) whose lease had expired when this one was drawn: the session resumes
+    from its last snapshot, and the store recovers that owner's rows
+    (``Store.recover([taken_over_from])``); else ``None``."""
 
     session_id: str
     node: str
     epoch: int
-    taken_over_from: str | None = None
+    taken_over_from: Owner | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A session as the directory shows it. ``alive``: its owner's lease is current (else it
-    is an orphan, to be taken over). ``data``: what the owner stored with it."""
+    """A session as the directory shows it: held by ``node`` in its life ``life`` under
+    ``epoch``. ``alive``: that life of the node holds a current lease (else the session is an
+    orphan, to be taken over or forgotten). ``data``: what the owner stored with it."""
 
     session_id: str
     node: str
+    life: int
     epoch: int
     claimed_at: float
     data: dict[str, Any]
     alive: bool
+
+    @property
+    def owner(self) -> Owner:
+        """The owner as the store names it."""
+        return Owner(self.node, self.life)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +302,7 @@ class NodeInfo:
     """A node as its lease record shows it: where to reach it and what it reported."""
 
     id: str
+    life: int
     address: str
     ports: dict[str, int]
     started_at: float
@@ -305,6 +341,11 @@ def _pairs(flat: list[Any]) -> dict[str, bytes]:
 class Directory:
     """The directory as node ``node`` sees it, on ``redis`` (see :func:`.connection.connect`).
 
+    ``node`` and ``life``: who this process is. A server with a lasting identity passes the
+    store's owner id and epoch (``Store.begin``); a new life of a node replaces the earlier
+    one's lease at once, and the earlier life's sessions are orphans (:meth:`earlier`). A
+    process with no lasting identity takes a :func:`new_node_id` and life 0.
+
     ``ttl_s``: how long the node's lease lasts without a heartbeat, which is how soon its
     sessions may be taken over after it dies; ``heartbeat_s`` (default ``ttl_s / 3``): how
     often it is renewed. ``address`` and ``ports`` say where other nodes reach this one;
@@ -322,6 +363,7 @@ class Directory:
         *,
         keys: Keys,
         node: str | None = None,
+        life: int = 0,
         ttl_s: float = 5.0,
         heartbeat_s: float | None = None,
         address: str = "127.0.0.1",
@@ -331,14 +373,17 @@ class Directory:
         op_timeout_s: float = 2.0,
     ) -> None:
         heartbeat_s = ttl_s / 3 if heartbeat_s is None else heartbeat_s
-        if not 0 < heartbeat_s < ttl_s or op_timeout_s <= 0:
+        if not 0 < heartbeat_s < ttl_s or op_timeout_s <= 0 or life < 0:
             raise ValueError(
-                f"need 0 < heartbeat_s < ttl_s and op_timeout_s > 0, got heartbeat_s="
-                f"{heartbeat_s}, ttl_s={ttl_s}, op_timeout_s={op_timeout_s}"
+                f"need 0 < heartbeat_s < ttl_s, op_timeout_s > 0 and life >= 0, got "
+                f"heartbeat_s={heartbeat_s}, ttl_s={ttl_s}, op_timeout_s={op_timeout_s}, "
+                f"life={life}"
             )
         self.redis = redis
         self.keys = keys
         self.node = check_id(node or new_node_id(), "a node id")
+        self.life = life
+        self.replaced_life: int | None = None  # the earlier life this one's lease replaced
         self.ttl_s = ttl_s
         self.heartbeat_s = heartbeat_s
         self.address = address
@@ -360,13 +405,14 @@ class Directory:
         self._update = redis.register_script(_UPDATE)
         self._release = redis.register_script(_RELEASE)
         self._lookup = redis.register_script(_LOOKUP)
+        self._forget = redis.register_script(_FORGET)
 
     # -- the node's lease ------------------------------------------------------------------
 
     async def start(self) -> None:
         """Register the node (its first heartbeat) and keep renewing it. Raises
         ``ClusterUnavailable`` if Redis does not answer, ``ConfigError`` if a live process
-        already uses this node id."""
+        already uses this node id in the same life or a later one."""
         if self._task is not None:
             return
         await self.beat()
@@ -386,6 +432,11 @@ class Directory:
                                                  args=[self.node, self._token])
                 )  # fmt: skip
             self._lease_until = 0.0
+
+    @property
+    def owner(self) -> Owner:
+        """This node as the store names its owners."""
+        return Owner(self.node, self.life)
 
     @property
     def _node_key(self) -> str:
@@ -426,21 +477,25 @@ class Directory:
             orjson.dumps(self.ports),
             repr(self.started_at),
             stats_json,
+            str(self.life),
         ]
-        result = _text(
-            await self._call(
-                "heartbeat",
-                lambda: self._heartbeat(keys=[self._node_key, self.keys.nodes], args=args),
-            )
+        reply = await self._call(
+            "heartbeat",
+            lambda: self._heartbeat(keys=[self._node_key, self.keys.nodes], args=args),
         )
+        result = _text(reply[0])
         if result == "conflict":
             raise ConfigError(
                 f"node id {self.node!r} is held by another live process of cluster "
-                f"{self.keys.cluster!r}: give every process its own node id"
+                f"{self.keys.cluster!r} (life {_text(reply[1])}, this one's is {self.life}): "
+                "give every process its own node id, or a later life"
             )
         self.counters.heartbeats += 1
         self._lease_until = sent + self.ttl_s
-        if result == "registered":
+        if result == "replaced":
+            self.replaced_life = _int_or_none(reply[1])
+            log.info("node %s: life %d replaces life %s", self.node, self.life, self.replaced_life)
+        if result != "renewed":
             self.counters.registrations += 1
             if self._held:
                 await self._reassert_all()
@@ -481,7 +536,14 @@ class Directory:
                             self.keys.owned(self.node),
                             self.keys.epoch,
                         ],
-                        args=[self.node, ENTRY_VERSION, str(h.lease.epoch), h.data, sid],
+                        args=[
+                            self.node,
+                            ENTRY_VERSION,
+                            str(h.lease.epoch),
+                            h.data,
+                            sid,
+                            str(self.life),
+                        ],
                         client=pipe,
                     )
                 return list(await pipe.execute())
@@ -561,12 +623,15 @@ class Directory:
                     self.keys.prefix,
                     session_id,
                     mode,
+                    str(self.life),
                 ],
             ),
         )
         outcome = _text(result[0])
         if outcome == "claimed":
-            taken_from = _text(result[2]) or None
+            taken_from = None
+            if _text(result[2]):
+                taken_from = Owner(_text(result[2]), int(_text(result[3])))
             lease = Lease(session_id, self.node, int(_text(result[1])), taken_from)
             self.counters.takeovers += taken_from is not None
             self.counters.claims += taken_from is None
@@ -706,6 +771,7 @@ class Directory:
             return Entry(
                 session_id=session_id,
                 node=_text(values["node"]),
+                life=int(values["life"]),
                 epoch=int(values["epoch"]),
                 claimed_at=int(values["claimed_at"]) / 1000,
                 data=data,
@@ -740,22 +806,23 @@ class Directory:
                 elif row:  # an id whose entry went between the two reads: ended meanwhile
                     found.append((sid, {_text(k): v for k, v in row.items()}))
             owners = sorted({_text(values.get("node", b"")) for _, values in found} - {""})
-            alive = await self._alive(owners)
+            lives = await self._lives(owners)
             for sid, values in found:
-                entry = self._entry(
-                    sid, values, alive=alive.get(_text(values.get("node", b"")), False)
-                )
+                life = lives.get(_text(values.get("node", b"")))
+                alive = life is not None and values.get("life") == life
+                entry = self._entry(sid, values, alive=alive)
                 if entry is not None:
                     entries.append(entry)
         return entries
 
-    async def _alive(self, nodes: list[str]) -> dict[str, bool]:
+    async def _lives(self, nodes: list[str]) -> dict[str, bytes | None]:
+        """The current life of each of ``nodes`` (``None``: its lease is gone)."""
         if not nodes:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for node in nodes:
-            pipe.exists(self.keys.node(node))
-        return {n: bool(x) for n, x in zip(nodes, await pipe.execute(), strict=True)}
+            pipe.hget(self.keys.node(node), "life")
+        return dict(zip(nodes, await pipe.execute(raise_on_error=False), strict=True))
 
     async def nodes(self, *, limit: int = 10_000) -> list[NodeInfo]:
         """The live nodes of the cluster (their leases are current). Raises
@@ -791,6 +858,7 @@ class Directory:
                 raise ValueError("ports and stats must be objects")
             return NodeInfo(
                 id=name,
+                life=int(values["life"]),
                 address=_text(values["address"]),
                 ports={str(k): int(v) for k, v in ports.items()},
                 started_at=float(values["started_at"]),
@@ -809,9 +877,9 @@ class Directory:
 
         async def read() -> list[Entry]:
             names = [_text(n) for n in await self.redis.zrange(self.keys.nodes, 0, limit - 1)]
-            alive = await self._alive(names)
+            lives = await self._lives(names)
             found: list[Entry] = []
-            for name in (n for n in names if not alive[n]):
+            for name in (n for n in names if not isinstance(lives[n], bytes)):
                 ids: list[str] = []
                 async for sid in self.redis.sscan_iter(self.keys.owned(name), count=LIST_BATCH):
                     ids.append(_text(sid))
@@ -831,6 +899,41 @@ class Directory:
             return found
 
         return await self._call("orphans", read)
+
+    async def earlier(self, *, limit: int = 10_000) -> list[Entry]:
+        """The sessions this node's earlier lives held (orphans since this life started):
+        take them over to resume them, or :meth:`forget` them once the store has recovered
+        (ended) them. Raises ``ClusterUnavailable``."""
+
+        async def read() -> list[Entry]:
+            found: list[Entry] = []
+            async for sid in self.redis.sscan_iter(self.keys.owned(self.node), count=LIST_BATCH):
+                entry = await self.lookup(_text(sid))
+                if entry is not None and entry.node == self.node and entry.life < self.life:
+                    found.append(entry)
+                    if len(found) >= limit:
+                        break
+            return found
+
+        return await self._call("earlier", read)
+
+    async def forget(self, entry: Entry) -> bool:
+        """Remove an orphan's entry (its session was ended by recovery rather than taken
+        over); ``False`` if it changed since ``entry`` was read (taken over, or gone). Raises
+        ``SessionConflict`` if its owner is alive after all, ``ClusterUnavailable``."""
+        result = await self._call(
+            "forget",
+            lambda: self._forget(
+                keys=[self.keys.session(entry.session_id), self.keys.sessions],
+                args=[str(entry.epoch), self.keys.prefix, entry.session_id],
+            ),
+        )
+        if int(result) < 0:
+            raise SessionConflict(
+                f"session {entry.session_id!r} is held by node {entry.node!r}, alive: "
+                "not an orphan to forget"
+            )
+        return bool(result)
 
     # -- plumbing --------------------------------------------------------------------------
 
