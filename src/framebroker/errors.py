@@ -55,6 +55,7 @@ __all__ = [
     "RequestTimeout",
     "SessionConflict",
     "SessionNotFound",
+    "SourceNotFound",
     "StaleOwner",
     "StoreUnavailable",
     "TooManyConnections",
@@ -140,6 +141,14 @@ class SessionNotFound(FramebrokerError):
         )
         super().__init__(f"no active session with id {shown!r}", field=field)
         self.session_id = session_id
+
+
+class SourceNotFound(FramebrokerError):
+    """No ``--source`` of that name on this server."""
+
+    http_status = 404
+    ws_close_code = 4404
+    code = "source_not_found"
 
 
 class SessionConflict(FramebrokerError):

@@ -19,14 +19,15 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from ..core.frame import RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
-from ..errors import SessionNotFound
+from ..errors import SessionNotFound, SourceNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
 from ..sessions import FrameIn, SessionInfo, Sessions
@@ -34,7 +35,10 @@ from .config import LiveSettings, PeopleCounterSettings
 from .live import LiveFeed, Offload, end_interrupted_events, local_day
 from .records import FaceCrops, PeopleRecords
 
-__all__ = ["SourceFeed", "parse_source_arg", "people_pipeline"]
+__all__ = ["SourceFeed", "SourceState", "Sources", "parse_source_arg", "people_pipeline"]
+
+SourceState = Literal["running", "stopped", "ended", "failed"]
+"""``ended``: a file came to its end (without ``--loop``); ``failed``: its reader gave up."""
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +135,49 @@ class SourceFeed:
         # session exists, by _slot_count).
         self._slots = threading.BoundedSemaphore(2)
         self._stopping = threading.Event()
+        self.state: SourceState = "stopped"
+        self.reason: str | None = None
+        """Why the source is not running: ``stopped`` (asked to), ``session_ended`` (its
+        session was ended from outside), ``finished`` (a file came to its end), or the error
+        that stopped its reader."""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def describe(self) -> dict[str, Any]:
+        """The source as ``/v1/sources`` shows it."""
+        video = self.video
+        return {
+            "name": self.name,
+            "uri": parse_source(self.uri).label,
+            "state": self.state,
+            "reason": self.reason,
+            "session_id": self.session.id if self.session is not None else None,
+            "frames_read": video.frames_read if video is not None else 0,
+            "frames_submitted": self.frames_submitted,
+            "frames_failed": self.frames_failed,
+        }
 
     async def start(self) -> None:
+        """Open the source and feed a new session from it; after :meth:`stop` (or its session
+        ended from outside) this starts it again."""
+        if self.state == "running":
+            return
+        self._stopping = threading.Event()
+        self._ended = False
+        self.session = None
+        self.live = None
+        self.video = None
+        self.state, self.reason = "running", None
+        try:
+            await self._open()
+        except BaseException as exc:
+            self.state, self.reason = "failed", str(exc)
+            await self._close(reason="source_failed")
+            raise
+
+    async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         tz = ZoneInfo(self.counter.timezone)
         day = local_day(time.time(), tz)
@@ -189,6 +234,12 @@ class SourceFeed:
             await self._offload(self.video.stop)
 
     async def stop(self) -> None:
+        """Stop reading and end the session; :meth:`start` opens the source again."""
+        if self.state == "running":
+            self.state, self.reason = "stopped", "stopped"
+        await self._close(reason="source_stopped")
+
+    async def _close(self, *, reason: str) -> None:
         self._stopping.set()
         await self._stop_reader()
         for task in list(self._pending):
@@ -196,8 +247,9 @@ class SourceFeed:
         if self.live is not None:
             await self.live.stop()
         if self.session is not None and not self._ended:
+            self._ended = True
             with contextlib.suppress(SessionNotFound):  # ended from outside meanwhile
-                await self.sessions.end(self.session.id, reason="source_stopped")
+                await self.sessions.end(self.session.id, reason=reason)
 
     def _slot_count(self, session: SessionInfo) -> int:
         """Frames a reader paced by the pipeline may have in the session at once.
@@ -273,14 +325,47 @@ class SourceFeed:
         if self._ended or self._stopping.is_set():
             return
         self._ended = True
+        self.state, self.reason = "stopped", "session_ended"
         log.info("source %s: its session ended; stopping the reader", self.name)
         self._stopping.set()
-        stopping = asyncio.ensure_future(self._stop_reader())
+        stopping = asyncio.ensure_future(self._close(reason="session_ended"))
         self._pending.add(stopping)
         stopping.add_done_callback(self._pending.discard)
 
     def _on_end(self, error: BaseException | None) -> None:
+        # Reader thread: the video ended, or failed for good.
         if error is not None:
             log.error("source %s stopped: %s", self.name, error)
         else:
             log.info("source %s ended", self.name)
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not self._stopping.is_set():
+            state: SourceState = "failed" if error is not None else "ended"
+            why = str(error) if error is not None else "finished"
+            loop.call_soon_threadsafe(self._ended_by_reader, state, why)
+
+    def _ended_by_reader(self, state: SourceState, why: str) -> None:
+        if self.state == "running":
+            self.state, self.reason = state, why
+
+
+class Sources:
+    """The server's ``--source`` feeds by name: listed, stopped and started again
+    (``/v1/sources``)."""
+
+    def __init__(self, feeds: Iterable[SourceFeed] = ()) -> None:
+        self._feeds = {feed.name: feed for feed in feeds}
+
+    def __iter__(self) -> Iterator[SourceFeed]:
+        return iter(self._feeds.values())
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def get(self, name: str) -> SourceFeed:
+        """Raises :class:`~framebroker.errors.NotFound` naming the known sources."""
+        feed = self._feeds.get(name)
+        if feed is None:
+            known = ", ".join(sorted(self._feeds)) or "none (serve --source NAME=URI)"
+            raise SourceNotFound(f"no source {name!r}; sources: {known}", field="name")
+        return feed

@@ -28,6 +28,7 @@ from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..runtime.model_lanes import LaneLimits
 from ..storage import PoolLimits, SQLStore, open_store
 from ..transports import box_tracking, console, frame_upload, rest_v1
+from ..transports import sources as sources_api
 from ..transports.auth import ApiKeyMiddleware, ApiKeys
 from ..transports.box_requests import BoxReader
 from ..transports.context import Telemetry
@@ -145,6 +146,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(box_tracking.router(ctx, boxes, post_frame))
     app.include_router(rest_v1.router(ctx, boxes))
     app.include_router(console.router(ctx, settings, svc.records, svc.crops))
+    app.include_router(sources_api.router(svc.feeds))
     app.mount(console.UI_PATH, console.static_files())  # the web console
     app.router.routes.extend(
         live_routes(
