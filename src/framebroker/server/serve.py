@@ -8,24 +8,30 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
 from ..transports.auth import is_loopback
 from ..transports.ws_limits import hard_cap
-from .app import build_app, build_broker, build_compat_app
+from .app import build_app, build_broker, build_compat_app, build_registry
+from .data_lock import DataDirLock
 from .deadlines import protocol_class
 from .services import Services
+from .startup_checks import check_startup
 from .ws_protocol import PreframedWebSocketProtocol
 
 __all__ = ["loop_factory", "run_serve", "serve", "uvicorn_config"]
 
 log = logging.getLogger("framebroker")
+
+_BACKLOG = 2048  # uvicorn's default
 
 
 class _Companion(uvicorn.Server):
@@ -35,10 +41,10 @@ class _Companion(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
-    async def serve_quietly(self) -> None:
-        # uvicorn calls sys.exit() when it cannot bind; the caller reports that instead.
+    async def serve_quietly(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn calls sys.exit() when it cannot start; the caller reports that instead.
         with contextlib.suppress(SystemExit):
-            await self.serve()
+            await self.serve(sockets=sockets)
 
 
 def uvicorn_config(
@@ -114,74 +120,133 @@ def run_serve(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until interrupted; sessions are suspended and sources stopped on the way out."""
+    """Serve until interrupted; sessions are suspended and sources stopped on the way out.
+
+    Nothing is touched before the settings are checked, every listener is bound and the data
+    directory is locked: a second server on the same port or data directory stops with a
+    :class:`ConfigError` before it opens the store (whose start-up recovery would otherwise
+    rewrite the running server's records).
+    """
+    check_startup(settings, build_registry(settings))
+    listeners = _bind_listeners(settings)
+    try:
+        with DataDirLock(settings.data_dir):
+            await _serve_on(settings, listeners)
+    finally:
+        for _, sock in listeners.values():
+            sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``OSError`` if it cannot be had)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        # Listening now, not when uvicorn starts serving: a bound socket that does not listen
+        # yet leaves the port to a second process that also sets SO_REUSEADDR.
+        sock.listen(_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
+    """Every listener of ``settings`` by name ("http": the main port), bound and listening;
+    raises :class:`ConfigError` naming the option that chose a port that cannot be had."""
+    wanted = {"http": settings.port}
+    if settings.compat:
+        for name, default in COMPAT_PORTS.items():
+            if name == "webrtc_http" and settings.webrtc.websocket_only:
+                continue
+            wanted[name] = settings.compat_ports.get(name, default)
+    bound: dict[str, tuple[int, socket.socket]] = {}
+    try:
+        for name, port in wanted.items():
+            try:
+                sock = _listen(settings.host, port)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if name == "http":
+                    raise ConfigError(
+                        f"--port {port}: cannot listen on {settings.host}:{port}: {reason}"
+                    ) from None
+                raise ConfigError(
+                    f"compatibility listener {name} could not listen on "
+                    f"{settings.host}:{port} ({reason}); move it with --compat-port {name}=PORT"
+                ) from None
+            bound[name] = (int(sock.getsockname()[1]), sock)
+    except BaseException:
+        for _, sock in bound.values():
+            sock.close()
+        raise
+    return bound
+
+
+async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.socket]]) -> None:
     warn_if_open(settings)
-    services = Services.build(settings, build_broker(settings))
+    try:
+        broker = build_broker(settings)
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"--database-url: cannot open the store: {exc}") from None
+    services = Services.build(settings, broker)
+    port, main_socket = listeners["http"]
     main = uvicorn.Server(
         uvicorn_config(
             build_app(settings, services),
             settings,
-            settings.port,
+            port,
             lifespan="on",
             listener="http",
             services=services,
         )
     )
-    companions: list[tuple[str, int, _Companion]] = []
-    if settings.compat:
-        for name, default in COMPAT_PORTS.items():
-            if name == "webrtc_http" and settings.webrtc.websocket_only:
-                continue
-            port = settings.compat_ports.get(name, default)
-            app = build_compat_app(name, services)
-            companions.append(
-                (
-                    name,
-                    port,
-                    _Companion(
-                        uvicorn_config(
-                            app, settings, port, lifespan="off", listener=name, services=services
-                        )
-                    ),
-                )
-            )
+    companions: list[tuple[str, int, socket.socket, _Companion]] = []
+    for name, (compat_port, sock) in listeners.items():
+        if name == "http":
+            continue
+        app = build_compat_app(name, services)
+        config = uvicorn_config(
+            app, settings, compat_port, lifespan="off", listener=name, services=services
+        )
+        companions.append((name, compat_port, sock, _Companion(config)))
     scheme = "https" if settings.ssl else "http"
     ws = "wss" if settings.ssl else "ws"
     services.listening = not companions
-    main_task = asyncio.create_task(main.serve())
+    main_task = asyncio.create_task(main.serve(sockets=[main_socket]))
     while not main.started and not main_task.done():
         await asyncio.sleep(0.05)
-    if main_task.done():  # failed to start (port taken, bad certificate): report it
+    if main_task.done():  # failed to start: report it
         await main_task
         return
-    base = f"{scheme}://{settings.host}:{settings.port}"
+    base = f"{scheme}://{settings.host}:{port}"
     log.info("framebroker listening on %s (API docs %s/docs)", base, base)
     log.info("web console: %s/ui/", base)
-    log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, settings.port)
+    log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, port)
     log.info("frame server for plugins: POST multipart image + frame to %s/", base)
     log.info("video analysis: Socket.IO at %s/socket.io, POST %s/batch", base, base)
+    offer = "" if settings.webrtc.websocket_only else f", HTTP POST {base}/offer"
     log.info(
-        "WebRTC model broker: signaling %s://%s:%d/webrtc/ws", ws, settings.host, settings.port
+        "WebRTC model broker: signaling %s://%s:%d/webrtc/ws%s", ws, settings.host, port, offer
     )
     tasks = []
-    for name, port, server in companions:
-        tasks.append(asyncio.create_task(server.serve_quietly()))
+    for name, compat_port, sock, server in companions:
+        tasks.append(asyncio.create_task(server.serve_quietly(sockets=[sock])))
         while not server.started and not tasks[-1].done():
             await asyncio.sleep(0.02)
-        if not server.started:  # could not bind: stop everything rather than half-serve
+        if not server.started:  # pragma: no cover - its socket is bound already
             main.should_exit = True
             await asyncio.gather(main_task, *tasks, return_exceptions=True)
-            raise ConfigError(
-                f"compatibility listener {name} could not listen on {settings.host}:{port}; "
-                f"move it with --compat-port {name}=PORT"
-            )
+            raise ConfigError(f"compatibility listener {name} did not start")
         kind = ws if name in ("people_ws", "webrtc_ws") else scheme
-        log.info("compatibility listener %s on %s://%s:%d/", name, kind, settings.host, port)
+        log.info("compatibility listener %s on %s://%s:%d/", name, kind, settings.host, compat_port)
     services.listening = True
     try:
         await main_task
     finally:
-        for _, _, server in companions:
+        for _, _, _, server in companions:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         _exit_if_stuck(services)  # also when stopped by a signal (uvicorn re-raises it)
