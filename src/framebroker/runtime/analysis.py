@@ -50,7 +50,7 @@ class VideoAnalysis:
         self.broker = broker
         if settings.secret_key is None:
             key = secrets.token_bytes(32)
-            log.info(
+            log.debug(
                 "SECRET_KEY is not set: session ids are signed with a random key for this run "
                 "only (they do not survive a restart)"
             )

@@ -215,6 +215,7 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
     scheme = "https" if settings.ssl else "http"
     ws = "wss" if settings.ssl else "ws"
     services.listening = not companions
+    _log_banner_once()
     main_task = asyncio.create_task(main.serve(sockets=[main_socket]))
     while not main.started and not main_task.done():
         await asyncio.sleep(0.05)
@@ -223,6 +224,7 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
         return
     base = f"{scheme}://{settings.host}:{port}"
     log.info("framebroker listening on %s (API docs %s/docs)", base, base)
+    log.info("REST API: %s/v1/sessions; metrics: %s/metrics", base, base)
     log.info("web console: %s/ui/", base)
     log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, port)
     log.info("frame server for plugins: POST multipart image + frame to %s/", base)
@@ -250,6 +252,31 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         _exit_if_stuck(services)  # also when stopped by a signal (uvicorn re-raises it)
+
+
+class _Once(logging.Filter):
+    """Lets each of uvicorn's per-server lines (the process started, finished) through once:
+    every compatibility listener is a uvicorn server of its own in the same process."""
+
+    LINES = ("Started server process [%d]", "Finished server process [%d]")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in self.LINES:
+            return True
+        if record.msg in self.seen:
+            return False
+        self.seen.add(str(record.msg))
+        return True
+
+
+def _log_banner_once() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _Once) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_Once())
 
 
 def _exit_if_stuck(services: Services) -> None:
