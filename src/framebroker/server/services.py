@@ -75,6 +75,7 @@ class Services:
                     realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
+        hub.known_sources = lambda: [feed.name for feed in feeds]
         return cls(settings, broker, hub, records, feeds)
 
     async def start(self) -> None:
