@@ -47,9 +47,11 @@ def _check_processors(
         name = spec_name(spec)
         try:
             registry.resolve(name)
+            if not isinstance(spec, str):  # a table of options: each one known
+                registry.settings(spec)
         except ProcessorLoadError as exc:
-            where = f"{flag} {name}" if flag is not None else f"{setting}[{i}]"
-            raise ConfigError(f"{where}: {exc.message}") from None
+            where = f"{flag} {name}" if flag is not None and isinstance(spec, str) else None
+            raise ConfigError(f"{where or f'{setting}[{i}]'}: {exc.message}") from None
 
 
 def _check_source(arg: str, index: int) -> None:

@@ -48,6 +48,11 @@ class SessionOut(BaseModel):
     state: Literal["active", "ended"]
     transport: str | None = None
     pipeline: list[str] = []
+    settings: list[dict[str, Any]] = Field(
+        [],
+        description="what each processor runs with: its name, every option (defaults filled "
+        "in) and the spec's rate/enabled/ends_stage",
+    )
     created_at: float | None = None
     stats: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
@@ -123,6 +128,7 @@ def _session_out(session: Session) -> dict[str, Any]:
         "state": "active",
         "transport": info["transport"],
         "pipeline": info["pipeline"],
+        "settings": info["settings"],
         "created_at": info["created_at"],
         "stats": info["stats"],
     }
@@ -203,6 +209,7 @@ def router(ctx: ServerContext) -> APIRouter:
                 "state": record.get("state", "ended"),
                 "transport": record.get("transport"),
                 "pipeline": record.get("pipeline") or [],
+                "settings": (record.get("info") or {}).get("settings") or [],
                 "created_at": record.get("created_at"),
                 "stats": summary.get("stats", {}),
                 "summary": summary or None,
