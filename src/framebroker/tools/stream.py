@@ -156,6 +156,12 @@ class SourceTrack(VideoStreamTrack):
 
 def _ws_url(url: str) -> str:
     parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        raise StreamError(
+            f"{url!r} is an HTTP URL: add --use-http to POST the offer to it, or give the "
+            "signaling WebSocket (ws://HOST:8000/webrtc/ws)",
+            2,
+        )
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise StreamError(f"expected a ws:// or wss:// URL, got {url!r}", 2)
     return urlunsplit(parts._replace(path=parts.path or "/"))
