@@ -197,7 +197,9 @@ class SourceFeed:
         if self.live is not None:
             await self.live.stop()
         if self.session is not None and self.session.id in self.broker.manager:
-            await self.broker.end_session(self.session.id, reason="source_stopped")
+            summary = await self.broker.end_session(self.session.id, reason="source_stopped")
+            if self.live is not None:
+                await self.live.ended(summary.results)
 
     def _slot_count(self, session: Session) -> int:
         """Frames a reader paced by the pipeline may have in the session at once.

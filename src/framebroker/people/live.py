@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -151,6 +151,24 @@ class LiveFeed:
         if self._sub is not None:
             self._sub.close()
         await self._flush_counts()
+
+    async def ended(self, results: Mapping[str, Any]) -> None:
+        """The session ended (the source stopped, the server too): an event it left running
+        ends now with the count it had, stored, then pushed like any other, so a clean stop
+        never leaves one open for the next start to close with an unknown count.
+
+        ``results`` are the ended session's (its processors' ``end``); call after :meth:`stop`.
+        """
+        summary = results.get("traffic_events")
+        event = summary.get("event") if isinstance(summary, Mapping) else None
+        if not isinstance(event, dict) or event.get("status") != "ended":
+            return
+        now = time.time()
+        await self._record_event(event, now)
+        self.stats["event_active"] = False
+        self.stats["current_event_count_in"] = 0
+        self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+        self.bus.publish(f"live/{self.source}/stats", {"data": dict(self.stats), "time": now})
 
     # -- following results -----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ __all__ = ["loop_factory", "run_serve", "serve", "uvicorn_config"]
 log = logging.getLogger("framebroker")
 
 _BACKLOG = 2048  # uvicorn's default
+_FLUSH_S = 1.0  # longest a stop waits for the last events to reach the live listeners
 
 
 class _Companion(uvicorn.Server):
@@ -45,6 +46,24 @@ class _Companion(uvicorn.Server):
         # uvicorn calls sys.exit() when it cannot start; the caller reports that instead.
         with contextlib.suppress(SystemExit):
             await self.serve(sockets=sockets)
+
+
+class _MainServer(uvicorn.Server):
+    """The main listener. On a stop the sources end first, before uvicorn closes any socket,
+    so that their listeners are sent what the stop ends (a traffic event, with its count)."""
+
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self.services = services
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for feed in self.services.feeds:
+            try:
+                await feed.stop()
+            except Exception:
+                log.exception("source %s did not stop cleanly", feed.name)
+        await self.services.hub.flush(_FLUSH_S)
+        await super().shutdown(sockets=sockets)
 
 
 def uvicorn_config(
@@ -193,7 +212,7 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
         raise ConfigError(f"--database-url: cannot open the store: {exc}") from None
     services = Services.build(settings, broker)
     port, main_socket = listeners["http"]
-    main = uvicorn.Server(
+    main = _MainServer(
         uvicorn_config(
             build_app(settings, services),
             settings,
@@ -201,7 +220,8 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
             lifespan="on",
             listener="http",
             services=services,
-        )
+        ),
+        services,
     )
     companions: list[tuple[str, int, socket.socket, _Companion]] = []
     for name, (compat_port, sock) in listeners.items():

@@ -143,6 +143,19 @@ class LiveHub:
         if self._sub is not None:
             self._sub.close()
 
+    async def flush(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until everything published so far but frames has gone
+        out to every client: a stopping server calls it before it closes their sockets."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            queued = self._sub is not None and len(self._sub) > 0
+            if not queued and not any(
+                c.control or c.sending_since is not None for c in self.clients
+            ):
+                return
+            await asyncio.sleep(0.01)
+
     def format(self, topic: str, payload: dict[str, Any]) -> str | None:
         """The original API's JSON text for a bus message, or ``None`` for topics it does not
         know."""
