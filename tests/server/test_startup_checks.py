@@ -51,6 +51,9 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["--config", "bad-side.toml"], "framebroker: invalid configuration: people.lines: "
          "Value error, lines[0]: line 'door' in side must be 'left' or 'right', got 'up'"),
         (["--database-url", "nosuchdb://x"], "framebroker: --database-url: cannot open the store"),
+        (["--record-to", "notes.txt/recordings"], "framebroker: --record-to notes.txt/recordings: "
+         "cannot make the folder: Not a directory"),
+        (["--host", "192.0.2.1"], "framebroker: --host 192.0.2.1: cannot listen on 192.0.2.1:"),
     ],
 )  # fmt: skip
 def test_a_start_up_mistake_is_one_line_naming_the_option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -189,8 +190,11 @@ def _bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 if name == "http":
+                    # A port in use is the port's fault; anything else, the address's.
+                    in_use = exc.errno == errno.EADDRINUSE
+                    flag = f"--port {port}" if in_use else f"--host {settings.host}"
                     raise ConfigError(
-                        f"--port {port}: cannot listen on {settings.host}:{port}: {reason}"
+                        f"{flag}: cannot listen on {settings.host}:{port}: {reason}"
                     ) from None
                 raise ConfigError(
                     f"compatibility listener {name} could not listen on "

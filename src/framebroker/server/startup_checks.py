@@ -38,6 +38,14 @@ def check_startup(settings: Settings, registry: ProcessorRegistry) -> None:
         )
     for i, arg in enumerate(settings.sources):
         _check_source(arg, i)
+    record_to = settings.webrtc.record_to
+    if record_to is not None:
+        try:  # made now rather than when the first stream comes to be recorded
+            Path(record_to).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"--record-to {record_to}: cannot make the folder: {exc.strerror or exc}"
+            ) from None
 
 
 def _check_processors(
