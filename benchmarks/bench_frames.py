@@ -242,7 +242,7 @@ def whole_tool(url: str, pid: int, clip: Path) -> dict[str, float]:
 
 
 def demo_clip_path() -> Path:
-    from framebroker.media.video import demo_clip
+    from framebroker.media.sources import demo_clip
 
     return demo_clip()
 

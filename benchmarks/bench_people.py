@@ -38,7 +38,7 @@ from _server import framebroker_server
 from _ws_listener import connect
 from framebroker.core import Frame, ProcessContext
 from framebroker.detectors import runtime
-from framebroker.media.video import read_frames
+from framebroker.media.sampling import read_frames
 from framebroker.processors.detect import PersonDetector
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"

@@ -4,9 +4,10 @@ The pipeline ``serve --source`` runs (detect, track, count, traffic events, face
 annotate with JPEG) is built from the same registry and run frame by frame on vtest's
 640x480 frames in this process, one inference thread, no server; reading the video (decode
 and conversion to BGR) is timed on its own first. bench_people.py measures the whole server;
-this says which part a change should aim at.
+this says which part a change should aim at. vtest shows few people at once, so the counter
+is also timed alone on a crowd: ``--tracks`` people (30 by default) walking across its line.
 
-    python benchmarks/bench_people_parts.py [--frames 400]
+    python benchmarks/bench_people_parts.py [--frames 400] [--tracks 30]
 """
 
 from __future__ import annotations
@@ -16,21 +17,64 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from framebroker.config import Settings
-from framebroker.core import Frame, Pipeline, ProcessContext
+from framebroker.core import Detections, Frame, Pipeline, ProcessContext
 from framebroker.detectors import runtime
-from framebroker.media.video import read_frames
+from framebroker.media.sampling import read_frames
 from framebroker.people.feed import PeopleCounterConfig, people_pipeline
+from framebroker.processors.line_counter import LineCounter
 from framebroker.server.app import build_registry
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media"
 CLIP = CLIP / "vtest_640x480_h264.mp4"
 WARM_UP = 20
+CROWD_FRAMES = 3000
+
+
+def crowd(tracks: int, frames: int) -> list[Frame]:
+    """``tracks`` people on a 640x480 picture walking left and right across x = 320 at
+    different speeds, each replaced by a new id once off the picture (tracker boxes)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 640, tracks)
+    y = rng.uniform(120, 480, tracks)
+    speed = rng.choice([-1.0, 1.0], tracks) * rng.uniform(2, 8, tracks)
+    ids = np.arange(tracks, dtype=np.int64)
+    next_id = tracks
+    out = []
+    for k in range(frames):
+        x += speed + rng.normal(0, 1.5, tracks)  # detections jitter
+        gone = (x < 0) | (x > 640)
+        if gone.any():
+            x[gone] = np.where(speed[gone] > 0, 0.0, 640.0)
+            ids[gone] = np.arange(next_id, next_id + int(gone.sum()))
+            next_id += int(gone.sum())
+        xyxy = np.column_stack([x - 20, y - 100, x + 20, y])
+        dets = Detections.from_arrays(xyxy, np.ones(tracks), track_id=ids.copy())
+        out.append(Frame(detections=dets, meta={"timestamp": k / 30}))
+    return out
+
+
+def time_counter(tracks: int) -> tuple[float, int]:
+    """Milliseconds of this thread's CPU per frame for the counter alone, and its count."""
+    frames = crowd(tracks, CROWD_FRAMES)
+    line = {"name": "middle", "start": [320, 480], "end": [320, 0], "in": "right"}
+    counter = LineCounter(lines=[line])
+    ctx = ProcessContext("crowd")
+    result = None
+    start = time.thread_time()
+    for frame in frames:
+        result = counter.process(frame, ctx)
+    spent = time.thread_time() - start
+    assert result is not None
+    return 1000 * spent / len(frames), result["count_in"] + result["count_out"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=400)
+    parser.add_argument("--tracks", type=int, default=30)
     args = parser.parse_args()
     if not CLIP.exists():
         raise SystemExit(f"test clip not found at {CLIP} (see ../shared/data/README.md)")
@@ -71,6 +115,11 @@ def main() -> None:
     for name, seconds in spent.items():
         print(f"| {name} | {1000 * seconds / measured:.2f} |")
     print(f"| all of the pipeline, CPU time of this thread | {1000 * whole:.2f} |")
+    per_frame, crossings = time_counter(args.tracks)
+    print(
+        f"| line_counter alone, CPU time of this thread, {args.tracks} people walking across "
+        f"({CROWD_FRAMES} frames, {crossings} crossings) | {per_frame:.3f} |"
+    )
 
 
 if __name__ == "__main__":

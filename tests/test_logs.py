@@ -13,6 +13,9 @@ from framebroker.core import Frame, ProcessContext, Processor
 from framebroker.logs import JsonFormatter, SessionFilter, configure_logging, in_session
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
+from framebroker.sessions import FrameIn
+
+from .core.helpers import live_session
 
 
 class Chatty(Processor):
@@ -44,9 +47,9 @@ async def test_a_processor_log_line_carries_its_session_id() -> None:
     broker = Broker(reg, config=BrokerConfig(max_workers=2, default_pipeline=("chatty",)))
     await broker.start()
     try:
-        a = await broker.create_session(session_id="cam-a", transport="t")
-        b = await broker.create_session(session_id="cam-b", transport="t")
-        await asyncio.gather(broker.submit(a, Frame()), broker.submit(b, Frame()))
+        a = await live_session(broker, session_id="cam-a", transport="t")
+        b = await live_session(broker, session_id="cam-b", transport="t")
+        await asyncio.gather(broker.submit(a.id, FrameIn()), broker.submit(b.id, FrameIn()))
     finally:
         await broker.stop()
         logger.removeHandler(keep)

@@ -366,7 +366,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         flags["frames"] = {"pipeline": processors}
     _webrtc_overrides(flags)
     if args.command == "demo":
-        from .media.video import demo_clip
+        from .media.sources import demo_clip
 
         flags["sources"] = [f"demo={demo_clip()}", *(flags.get("sources") or ())]
         flags["loop"] = True
@@ -375,12 +375,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _run_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
-    from .server.serve import run_serve
+    from .server.uvicorn_hooks import check_uvicorn
 
     # Before anything is loaded by module:attr: a user's myproc.py in the working directory
     # loads however framebroker was started (an installed script does not put it on the path).
     sys.path.insert(0, str(args.app_dir.resolve()))
     settings = settings_from_args(args)
+    # Before importing the modules that subclass uvicorn's, so that a uvicorn which moved one
+    # of its classes gets the same one-line refusal as one that renamed a method.
+    check_uvicorn()
+    from .server.serve import run_serve
+
     configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         run_serve(settings)

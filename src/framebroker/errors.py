@@ -27,6 +27,7 @@ The tree::
     │   └── FrameRateExceeded         429  frame_rate_exceeded  (max_fps_per_session)
     ├── ProcessorTimeout              504  processor_timeout  (processor_timeout_s; names it)
     └── ConfigError                   ---  config_error       (at start-up, never on the wire)
+        └── UvicornIncompatible       ---  uvicorn_incompatible (a uvicorn hook is gone or changed)
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ __all__ = [
     "TooManyConnections",
     "TooManyRequests",
     "UnsupportedMediaType",
+    "UvicornIncompatible",
 ]
 
 
@@ -236,6 +238,20 @@ class ConfigError(FramebrokerError):
     """The configuration cannot be used; raised at start-up."""
 
     code = "config_error"
+
+
+class UvicornIncompatible(ConfigError):
+    """The installed uvicorn lacks, or has changed, a name the server hooks into (see
+    :mod:`framebroker.server.uvicorn_hooks`); serving on it would switch the connection
+    deadlines off unnoticed. ``uvicorn_version`` is the installed version, ``problems`` says
+    what is missing or changed, one entry per name."""
+
+    code = "uvicorn_incompatible"
+
+    def __init__(self, message: str, *, uvicorn_version: str, problems: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.uvicorn_version = uvicorn_version
+        self.problems = problems
 
 
 class ProcessorLoadError(InvalidInput):

@@ -58,3 +58,10 @@ class Counter(Processor):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.seen = int(state["seen"])
+
+
+async def live_session(broker: Any, **kwargs: Any) -> Any:
+    """``broker.create(**kwargs)``, handing back the live :class:`~framebroker.core.Session`
+    itself: runtime tests look inside it (stats, pipeline), which no transport may."""
+    info = await broker.create(**kwargs)
+    return broker.get(info.id)

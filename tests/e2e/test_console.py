@@ -26,7 +26,7 @@ import httpx
 import playwright.sync_api as playwright_api
 import pytest
 
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from ..processors.rppg_video import PulsingFace
 from .browser import CHROMIUM, TRACK_SOCKETS, chromium

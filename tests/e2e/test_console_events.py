@@ -11,7 +11,7 @@ from pathlib import Path
 import playwright.sync_api as playwright_api
 import pytest
 
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 from framebroker.storage import PeopleRecords, open_store
 
 from .browser import CHROMIUM, chromium

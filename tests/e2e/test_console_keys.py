@@ -24,7 +24,7 @@ import playwright.sync_api as playwright_api
 import pytest
 
 from framebroker.config import load_settings
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 from framebroker.storage import PeopleRecords, face_filename, open_store
 
 from ..transports.images import scene

@@ -23,7 +23,7 @@ import uvicorn
 
 from framebroker.config import load_settings
 from framebroker.media.image import encode_jpeg_base64
-from framebroker.server import Services, build_app, build_broker
+from framebroker.server import Services, build_app
 
 CHROMIUM = shutil.which("chromium")
 FPS = 30
@@ -59,7 +59,7 @@ class Server:
         self.loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
-        services = Services.build(self.settings, build_broker(self.settings))
+        services = Services.build(self.settings)
         app = build_app(self.settings, services)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 ws_per_message_deflate=False)  # fmt: skip

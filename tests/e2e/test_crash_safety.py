@@ -24,7 +24,7 @@ import simplejpeg
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from .portrait import PORTRAIT, write_portrait_clip
 from .server import RunningServer, running_server

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from .server import free_port, running_server
 

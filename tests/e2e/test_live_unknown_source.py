@@ -12,7 +12,7 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from .server import compat_flags, free_port, running_server
 

@@ -13,7 +13,7 @@ from typing import Any
 import simplejpeg
 import websockets
 
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 
 from .server import compat_flags, free_port, running_server
 

@@ -14,9 +14,9 @@ import socketio
 
 from framebroker.media.encode import encode_mp4
 
-from ..runtime.analysis_services import AnalysisServices, refused_url
 from ..transports.images import scene
 from ..transports.socketio_harness import Client, connected, jpeg
+from ..video_analysis.analysis_services import AnalysisServices, refused_url
 from .server import running_server
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from framebroker.config import load_settings
 from framebroker.core.inbox import Backpressure
-from framebroker.media.video import demo_clip
+from framebroker.media.sources import demo_clip
 from framebroker.people.feed import PeopleCounterConfig, SourceFeed, people_pipeline
 from framebroker.people.live import LiveFeedConfig
 from framebroker.runtime import Broker, BrokerConfig
@@ -28,7 +28,7 @@ async def demo_feed(
     broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=max_workers))
     await broker.start()
     feed = SourceFeed(
-        "demo", str(demo_clip()), broker, None,
+        "demo", str(demo_clip()), broker, broker.run_blocking, None,
         PeopleCounterConfig(faces=False), LiveFeedConfig(),
         realtime=realtime, loop=True,
     )  # fmt: skip
@@ -45,10 +45,10 @@ async def test_ending_its_session_from_outside_stops_the_reader(tmp_path: Path) 
         assert feed.video is not None
         assert feed.session is not None
         for _ in range(300):  # some frames go through first
-            if feed.session.stats.frames_processed >= 2:
+            if broker.get(feed.session.id).stats.frames_processed >= 2:
                 break
             await asyncio.sleep(0.05)
-        await broker.end_session(feed.session.id, reason="deleted")
+        await broker.end(feed.session.id, reason="deleted")
         for _ in range(200):
             if not feed.video.running:
                 break
@@ -65,7 +65,7 @@ async def test_failing_frames_are_counted_and_reported_a_line_per_interval(
     settings = load_settings(data_dir=tmp_path)
     broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=1))
     feed = SourceFeed(
-        "cam", "unused.mp4", broker, None,
+        "cam", "unused.mp4", broker, broker.run_blocking, None,
         PeopleCounterConfig(faces=False), LiveFeedConfig(),
         realtime=False, loop=False,
     )  # fmt: skip
@@ -93,16 +93,16 @@ async def test_a_file_read_as_fast_as_the_pipeline_goes_loses_no_frame(tmp_path:
     async with demo_feed(tmp_path, realtime=False, max_workers=4) as (broker, feed):
         assert feed.session is not None
         assert feed.video is not None
-        assert feed.session.backpressure is Backpressure.WAIT
+        assert feed.session.backpressure == Backpressure.WAIT
         assert feed.paced_by_pipeline
-        stats = feed.session.stats
+        stats = broker.get(feed.session.id).stats
         for _ in range(600):
             if stats.frames_processed >= 40:
                 break
             await asyncio.sleep(0.05)
         assert stats.frames_processed >= 40
         assert stats.frames_dropped == 0
-        slots = broker.frames_in_flight(feed.session) + 1
+        slots = broker.frames_in_flight(broker.get(feed.session.id)) + 1
         assert feed.video.frames_read <= stats.frames_processed + slots + 1
 
 
@@ -112,7 +112,7 @@ async def test_a_file_paced_at_its_frame_rate_keeps_the_latest_frame(
 ) -> None:
     async with demo_feed(tmp_path, realtime=realtime) as (_, feed):
         assert feed.session is not None
-        assert feed.session.backpressure is Backpressure.LATEST
+        assert feed.session.backpressure == Backpressure.LATEST
         assert not feed.paced_by_pipeline
 
 
@@ -125,21 +125,22 @@ async def test_a_reader_paced_under_latest_has_room_for_the_first_stage_and_one_
     broker = Broker(build_registry(settings), config=BrokerConfig(parallel_frames=3))
     await broker.start()
     feed = SourceFeed(
-        "net", "http://127.0.0.1:9/clip.mp4", broker, None,
+        "net", "http://127.0.0.1:9/clip.mp4", broker, broker.run_blocking, None,
         PeopleCounterConfig(faces=False), LiveFeedConfig(), realtime=False,
     )  # fmt: skip
     try:
-        latest = await broker.create_session(
+        latest = await broker.create(
             transport="source",
             pipeline=people_pipeline(PeopleCounterConfig(faces=False), day="2026-11-22"),
             backpressure=Backpressure.LATEST,
         )
-        waiting = await broker.create_session(
+        waiting = await broker.create(
             transport="source",
             pipeline=people_pipeline(PeopleCounterConfig(faces=False), day="2026-11-22"),
             backpressure=Backpressure.WAIT,
         )
-        assert broker.stage_widths(latest) == [3, 1]
+        assert broker.stage_widths(broker.get(latest.id)) == [3, 1]
+        assert latest.stage_widths == (3, 1)
         assert feed._slot_count(latest) == 4
         assert feed._slot_count(waiting) == 5
     finally:

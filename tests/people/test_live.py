@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from framebroker.core import Bus, Frame, FrameResult
 from framebroker.people.live import (
     LiveFeed,
     LiveFeedConfig,
@@ -17,7 +16,11 @@ from framebroker.people.live import (
     live_timestamp,
     local_day,
 )
+from framebroker.plugins import ProcessorRegistry
+from framebroker.sessions import FrameOut
 from framebroker.storage import FaceFolder, PeopleRecords, SQLStore
+
+from ..fake_sessions import FakeSessions
 
 
 async def inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -25,10 +28,10 @@ async def inline(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @pytest.fixture
-async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, PeopleRecords, Bus]]:
+async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, PeopleRecords, FakeSessions]]:
     store = SQLStore(f"sqlite:///{tmp_path / 'live.sqlite3'}")
     records = PeopleRecords(store)
-    bus = Bus()
+    bus = sessions()
     live = LiveFeed(
         "cam", "s1", bus, inline, records,
         LiveFeedConfig(max_fps=0, stats_interval_s=0.05, faces_dir=tmp_path / "faces"),
@@ -39,13 +42,16 @@ async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, PeopleRecords, B
     store.close()
 
 
-def result(**outputs: Any) -> FrameResult:
-    frame = Frame(meta={"timestamp": 1_763_700_000.0})
-    return FrameResult(frame, outputs=outputs)
+def sessions() -> FakeSessions:
+    return FakeSessions(ProcessorRegistry())
+
+
+def result(**outputs: Any) -> FrameOut:
+    return FrameOut("s1", 0, outputs=outputs, timestamp=1_763_700_000.0)
 
 
 async def test_frames_events_and_stats_are_published(
-    feed: tuple[LiveFeed, PeopleRecords, Bus],
+    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
 ) -> None:
     live, records, bus = feed
     sub = bus.subscribe("live/cam/*")
@@ -83,7 +89,7 @@ async def test_frames_events_and_stats_are_published(
 
 
 async def test_faces_are_written_once_per_track_and_updated_in_place(
-    feed: tuple[LiveFeed, PeopleRecords, Bus], tmp_path: Path
+    feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:
     live, records, _ = feed
     await live.handle(result(faces=[{"track_id": 7, "jpeg": b"first", "quality": 1.0}]))
@@ -101,8 +107,7 @@ async def test_faces_are_written_once_per_track_and_updated_in_place(
 
 
 async def test_frame_rate_is_capped(tmp_path: Path) -> None:
-    bus = Bus()
-    live = LiveFeed("cam", "s", bus, inline, None, LiveFeedConfig(max_fps=5))
+    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=5))
     for _ in range(20):
         await live.handle(result(annotated_image="QQ=="))
     assert live.frames_published == 1
@@ -124,11 +129,11 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     nine = datetime(2026, 11, 21, 9, 30, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
     day = "2026-11-21"
 
-    def at(t: float, cin: int, cout: int) -> FrameResult:
-        frame = Frame(meta={"timestamp": t})
-        return FrameResult(frame, outputs={"day": day, "lines": {"door": {"in": cin, "out": cout}}})
+    def at(t: float, cin: int, cout: int) -> FrameOut:
+        outputs = {"day": day, "lines": {"door": {"in": cin, "out": cout}}}
+        return FrameOut("s1", 0, outputs=outputs, timestamp=t)
 
-    live = LiveFeed("cam", "s1", Bus(), inline, records, config)
+    live = LiveFeed("cam", "s1", sessions(), inline, records, config)
     live.day = day
     await live.start()
     await live.handle(at(nine, 2, 0))
@@ -138,7 +143,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     assert records.load_hourly("cam", day) == {(9, "door"): (3, 1), (10, "door"): (2, 0)}
 
     # A restart the same day: the counter resumes from 5/1, so only growth past it is new.
-    again = LiveFeed("cam", "s2", Bus(), inline, records, config)
+    again = LiveFeed("cam", "s2", sessions(), inline, records, config)
     again.day = day
     await again.start()
     await again.handle(at(nine + 3700, 6, 1))
@@ -149,14 +154,14 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
 
 
 async def test_nothing_is_shown_before_it_is_stored(
-    feed: tuple[LiveFeed, PeopleRecords, Bus], tmp_path: Path
+    feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:
     """Each message is checked against the store at the moment it is published: a crash
     right after it could not take back what it showed."""
-    live, records, bus = feed
+    live, records, sessions = feed
     day = local_day(1_763_700_000.0, live.tz)
     checked: list[str] = []
-    sub = bus.subscribe("live/cam/*")
+    sub = sessions.bus.subscribe("live/cam/*")  # the bus itself, to check as it publishes
 
     def check() -> None:
         for message in sub.drain():
@@ -190,7 +195,9 @@ async def test_nothing_is_shown_before_it_is_stored(
 
 
 async def test_a_face_whose_file_cannot_be_placed_is_not_indexed(
-    feed: tuple[LiveFeed, PeopleRecords, Bus], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     live, records, _ = feed
 
@@ -227,7 +234,7 @@ def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
 
 
 async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
-    feed: tuple[LiveFeed, PeopleRecords, Bus],
+    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
 ) -> None:
     live, records, bus = feed
     day = local_day(1_763_700_000.0, live.tz)
@@ -245,8 +252,8 @@ async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
         await asyncio.sleep(0.02)
     (event,) = records.events_on("cam", day)
     assert event["start_time"] == "09:00:00"
-    assert live._sub is not None
-    assert live._sub.dropped >= 15  # frames were skipped all the same
+    assert live._feed is not None
+    assert live._feed.dropped >= 15  # frames were skipped all the same
 
 
 @pytest.mark.parametrize(
@@ -255,14 +262,14 @@ async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
 def test_frames_go_out_at_the_cap_on_average(
     pipeline_fps: float, cap: float, expected: float
 ) -> None:
-    live = LiveFeed("cam", "s", Bus(), inline, None, LiveFeedConfig(max_fps=cap))
+    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=cap))
     sent = sum(live._frame_due(1000.0 + k / pipeline_fps) for k in range(int(10 * pipeline_fps)))
     assert sent == pytest.approx(10 * expected, abs=2)
 
 
 def test_frames_that_come_in_pairs_still_go_out_near_the_cap() -> None:
     # A 38 fps pipeline whose frames come two at a time, 5 ms apart.
-    live = LiveFeed("cam", "s", Bus(), inline, None, LiveFeedConfig(max_fps=30))
+    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=30))
     times = [1000.0 + k * 2 / 38 + d for k in range(190) for d in (0.0, 0.005)]
     sent = [t for t in times if live._frame_due(t)]
     assert len(sent) / 10 == pytest.approx(30, abs=1.5)
@@ -271,7 +278,7 @@ def test_frames_that_come_in_pairs_still_go_out_near_the_cap() -> None:
 
 
 def test_a_pause_does_not_release_a_burst() -> None:
-    live = LiveFeed("cam", "s", Bus(), inline, None, LiveFeedConfig(max_fps=10))
+    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=10))
     assert [live._frame_due(t) for t in (0.0, 0.05, 0.1)] == [True, False, True]
     # Five seconds without frames, then a fast pipeline: one frame, then the cap again.
     assert [live._frame_due(5.0 + k / 100) for k in range(12)] == [True] + [False] * 9 + [

@@ -15,15 +15,22 @@ confirm it either); the table shows how many that excludes. A track unseen for m
 
 Checked: (a) the ground-truth boxes with their ids as track ids count exactly the truth;
 (b) ByteTrack (demo config) on the public detections, then the counter, counts exactly what
-the same rule gives on the tracker's own tracks, and (c) within 10% of the truth (an absolute
-tolerance of 1 where the truth is under 10 crossings).
+the same rule gives on the tracker's own tracks; (c) those counts come within 10% (an absolute
+1 under 10 crossings) of what the detections show, and (e) never exceed the truth by more.
 
-(c) cannot hold on every sequence, and (d) says where and why. A counter fed ``det.txt`` can
-only count a crossing correctly if some detection shows the person on the old side before it
-and on the new side after it (``reachable``, an upper bound for any tracker that links
-detections perfectly). On four sequences even that bound is more than 10% short of the truth;
-(d) asserts it, so the expected failures of (c) there are proven, not assumed. On the rest the
-bound meets the truth, and (c) is a strict expected failure only where our tracker falls short.
+What the detections show (``reachable``): a counter fed ``det.txt`` can only count a crossing
+correctly if some detection shows the person on the old side before it and on the new side
+after it. (d) proves that on four sequences even that is more than 10% short of the truth.
+The bound is generous: one detection may show two people walking close together. ``ideal`` is
+what the counter counts when a tracker that never mistakes a person labels ``det.txt``: each
+detection takes the id of the person it matches one to one, and the counter keeps its
+60-frame memory. (f) shows that on MOT17-02, -05 and -09 even that is more than 10% short of
+``reachable``: there (c) fails for any tracker unless wrong crossings make up for missed ones,
+so it can hold on at most 8 of the 11 sequences.
+
+(g) measures the other way to gain, linking a track that ends near the line to one that starts
+near it on the other side soon after: on these sequences such pairs are almost never one
+person, so linking them would add wrong crossings, not recover lost ones.
 """
 
 from __future__ import annotations
@@ -37,9 +44,10 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
 
 from framebroker.core import Detections, Frame, Pipeline, ProcessContext
-from framebroker.processors.bytetrack.mot import load_sequence
+from framebroker.processors.bytetrack.mot import MotSequence, load_sequence
 from framebroker.processors.bytetrack.processor import ByteTrackProcessor
 from framebroker.processors.line_counter import Line, LineCounter
 
@@ -59,11 +67,25 @@ BEYOND_THE_DETECTIONS = {
     "MOT17-04-FRCNN",
     "MOT17-05-FRCNN",
 }
-# Reachable, but ByteTrack swaps ids between people who cross the line side by side (PETS09 at
-# 7 fps, MOT17-09 in a doorway crowd). Motion alone does no better: boxmot 25.0.0's OC-SORT and
-# ByteTrack count within 10% on 4 of the 11 sequences, ours on 5; appearance would need the
-# images, which the test data does not hold.
-TRACKER_SWAPS_IDS = {"MOT17-09-FRCNN", "PETS09-S2L1"}
+# Measured: even a tracker that never mistakes a person counts more than 10% short of what
+# det.txt shows here. Most are people walking close together whom one detection shows both
+# (MOT17-05), or people hidden longer than the counter's 60-frame memory in a crowd (MOT17-02,
+# MOT17-09: with a 300-frame memory the ideal tracker reaches them).
+BEYOND_A_PERFECT_TRACKER = {"MOT17-02-FRCNN", "MOT17-05-FRCNN", "MOT17-09-FRCNN"}
+# Within reach of a perfect tracker, but ByteTrack's own mistakes keep it out.
+TRACKER_MISTAKES = {
+    # the moving camera walks with a crowd: the detections of people walking along the line
+    # jitter across it and ids jump between them (the ideal tracker counts 9/7)
+    "ETH-Bahnhof": "ByteTrack over-counts people walking along the line: jitter, id jumps",
+    # at 7 fps people who cross side by side swap ids; telling them apart needs appearance,
+    # and the test data holds no images (boxmot 25.0.0's OC-SORT does no better)
+    "PETS09-S2L1": "ByteTrack swaps ids between people crossing side by side",
+}
+# Linking a track that ends near the line to one that starts on its other side: how near, in
+# box heights of the anchor from the line, and how soon after (generous on purpose).
+LINK_NEAR = 1.0
+LINK_SECONDS = 2.0
+SAME_BOX_IOU = 0.5
 
 F64 = NDArray[np.float64]
 
@@ -88,9 +110,11 @@ class Row:
     truth: tuple[int, int]
     excluded: int
     reachable: tuple[int, int]
+    ideal: tuple[int, int]
     gt_boxes: tuple[int, int]
     tracker: tuple[int, int]
     tracker_rule: tuple[int, int]
+    breaks: tuple[int, int]  # pairs broken at the line: (one person, two people)
 
 
 def load_scene(path: Path) -> Scene:
@@ -215,9 +239,9 @@ def count_gt_boxes(scene: Scene) -> tuple[int, int]:
     return int(out["count_in"]), int(out["count_out"])
 
 
-def count_tracker(scene: Scene) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The pipeline's counts, and the rule's counts on the tracks the pipeline saw."""
-    seq = load_sequence(DATA / scene.name)
+def count_tracker(scene: Scene, seq: MotSequence) -> tuple[tuple[int, int], tuple[int, int], F64]:
+    """The pipeline's counts, the rule's counts on the tracks the pipeline saw, and those
+    tracks (rows ``frame, id, x1, y1, x2, y2``)."""
     pipeline = Pipeline(
         [
             ByteTrackProcessor(track_thresh=0.5, match_thresh=0.8, frame_rate=seq.frame_rate),
@@ -237,28 +261,106 @@ def count_tracker(scene: Scene) -> tuple[tuple[int, int], tuple[int, int]]:
         outputs = result.outputs
         seen = result.frame.detections
         assert seen is not None
-        centre = (seen.xyxy[:, 0] + seen.xyxy[:, 2]) / 2
-        tracks.append(np.column_stack([np.full(len(seen), fid), seen.track_id, centre]))
+        tracks.append(np.column_stack([np.full(len(seen), fid), seen.track_id, seen.xyxy]))
     rows = np.concatenate(tracks)
-    rule_in, rule_out, _ = rule_count(rows[:, 0], rows[:, 1], rows[:, 2], scene.width / 2)
+    centre = (rows[:, 2] + rows[:, 4]) / 2
+    rule_in, rule_out, _ = rule_count(rows[:, 0], rows[:, 1], centre, scene.width / 2)
     counted = (int(outputs["count_in"]), int(outputs["count_out"]))
-    return counted, (rule_in, rule_out)
+    return counted, (rule_in, rule_out), rows
+
+
+def by_frame(rows: F64) -> dict[int, F64]:
+    return {int(f): rows[rows[:, 0] == f] for f in np.unique(rows[:, 0])}
+
+
+def count_ideal(scene: Scene, seq: MotSequence) -> tuple[int, int]:
+    """The counter fed ``det.txt`` labelled by a tracker that never mistakes a person.
+
+    Each frame's detections and people are matched one to one (the assignment of the largest
+    total IoU, pairs under ``SAME_PERSON_IOU`` dropped); a detection takes the id of its
+    person, and detections of no counted person are left out, so the tracker is generous:
+    it never follows anyone the truth leaves out either.
+    """
+    people = by_frame(scene.gt)
+    lc = counter(scene)
+    out: dict[str, Any] | None = None
+    for fid, boxes, _ in seq:
+        ids = np.full(len(boxes), -1, dtype=np.int64)
+        rows = people.get(fid)
+        if rows is not None and len(boxes):
+            iou = np.stack([iou_one_to_many(box, xyxy(rows[:, 2:6])) for box in boxes])
+            det, person = linear_sum_assignment(iou, maximize=True)
+            keep = iou[det, person] >= SAME_PERSON_IOU
+            ids[det[keep]] = rows[person[keep], 1].astype(np.int64)
+        dets = Detections.from_arrays(boxes, np.ones(len(boxes)), track_id=ids)
+        out = lc.process(Frame(detections=dets, meta={"timestamp": fid / scene.frame_rate}), CTX)
+    assert out is not None
+    return int(out["count_in"]), int(out["count_out"])
+
+
+def broken_at_the_line(scene: Scene, tracks: F64) -> tuple[int, int]:
+    """Pairs of a track that ends and a track that starts, each within ``LINK_NEAR`` box
+    heights of the line on its other side, at most ``LINK_SECONDS`` later: how many are one
+    person and how many two. A box is a person's where it overlaps the person's box at IoU
+    >= ``SAME_BOX_IOU``; pairs with a box of no counted person are left out.
+    """
+    people = by_frame(scene.gt)
+    middle = scene.width / 2
+
+    def person(row: F64) -> int | None:
+        rows = people.get(int(row[0]))
+        if rows is None:
+            return None
+        iou = iou_one_to_many(row[2:6], xyxy(rows[:, 2:6]))
+        best = int(iou.argmax())
+        return int(rows[best, 1]) if iou[best] >= SAME_BOX_IOU else None
+
+    def near(row: F64) -> int:
+        """The side of the line within ``LINK_NEAR`` box heights of it, else 0."""
+        offset = (row[2] + row[4]) / 2 - middle
+        return int(np.sign(offset)) if abs(offset) <= LINK_NEAR * (row[5] - row[3]) else 0
+
+    ends: list[F64] = []
+    starts: list[F64] = []
+    for tid in np.unique(tracks[:, 1]):
+        mine = tracks[tracks[:, 1] == tid]
+        mine = mine[np.argsort(mine[:, 0], kind="stable")]
+        ends.append(mine[-1])
+        starts.append(mine[0])
+    one = two = 0
+    for end in ends:
+        side = near(end)
+        if side == 0:
+            continue
+        for start in starts:
+            gap = (start[0] - end[0]) / scene.frame_rate
+            if not 0 < gap <= LINK_SECONDS or near(start) != -side:
+                continue
+            before, after = person(end), person(start)
+            if before is None or after is None:
+                continue
+            one += before == after
+            two += before != after
+    return one, two
 
 
 def measure(name: str) -> Row:
     scene = load_scene(DATA / name)
+    seq = load_sequence(DATA / name)
     gt = scene.gt
     centre = gt[:, 2] + gt[:, 4] / 2
     found, excluded = rule_crossings(gt[:, 0], gt[:, 1], centre, scene.width / 2)
     n_in = sum(c.inward for c in found)
-    tracker, tracker_rule = count_tracker(scene)
+    tracker, tracker_rule, tracks = count_tracker(scene, seq)
     return Row(
         (n_in, len(found) - n_in),
         excluded,
         reachable_from_detections(scene, found),
+        count_ideal(scene, seq),
         count_gt_boxes(scene),
         tracker,
         tracker_rule,
+        broken_at_the_line(scene, tracks),
     )
 
 
@@ -275,13 +377,14 @@ def measured(request: pytest.FixtureRequest) -> Iterator[dict[str, Row]]:
         reporter.write_line("")
         reporter.section("line counter accuracy: crossings in/out", sep="-")
         reporter.write_line(
-            f"{'sequence':<16} {'true':>6} {'excluded':>8} {'reachable':>9} "
-            f"{'GT boxes':>9} {'ByteTrack':>9}"
+            f"{'sequence':<16} {'true':>6} {'excluded':>8} {'reachable':>9} {'ideal':>6} "
+            f"{'GT boxes':>9} {'ByteTrack':>9} {'breaks 1/2 people':>17}"
         )
         for name, row in rows.items():
             reporter.write_line(
                 f"{name:<16} {pair(row.truth):>6} {row.excluded:>8} {pair(row.reachable):>9} "
-                f"{pair(row.gt_boxes):>9} {pair(row.tracker):>9}"
+                f"{pair(row.ideal):>6} {pair(row.gt_boxes):>9} {pair(row.tracker):>9} "
+                f"{pair(row.breaks):>17}"
             )
 
 
@@ -315,6 +418,11 @@ def close(got: tuple[int, int], true: tuple[int, int]) -> bool:
     return within(got[0], true[0]) and within(got[1], true[1])
 
 
+def not_over(got: tuple[int, int], true: tuple[int, int]) -> bool:
+    """No more than 10% over the truth in either direction (1 where it is under 10)."""
+    return all(g <= t or within(g, t) for g, t in zip(got, true, strict=True))
+
+
 @needs_data
 @pytest.mark.parametrize("name", SEQUENCES)
 def test_the_detections_show_enough_crossings_except_where_known(
@@ -326,11 +434,30 @@ def test_the_detections_show_enough_crossings_except_where_known(
     )
 
 
+@needs_data
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_a_perfect_tracker_counts_what_the_detections_show_except_where_known(
+    name: str, measured: dict[str, Row]
+) -> None:
+    row = measured[name]
+    assert close(row.ideal, row.reachable) == (name not in BEYOND_A_PERFECT_TRACKER), (
+        f"a perfect tracker counts {pair(row.ideal)} of {pair(row.reachable)} shown"
+    )
+
+
+@needs_data
+def test_tracks_that_break_at_the_line_are_seldom_one_person(measured: dict[str, Row]) -> None:
+    one = sum(row.breaks[0] for row in measured.values())
+    two = sum(row.breaks[1] for row in measured.values())
+    assert one + two >= 40, f"only {one + two} pairs to judge"
+    assert one <= 0.1 * (one + two), f"{one} of {one + two} pairs are one person"
+
+
 def expected_shortfall(name: str) -> list[pytest.MarkDecorator]:
-    if name in BEYOND_THE_DETECTIONS:
-        reason = "det.txt shows too few crossings to come within 10% (proven above)"
-    elif name in TRACKER_SWAPS_IDS:
-        reason = "ByteTrack swaps ids between people crossing side by side"
+    if name in BEYOND_A_PERFECT_TRACKER:
+        reason = "even a perfect tracker counts too few of the crossings det.txt shows (f)"
+    elif name in TRACKER_MISTAKES:
+        reason = TRACKER_MISTAKES[name]
     else:
         return []
     return [pytest.mark.xfail(reason=reason, strict=True)]
@@ -340,6 +467,25 @@ def expected_shortfall(name: str) -> list[pytest.MarkDecorator]:
 @pytest.mark.parametrize(
     "name", [pytest.param(name, marks=expected_shortfall(name)) for name in SEQUENCES]
 )
-def test_tracker_counts_are_close_to_the_truth(name: str, measured: dict[str, Row]) -> None:
+def test_tracker_counts_are_close_to_what_the_detections_show(
+    name: str, measured: dict[str, Row]
+) -> None:
     row = measured[name]
-    assert close(row.tracker, row.truth), f"{pair(row.tracker)} counted, {pair(row.truth)} true"
+    assert close(row.tracker, row.reachable), (
+        f"{pair(row.tracker)} counted, {pair(row.reachable)} shown by det.txt"
+    )
+
+
+def expected_excess(name: str) -> list[pytest.MarkDecorator]:
+    if name != "ETH-Bahnhof":
+        return []
+    return [pytest.mark.xfail(reason=TRACKER_MISTAKES[name], strict=True)]
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=expected_excess(name)) for name in SEQUENCES]
+)
+def test_tracker_never_counts_much_more_than_the_truth(name: str, measured: dict[str, Row]) -> None:
+    row = measured[name]
+    assert not_over(row.tracker, row.truth), f"{pair(row.tracker)} counted, {pair(row.truth)} true"

@@ -104,6 +104,34 @@ def test_jitter_that_goes_back_counts_nothing() -> None:
     assert (outs[-1]["count_in"], outs[-1]["count_out"]) == (0, 0)
 
 
+def test_an_id_switch_between_two_people_side_by_side_counts_each_once() -> None:
+    # Two people walk down side by side; the tracker swaps their ids before the line, while
+    # their crossings wait for confirmation, and after it. Each id stays on someone at the
+    # same height, so each crossing still counts once.
+    counter = LineCounter(lines=[DOOR], min_frames=3)
+    swapped = {3, 6, 9}  # frame 5 crosses (y=250), 7 confirms
+    scene: list[list[Point]] = []
+    for k, y in enumerate(range(200, 310, 10)):
+        a, b = (2, 1) if k in swapped else (1, 2)
+        scene.append([(a, 300.0, float(y)), (b, 330.0, float(y))])
+    outs = run(counter, scene)
+    assert (outs[-1]["count_in"], outs[-1]["count_out"]) == (2, 0)
+    assert [(i, tid) for i, tid, _, _ in crossings(outs)] == [(7, 1), (7, 2)]
+
+
+def test_a_person_who_turns_back_on_the_line_counts_nothing() -> None:
+    counter = LineCounter(lines=[DOOR], min_frames=3)
+    approach = [210.0, 220.0, 230.0]
+    on_the_line = [240.0] * 4 + [245.0, 248.0] + [240.0] * 3  # two steps over, then back
+    back = [230.0, 220.0, 210.0]
+    outs = run(counter, walk(1, 300.0, approach + on_the_line + back))
+    assert (outs[-1]["count_in"], outs[-1]["count_out"]) == (0, 0)
+    # Coming again later and going through counts that one crossing only.
+    again = walk(1, 300.0, [230.0, 240.0, 250.0, 260.0, 270.0])
+    outs = run(counter, again, first=len(approach + on_the_line + back))
+    assert (outs[-1]["count_in"], outs[-1]["count_out"]) == (1, 0)
+
+
 def test_going_around_the_end_of_a_short_line_does_not_count() -> None:
     short = Line("gate", (200.0, 240.0), (400.0, 240.0), "right")
     counter = LineCounter(lines=[short])

@@ -18,8 +18,9 @@ from framebroker.errors import (
 )
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
+from framebroker.sessions import FrameIn
 
-from ..core.helpers import Counter
+from ..core.helpers import Counter, live_session
 
 
 class Sleepy(Processor):
@@ -59,23 +60,23 @@ async def broker() -> AsyncIterator[Broker]:
 
 
 async def test_one_session_in_order_off_the_event_loop(broker: Broker) -> None:
-    s = await broker.create_session(transport="t")
-    results = await asyncio.gather(*(broker.submit(s, Frame()) for _ in range(3)))
+    s = await live_session(broker, transport="t")
+    results = await asyncio.gather(*(broker.submit(s.id, FrameIn()) for _ in range(3)))
     assert [r.outputs["index"] for r in results] == [0, 1, 2]
     assert all(name.startswith("framebroker-worker") for _, _, name in Sleepy.log)
 
 
 async def test_sessions_run_in_parallel(broker: Broker) -> None:
-    sessions = [await broker.create_session(transport="t") for _ in range(4)]
+    sessions = [await live_session(broker, transport="t") for _ in range(4)]
     t0 = time.perf_counter()
-    await asyncio.gather(*(broker.submit(s, Frame()) for s in sessions))
+    await asyncio.gather(*(broker.submit(s.id, FrameIn()) for s in sessions))
     # Four 50 ms frames on four workers: well under the 200 ms they would take in a row.
     assert time.perf_counter() - t0 < 0.15
 
 
 async def test_the_loop_stays_responsive(broker: Broker) -> None:
-    s = await broker.create_session(transport="t", pipeline=[{"name": "sleepy", "seconds": 0.3}])
-    job = asyncio.create_task(broker.submit(s, Frame()))
+    s = await live_session(broker, transport="t", pipeline=[{"name": "sleepy", "seconds": 0.3}])
+    job = asyncio.create_task(broker.submit(s.id, FrameIn()))
     t0 = time.perf_counter()
     await asyncio.sleep(0.01)
     assert time.perf_counter() - t0 < 0.1
@@ -83,21 +84,21 @@ async def test_the_loop_stays_responsive(broker: Broker) -> None:
 
 
 async def test_wait_policy_refuses_past_the_queue_limit(broker: Broker) -> None:
-    s = await broker.create_session(transport="t")
-    first = asyncio.create_task(broker.submit(s, Frame()))
+    s = await live_session(broker, transport="t")
+    first = asyncio.create_task(broker.submit(s.id, FrameIn()))
     await asyncio.sleep(0.01)  # the first frame is now in the worker, not the queue
-    queued = [asyncio.create_task(broker.submit(s, Frame())) for _ in range(3)]
+    queued = [asyncio.create_task(broker.submit(s.id, FrameIn())) for _ in range(3)]
     await asyncio.sleep(0)
     with pytest.raises(CapacityExceeded):
-        await broker.submit(s, Frame())
+        await broker.submit(s.id, FrameIn())
     await asyncio.gather(first, *queued)
 
 
 async def test_latest_policy_drops_stale_frames_and_counts_them(broker: Broker) -> None:
-    s = await broker.create_session(transport="t", backpressure=Backpressure.LATEST)
-    first = asyncio.create_task(broker.submit(s, Frame()))
+    s = await live_session(broker, transport="t", backpressure=Backpressure.LATEST)
+    first = asyncio.create_task(broker.submit(s.id, FrameIn()))
     await asyncio.sleep(0.01)  # in the worker now; the next four arrive while it runs
-    tasks = [asyncio.create_task(broker.submit(s, Frame())) for _ in range(4)]
+    tasks = [asyncio.create_task(broker.submit(s.id, FrameIn())) for _ in range(4)]
     results = await asyncio.gather(first, *tasks)
     dropped = [r.dropped for r in results]
     assert dropped == [False, True, True, True, False]
@@ -106,22 +107,22 @@ async def test_latest_policy_drops_stale_frames_and_counts_them(broker: Broker) 
 
 
 async def test_end_waits_for_queued_frames_and_runs_end(broker: Broker) -> None:
-    s = await broker.create_session(transport="t", pipeline=["counter"])
-    pending = [asyncio.create_task(broker.submit(s, Frame())) for _ in range(3)]
+    s = await live_session(broker, transport="t", pipeline=["counter"])
+    pending = [asyncio.create_task(broker.submit(s.id, FrameIn())) for _ in range(3)]
     await asyncio.sleep(0)
-    summary = await broker.end_session(s.id)
+    summary = await broker.end(s.id)
     await asyncio.gather(*pending)
     assert summary.results == {"total": 3}
     with pytest.raises(SessionNotFound):
-        await broker.submit(s, Frame())
+        await broker.submit(s.id, FrameIn())
     with pytest.raises(SessionNotFound):
-        await broker.end_session(s.id)
+        await broker.end(s.id)
 
 
 async def test_idle_sessions_are_ended_by_the_sweeper(broker: Broker) -> None:
     ended = broker.bus.subscribe("session/*")
-    s = await broker.create_session(transport="t", pipeline=["counter"])
-    await broker.submit(s, Frame())
+    s = await live_session(broker, transport="t", pipeline=["counter"])
+    await broker.submit(s.id, FrameIn())
     await asyncio.sleep(0.5)
     assert s.id not in broker.manager
     messages = [m for m in ended.drain() if m.topic.endswith("/ended")]
@@ -130,9 +131,9 @@ async def test_idle_sessions_are_ended_by_the_sweeper(broker: Broker) -> None:
 
 
 async def test_results_are_published(broker: Broker) -> None:
-    s = await broker.create_session(transport="t", pipeline=["counter"])
+    s = await live_session(broker, transport="t", pipeline=["counter"])
     sub = broker.bus.subscribe(f"session/{s.id}/result")
-    await broker.submit(s, Frame())
+    await broker.submit(s.id, FrameIn())
     (msg,) = sub.drain()
     assert msg.payload.outputs == {"seen": 1}
 
@@ -140,7 +141,8 @@ async def test_results_are_published(broker: Broker) -> None:
 async def test_attach_by_client_id(broker: Broker) -> None:
     a = await broker.attach("cam-1", transport="t")
     b = await broker.attach("cam-1", transport="t")
-    assert a is b
+    assert (a.id, a.created_at) == (b.id, b.created_at)  # the same session, attached twice
+    assert [s.id for s in await broker.live()] == ["cam-1"]
 
 
 class Heavy(Processor):
@@ -183,9 +185,9 @@ async def staged_broker() -> Broker:
 async def test_a_later_stage_overlaps_the_next_frame_and_order_is_kept() -> None:
     b = await staged_broker()
     try:
-        s = await b.create_session(transport="t", pipeline=["heavy", "tail", "counter"])
+        s = await live_session(b, transport="t", pipeline=["heavy", "tail", "counter"])
         assert s.pipeline.stages == 2
-        results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(5)))
+        results = await asyncio.gather(*(b.submit(s.id, FrameIn()) for _ in range(5)))
         assert [r.outputs["tail"] for r in results] == [0, 1, 2, 3, 4]
         assert [r.ran for r in results] == [["heavy", "tail", "counter"]] * 5
         # Frame 0's tail waited for frame 1's detection, which only a second stage allows.
@@ -201,10 +203,10 @@ async def test_a_later_stage_overlaps_the_next_frame_and_order_is_kept() -> None
 async def test_ending_a_staged_session_finishes_every_frame_in_flight() -> None:
     b = await staged_broker()
     try:
-        s = await b.create_session(transport="t", pipeline=["heavy", "tail", "counter"])
-        pending = [asyncio.ensure_future(b.submit(s, Frame())) for _ in range(4)]
+        s = await live_session(b, transport="t", pipeline=["heavy", "tail", "counter"])
+        pending = [asyncio.ensure_future(b.submit(s.id, FrameIn())) for _ in range(4)]
         await asyncio.sleep(0)
-        summary = await b.end_session(s.id)
+        summary = await b.end(s.id)
         results = await asyncio.gather(*pending)
         assert [r.outputs["tail"] for r in results] == [0, 1, 2, 3]
         assert summary.stats["frames_processed"] == 4
@@ -215,10 +217,10 @@ async def test_ending_a_staged_session_finishes_every_frame_in_flight() -> None:
 async def test_a_staged_lane_starts_again_after_it_went_idle() -> None:
     b = await staged_broker()
     try:
-        s = await b.create_session(transport="t", pipeline=["heavy", "tail"])
-        first = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(2)))
+        s = await live_session(b, transport="t", pipeline=["heavy", "tail"])
+        first = await asyncio.gather(*(b.submit(s.id, FrameIn()) for _ in range(2)))
         await asyncio.sleep(0.05)
-        later = await b.submit(s, Frame())
+        later = await b.submit(s.id, FrameIn())
         assert [r.outputs["tail"] for r in [*first, later]] == [0, 1, 2]
     finally:
         await b.stop()
@@ -288,11 +290,11 @@ async def test_a_parallel_stage_holds_two_frames_and_hands_them_on_in_order(
     parallel_broker: Broker,
 ) -> None:
     b = parallel_broker
-    s = await b.create_session(transport="t", pipeline=["detector", "follower"])
+    s = await live_session(b, transport="t", pipeline=["detector", "follower"])
     assert s.pipeline.parallel(0)
     assert not s.pipeline.parallel(1)
     assert b.frames_in_flight(s) == 3
-    results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(8)))
+    results = await asyncio.gather(*(b.submit(s.id, FrameIn()) for _ in range(8)))
     assert Detector.most == 2  # frame 0 could only finish once frame 1 had started
     assert Follower.seen == list(range(8))
     assert [r.outputs["followed"] for r in results] == list(range(8))
@@ -303,10 +305,10 @@ async def test_a_parallel_stage_after_another_stage_also_holds_two_frames(
     parallel_broker: Broker,
 ) -> None:
     b = parallel_broker
-    s = await b.create_session(transport="t", pipeline=["heavy", "detector", "follower"])
+    s = await live_session(b, transport="t", pipeline=["heavy", "detector", "follower"])
     assert [s.pipeline.parallel(k) for k in range(3)] == [False, True, False]
     assert b.frames_in_flight(s) == 4
-    results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(6)))
+    results = await asyncio.gather(*(b.submit(s.id, FrameIn()) for _ in range(6)))
     assert Detector.most == 2
     assert Follower.seen == list(range(6))
     assert [r.outputs["followed"] for r in results] == list(range(6))
@@ -316,10 +318,10 @@ async def test_a_stage_that_is_not_reentrant_takes_one_frame_at_a_time(
     parallel_broker: Broker,
 ) -> None:
     b = parallel_broker
-    s = await b.create_session(transport="t", pipeline=["heavy", "follower"])
+    s = await live_session(b, transport="t", pipeline=["heavy", "follower"])
     assert not s.pipeline.parallel(0)
     assert b.frames_in_flight(s) == 2
-    await asyncio.gather(*(b.submit(s, Frame()) for _ in range(4)))
+    await asyncio.gather(*(b.submit(s.id, FrameIn()) for _ in range(4)))
     assert Follower.seen == [0, 1, 2, 3]
 
 
@@ -328,8 +330,8 @@ async def test_a_frame_failing_in_a_parallel_stage_leaves_the_others_in_order(
 ) -> None:
     b = parallel_broker
     Detector.fail = {2}
-    s = await b.create_session(transport="t", pipeline=["detector", "follower"])
-    results = await asyncio.gather(*(b.submit(s, Frame()) for _ in range(6)))
+    s = await live_session(b, transport="t", pipeline=["detector", "follower"])
+    results = await asyncio.gather(*(b.submit(s.id, FrameIn()) for _ in range(6)))
     # A processor's error is the frame's, reported in its result; the stream goes on.
     assert [r.outputs.get("detected") for r in results] == [0, 1, None, 3, 4, 5]
     assert results[2].errors[0]["processor"] == "detector"
@@ -341,22 +343,22 @@ async def test_a_live_frame_starts_while_the_one_before_is_still_detected(
 ) -> None:
     """Under ``latest`` frames come one by one; the second must not wait for the first."""
     b = parallel_broker
-    s = await b.create_session(
-        transport="t", pipeline=["detector", "follower"], backpressure=Backpressure.LATEST
+    s = await live_session(
+        b, transport="t", pipeline=["detector", "follower"], backpressure=Backpressure.LATEST
     )
-    first = asyncio.ensure_future(b.submit(s, Frame()))
+    first = asyncio.ensure_future(b.submit(s.id, FrameIn()))
     await asyncio.get_running_loop().run_in_executor(
         None, Detector.started.setdefault(0, threading.Event()).wait, 5.0
     )
-    second = await b.submit(s, Frame())  # frame 0 waits for this one to start
+    second = await b.submit(s.id, FrameIn())  # frame 0 waits for this one to start
     assert (await first).outputs["followed"] == 0
     assert second.outputs["followed"] == 1
     assert Detector.most == 2
 
 
 async def test_metrics_count_received_processed_and_dropped_frames(broker: Broker) -> None:
-    s = await broker.create_session(transport="cam", backpressure=Backpressure.LATEST)
-    results = await asyncio.gather(*(broker.submit(s, Frame()) for _ in range(4)))
+    s = await live_session(broker, transport="cam", backpressure=Backpressure.LATEST)
+    results = await asyncio.gather(*(broker.submit(s.id, FrameIn()) for _ in range(4)))
     dropped = sum(r.dropped for r in results)
     assert dropped >= 1  # latest: frames overtaken while the first one ran
     text = broker.metrics.render().decode()
@@ -379,23 +381,23 @@ async def test_a_session_over_its_frame_rate_is_refused_and_another_goes_on() ->
     )
     await b.start()
     try:
-        fast = await b.create_session(transport="cam", client="10.0.0.1")
-        other = await b.create_session(transport="cam", client="10.0.0.1")
+        fast = await live_session(b, transport="cam", client="10.0.0.1")
+        other = await live_session(b, transport="cam", client="10.0.0.1")
         t = time.time()
-        await b.submit(fast, Frame(received_at=t))
-        await b.submit(fast, Frame(received_at=t))
+        await b.submit(fast.id, FrameIn(received_at=t))
+        await b.submit(fast.id, FrameIn(received_at=t))
         with pytest.raises(FrameRateExceeded) as info:
-            await b.submit(fast, Frame(received_at=t))
+            await b.submit(fast.id, FrameIn(received_at=t))
         assert info.value.retry_after_s == pytest.approx(0.5)
-        assert (await b.submit(other, Frame(received_at=t))).outputs["seen"] == 1
-        later = await b.submit(fast, Frame(received_at=t + 0.5))  # as the error said
+        assert (await b.submit(other.id, FrameIn(received_at=t))).outputs["seen"] == 1
+        later = await b.submit(fast.id, FrameIn(received_at=t + 0.5))  # as the error said
         assert later.outputs["seen"] == 3
-        assert later.frame.index == 2  # the refused frame took no number
+        assert later.index == 2  # the refused frame took no number
         assert fast.stats.frames_dropped == 1
         with pytest.raises(ClientSessionLimit):
-            await b.create_session(transport="cam", client="10.0.0.1")
-        await b.end_session(other.id)
-        await b.create_session(transport="cam", client="10.0.0.1")  # its slot is free again
+            await live_session(b, transport="cam", client="10.0.0.1")
+        await b.end(other.id)
+        await live_session(b, transport="cam", client="10.0.0.1")  # its slot is free again
         text = b.metrics.render().decode()
         assert 'framebroker_frames_dropped_total{reason="rate_limited",transport="cam"} 1.0' in text
         assert 'framebroker_frames_total{outcome="dropped",transport="cam"} 1.0' in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from framebroker.core import Backpressure, Frame, Pipeline, ProcessContext, Processor, Session
+from framebroker.errors import SessionNotFound
 from framebroker.media.av_frame import VideoFrameImage
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
 from framebroker.runtime.model_lanes import LaneLimits, LaneSessionStats, ModelLanes, Prediction
+from framebroker.sessions import FrameIn
 from framebroker.storage import open_store
 
 
@@ -349,69 +351,104 @@ def test_limits_are_checked(kwargs: dict[str, Any], message: str) -> None:
 # -- ending through the broker -----------------------------------------------------------
 
 
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+def lanes_broker(tmp_path: Path, limits: LaneLimits) -> Broker:
     reg = ProcessorRegistry()
     for cls in (Fast, Slow, Boom, Hang, Quiet):
         reg.register(cls.name, cls)
-    b = Broker(
+    return Broker(
         reg,
         store=open_store(f"sqlite:///{tmp_path / 'lanes.sqlite3'}"),
-        config=BrokerConfig(max_workers=4, default_pipeline=("fast",)),
+        config=BrokerConfig(max_workers=4, default_pipeline=("fast",), lanes=limits),
     )
-    await b.start()
-    yield b
-    Hang.release.set()
-    await b.stop()
 
 
-async def test_finish_runs_every_end_merges_in_order_and_persists(broker: Broker) -> None:
-    session = await broker.create_session(
-        transport="webrtc", pipeline=["fast", "slow", "boom"], backpressure=Backpressure.LATEST
-    )
-    lanes = ModelLanes(session, broker.executor, LaneLimits(max_failures=2))
-    lanes.start()
-    await feed(lanes, 10)
-    assert await lanes.wait_idle(5)
-    summary = await lanes.finish(broker, reason="disconnected")
-
-    assert summary.reason == "disconnected"
-    assert summary.pipeline == ["fast", "slow", "boom"]
-    # Every model's end ran, the disabled one's too; later models win on equal keys.
-    assert summary.results["final"] == "slow"
-    assert summary.results["fast_frames"] == 10
-    assert summary.results["boom_end"] is True
-    assert summary.stats["models"]["boom"]["disabled"] is not None
-    assert summary.stats["models"]["fast"]["frames_run"] == 10
-    assert session.id not in broker.manager
-    assert isinstance(session.stats, LaneSessionStats)
-
-    assert broker.store is not None
-    record = await broker.run_blocking(broker.store.get_session, session.id)
-    assert record is not None
-    assert record["state"] == "ended"
-    assert record["summary"]["results"]["final"] == "slow"
-    assert record["summary"]["stats"]["models"]["slow"]["frames_offered"] == 10
+async def offer(broker: Broker, session_id: str, n: int, fps: float = 100.0) -> None:
+    for _ in range(n):
+        broker.offer(session_id, FrameIn())
+        await asyncio.sleep(1 / fps)
 
 
-async def test_a_model_still_hung_at_the_end_does_not_get_its_end_called(broker: Broker) -> None:
-    session = await broker.create_session(
-        transport="webrtc", pipeline=["hang", "fast"], backpressure=Backpressure.LATEST
-    )
-    hang = session.pipeline.processors[0]
-    assert isinstance(hang, Hang)
-    lanes = ModelLanes(session, broker.executor, LaneLimits(frame_timeout_s=0.1, end_timeout_s=0.2))
-    lanes.start()
-    await feed(lanes, 5)
-    start = time.monotonic()
-    summary = await lanes.finish(broker)
-    assert time.monotonic() - start < 2
-    assert not hang.ended
-    assert summary.pipeline == ["hang", "fast"]
-    assert summary.results == {"fast_frames": 5, "final": "fast"}
-    assert summary.errors[0]["processor"] == "hang"
-    assert "end() was not called" in summary.errors[0]["error"]
-    Hang.release.set()
+async def test_finish_runs_every_end_merges_in_order_and_persists(tmp_path: Path) -> None:
+    broker = lanes_broker(tmp_path, LaneLimits(max_failures=2))
+    await broker.start()
+    try:
+        info = await broker.create(
+            transport="webrtc", pipeline=["fast", "slow", "boom"], backpressure=Backpressure.NEWEST
+        )
+        session = broker.get(info.id)
+        await offer(broker, info.id, 10)
+        lanes = broker._lanes[info.id].models
+        assert lanes is not None
+        assert await lanes.wait_idle(5)
+        summary = await broker.end(info.id, reason="disconnected")
+
+        assert summary.reason == "disconnected"
+        assert summary.pipeline == ["fast", "slow", "boom"]
+        # Every model's end ran, the disabled one's too; later models win on equal keys.
+        assert summary.results["final"] == "slow"
+        assert summary.results["fast_frames"] == 10
+        assert summary.results["boom_end"] is True
+        assert summary.stats["models"]["boom"]["disabled"] is not None
+        assert summary.stats["models"]["fast"]["frames_run"] == 10
+        assert session.id not in broker.manager
+        assert isinstance(session.stats, LaneSessionStats)
+
+        assert broker.store is not None
+        record = await broker.run_blocking(broker.store.get_session, session.id)
+        assert record is not None
+        assert record["state"] == "ended"
+        assert record["summary"]["results"]["final"] == "slow"
+        assert record["summary"]["stats"]["models"]["slow"]["frames_offered"] == 10
+    finally:
+        await broker.stop()
+
+
+async def test_a_model_still_hung_at_the_end_does_not_get_its_end_called(tmp_path: Path) -> None:
+    broker = lanes_broker(tmp_path, LaneLimits(frame_timeout_s=0.1, end_timeout_s=0.2))
+    await broker.start()
+    try:
+        info = await broker.create(
+            transport="webrtc", pipeline=["hang", "fast"], backpressure=Backpressure.NEWEST
+        )
+        hang = broker.get(info.id).pipeline.processors[0]
+        assert isinstance(hang, Hang)
+        await offer(broker, info.id, 5)
+        start = time.monotonic()
+        summary = await broker.end(info.id)
+        assert time.monotonic() - start < 2
+        assert not hang.ended
+        assert summary.pipeline == ["hang", "fast"]
+        assert summary.results == {"fast_frames": 5, "final": "fast"}
+        assert summary.errors[0]["processor"] == "hang"
+        assert "end() was not called" in summary.errors[0]["error"]
+    finally:
+        Hang.release.set()
+        await broker.stop()
+
+
+async def test_predictions_are_published_as_plain_data(tmp_path: Path) -> None:
+    broker = lanes_broker(tmp_path, LaneLimits())
+    await broker.start()
+    try:
+        info = await broker.create(
+            transport="webrtc", pipeline=["fast"], backpressure=Backpressure.NEWEST
+        )
+        feed = broker.subscribe(f"session/{info.id}/prediction")
+        broker.offer(info.id, FrameIn(meta={"pts": 7}))
+        await asyncio.wait_for(feed.wait(), 5)
+        (message,) = feed.drain()
+        assert message.payload["model"] == "fast"
+        assert message.payload["frame"] == 0
+        assert message.payload["meta"] == {"pts": 7}
+        assert message.payload["merged"] == message.payload["outputs"]
+        assert message.payload["error"] is None
+        with pytest.raises(ValueError, match="by submit, not offer"):
+            broker.offer((await broker.create(transport="t")).id, FrameIn())
+        await broker.end(info.id)
+        with pytest.raises(SessionNotFound):
+            broker.offer(info.id, FrameIn())
+    finally:
+        await broker.stop()
 
 
 async def test_frames_and_model_times_are_counted_in_metrics(

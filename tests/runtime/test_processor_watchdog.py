@@ -15,10 +15,12 @@ from framebroker.core import Backpressure, Frame, Pipeline, ProcessContext, Proc
 from framebroker.errors import ProcessorTimeout
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
-from framebroker.runtime.fanout import InProcessPipelines
-from framebroker.runtime.model_lanes import LaneLimits, ModelLanes, Prediction
+from framebroker.runtime.model_lanes import LaneLimits
 from framebroker.runtime.workers import WorkerPool
+from framebroker.sessions import FrameIn
+from framebroker.video_analysis.fanout import InProcessPipelines
 
+from ..core.helpers import live_session
 from .bad_processors import GIVE_UP_S, RELEASE, Hang, Leak, MiB, Noop, Tally
 
 LIMIT_S = 0.3
@@ -68,6 +70,7 @@ async def make_broker(**config: Any) -> Broker:
         "max_workers": 1,  # one stuck call would stop every session without a replacement
         "processor_timeout_s": LIMIT_S,
         "default_pipeline": ("hang", "tally"),
+        "lanes": LaneLimits(frame_timeout_s=LIMIT_S, end_timeout_s=0.2),
         **config,
     }
     broker = Broker(registry(), config=BrokerConfig(**settings))
@@ -101,10 +104,10 @@ def bounded(aw: Awaitable[Any]) -> Awaitable[Any]:
 async def test_a_hung_processor_times_out_is_reported_and_other_sessions_go_on(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stuck = await broker.create_session(transport="t")
-    other = await broker.create_session(transport="t")
+    stuck = await live_session(broker, transport="t")
+    other = await live_session(broker, transport="t")
     with pytest.raises(ProcessorTimeout) as timed_out:
-        await bounded(broker.submit(stuck, Frame(meta=HANG)))
+        await bounded(broker.submit(stuck.id, FrameIn(meta=HANG)))
     error = timed_out.value
     assert (error.processor, error.session_id, error.timeout_s) == ("hang", stuck.id, LIMIT_S)
     assert error.http_status == 504
@@ -120,29 +123,29 @@ async def test_a_hung_processor_times_out_is_reported_and_other_sessions_go_on(
     assert broker.stuck_threads == 1
 
     # The only worker is stuck, yet another session is served: the pool replaced it.
-    result = await bounded(broker.submit(other, Frame()))
+    result = await bounded(broker.submit(other.id, FrameIn()))
     assert result.outputs == {"hang": "passed", "tally": 1}
 
     # The stuck session refuses frames at once instead of queueing them behind the call.
     with pytest.raises(ProcessorTimeout, match="is blocked: processor 'hang' has been running"):
-        await bounded(broker.submit(stuck, Frame()))
+        await bounded(broker.submit(stuck.id, FrameIn()))
 
     RELEASE.set()
     await eventually(lambda: broker.stuck_threads == 0)
     assert sample(broker, "framebroker_stuck_threads") == 0
     # Once the call returns the session goes on; the late frame went through the rest of
     # the pipeline in order (tally saw it), but its answer was not sent twice.
-    result = await bounded(broker.submit(stuck, Frame()))
+    result = await bounded(broker.submit(stuck.id, FrameIn()))
     assert result.outputs == {"hang": "passed", "tally": 2}
     assert sample(broker, "framebroker_frames_total", transport="t", outcome="processed") == 2
     assert sample(broker, "framebroker_processor_timeouts_total", processor="hang") == 1
 
 
 async def test_frames_queued_behind_a_hung_call_fail_with_it(broker: Broker) -> None:
-    session = await broker.create_session(transport="t")
-    frames = [Frame(meta=HANG), Frame(), Frame()]
+    session = await live_session(broker, transport="t")
+    frames = [FrameIn(meta=HANG), FrameIn(), FrameIn()]
     answers = await bounded(
-        asyncio.gather(*(broker.submit(session, f) for f in frames), return_exceptions=True)
+        asyncio.gather(*(broker.submit(session.id, f) for f in frames), return_exceptions=True)
     )
     assert all(isinstance(a, ProcessorTimeout) for a in answers), answers
     assert sample(broker, "framebroker_frames_total", transport="t", outcome="failed") == 3
@@ -151,13 +154,13 @@ async def test_frames_queued_behind_a_hung_call_fail_with_it(broker: Broker) -> 
 async def test_ending_a_stuck_session_ends_the_other_processors_and_skips_the_stuck_one(
     broker: Broker,
 ) -> None:
-    session = await broker.create_session(transport="t", pipeline=["tally", "hang", "after"])
-    await bounded(broker.submit(session, Frame()))
+    session = await live_session(broker, transport="t", pipeline=["tally", "hang", "after"])
+    await bounded(broker.submit(session.id, FrameIn()))
     # Ending it while the call is still inside its limit: the end waits for the timeout,
     # not for the call.
-    frame = asyncio.ensure_future(broker.submit(session, Frame(meta=HANG)))
+    frame = asyncio.ensure_future(broker.submit(session.id, FrameIn(meta=HANG)))
     await eventually(lambda: bool(session.pipeline.running()))
-    summary = await bounded(broker.end_session(session.id))
+    summary = await bounded(broker.end(session.id))
     with pytest.raises(ProcessorTimeout):
         await bounded(frame)
     assert summary.results == {"tally_total": 2, "after_total": 1}
@@ -180,8 +183,8 @@ async def test_ending_a_stuck_session_ends_the_other_processors_and_skips_the_st
 
 
 async def test_the_limit_is_per_processor_call_not_per_frame(broker: Broker) -> None:
-    session = await broker.create_session(transport="t", pipeline=["slow", "slow2", "slow3"])
-    result = await bounded(broker.submit(session, Frame()))
+    session = await live_session(broker, transport="t", pipeline=["slow", "slow2", "slow3"])
+    result = await bounded(broker.submit(session.id, FrameIn()))
     assert sum(result.timings.values()) > LIMIT_S  # the frame took longer than the limit...
     assert result.outputs == {"slow": True, "slow2": True, "slow3": True}
     assert broker.stuck_threads == 0  # ...but no processor call did
@@ -190,18 +193,18 @@ async def test_the_limit_is_per_processor_call_not_per_frame(broker: Broker) -> 
 
 async def test_a_stage_of_a_staged_pipeline_times_out(broker: Broker) -> None:
     pipeline: list[Any] = [{"name": "tally", "ends_stage": True}, "hang"]
-    stuck = await broker.create_session(transport="t", pipeline=pipeline)
+    stuck = await live_session(broker, transport="t", pipeline=pipeline)
     assert stuck.pipeline.stages == 2
     with pytest.raises(ProcessorTimeout) as timed_out:
-        await bounded(broker.submit(stuck, Frame(meta=HANG)))
+        await bounded(broker.submit(stuck.id, FrameIn(meta=HANG)))
     assert timed_out.value.processor == "hang"
     with pytest.raises(ProcessorTimeout, match="is blocked"):
-        await bounded(broker.submit(stuck, Frame()))
-    other = await broker.create_session(transport="t", pipeline=pipeline)
-    assert (await bounded(broker.submit(other, Frame()))).outputs["hang"] == "passed"
+        await bounded(broker.submit(stuck.id, FrameIn()))
+    other = await live_session(broker, transport="t", pipeline=pipeline)
+    assert (await bounded(broker.submit(other.id, FrameIn()))).outputs["hang"] == "passed"
     RELEASE.set()
     await eventually(lambda: broker.stuck_threads == 0)
-    assert (await bounded(broker.submit(stuck, Frame()))).outputs["tally"] == 2
+    assert (await bounded(broker.submit(stuck.id, FrameIn()))).outputs["tally"] == 2
 
 
 class ParallelHang(Hang):
@@ -238,12 +241,14 @@ async def test_a_parallel_stage_blames_only_the_frame_that_hangs(release: None) 
     )
     await broker.start()
     try:
-        session = await broker.create_session(
-            transport="t", pipeline=["nap", "nap2", "parallel_hang", "tally"]
+        session = await live_session(
+            broker, transport="t", pipeline=["nap", "nap2", "parallel_hang", "tally"]
         )
         assert session.pipeline.parallel(0)
-        hung = asyncio.ensure_future(broker.submit(session, Frame(meta=HANG)))
-        slow = asyncio.ensure_future(broker.submit(session, Frame(meta={"nap": 0.6 * LIMIT_S})))
+        hung = asyncio.ensure_future(broker.submit(session.id, FrameIn(meta=HANG)))
+        slow = asyncio.ensure_future(
+            broker.submit(session.id, FrameIn(meta={"nap": 0.6 * LIMIT_S}))
+        )
         with pytest.raises(ProcessorTimeout) as timed_out:
             await bounded(hung)
         assert timed_out.value.processor == "parallel_hang"
@@ -256,7 +261,7 @@ async def test_a_parallel_stage_blames_only_the_frame_that_hangs(release: None) 
         assert broker.stuck_threads == 1
         RELEASE.set()
         await eventually(lambda: broker.stuck_threads == 0)
-        after = await bounded(broker.submit(session, Frame()))
+        after = await bounded(broker.submit(session.id, FrameIn()))
         assert after.outputs["hang"] == "passed"
     finally:
         RELEASE.set()
@@ -264,37 +269,30 @@ async def test_a_parallel_stage_blames_only_the_frame_that_hangs(release: None) 
 
 
 async def test_a_stuck_session_is_not_busy_so_it_can_expire(broker: Broker) -> None:
-    session = await broker.create_session(transport="t")
+    session = await live_session(broker, transport="t")
     with pytest.raises(ProcessorTimeout):
-        await bounded(broker.submit(session, Frame(meta=HANG)))
+        await bounded(broker.submit(session.id, FrameIn(meta=HANG)))
     assert session.id not in broker.busy_sessions
 
 
 async def test_a_timed_out_model_lane_is_counted_and_its_thread_replaced(broker: Broker) -> None:
-    session = await broker.create_session(
-        transport="webrtc", pipeline=["hang"], backpressure=Backpressure.LATEST
+    session = await live_session(
+        broker, transport="webrtc", pipeline=["hang"], backpressure=Backpressure.NEWEST
     )
-    seen: list[Prediction] = []
-    lanes = ModelLanes(
-        session,
-        broker.executor,
-        LaneLimits(frame_timeout_s=LIMIT_S, end_timeout_s=0.2),
-        on_prediction=seen.append,
-        metrics=broker.metrics,
-    )
-    lanes.start()
-    lanes.offer(Frame(meta=HANG))
-    await eventually(lambda: bool(seen))
-    assert seen[0].error is not None
-    assert "timed out" in seen[0].error["error"]
+    predictions = broker.subscribe(f"session/{session.id}/prediction")
+    broker.offer(session.id, FrameIn(meta=HANG))
+    await bounded(predictions.wait())
+    seen = [m.payload for m in predictions.drain()]
+    assert seen[0]["error"] is not None
+    assert "timed out" in seen[0]["error"]["error"]
     assert sample(broker, "framebroker_processor_timeouts_total", processor="hang") == 1
     assert broker.stuck_threads == 1
     # The lane's only worker is stuck; a plain session still gets a thread.
-    other = await broker.create_session(transport="t", pipeline=["noop"])
-    assert (await bounded(broker.submit(other, Frame()))).outputs == {"noop": 0}
+    other = await live_session(broker, transport="t", pipeline=["noop"])
+    assert (await bounded(broker.submit(other.id, FrameIn()))).outputs == {"noop": 0}
     RELEASE.set()
     await eventually(lambda: broker.stuck_threads == 0)
-    await bounded(lanes.finish(broker))
+    await bounded(broker.end(session.id))
 
 
 @pytest.mark.parametrize("every", [1, 4])
@@ -303,9 +301,9 @@ async def test_a_leaking_processor_shows_its_growth_and_a_clean_one_does_not(
 ) -> None:
     broker = await make_broker(memory_sample_every=every, default_pipeline=("leak", "noop"))
     try:
-        session = await broker.create_session(transport="t")
+        session = await live_session(broker, transport="t")
         for _ in range(8):
-            await bounded(broker.submit(session, Frame()))
+            await bounded(broker.submit(session.id, FrameIn()))
         leaked = sample(broker, "framebroker_processor_memory_growth_bytes", processor="leak")
         clean = sample(broker, "framebroker_processor_memory_growth_bytes", processor="noop")
         # 8 calls keeping 2 MiB each; with every=4 two calls are measured, each counted 4 times.
@@ -318,9 +316,9 @@ async def test_a_leaking_processor_shows_its_growth_and_a_clean_one_does_not(
 async def test_no_memory_is_measured_when_sampling_is_off(release: None) -> None:
     broker = await make_broker(memory_sample_every=0, default_pipeline=("leak",))
     try:
-        session = await broker.create_session(transport="t")
+        session = await live_session(broker, transport="t")
         assert session.pipeline.probe is None
-        await bounded(broker.submit(session, Frame()))
+        await bounded(broker.submit(session.id, FrameIn()))
         text = broker.metrics.render().decode()
         assert 'framebroker_processor_memory_growth_bytes{processor="leak"}' not in text
     finally:

@@ -24,7 +24,7 @@ import trustme
 from numpy.typing import NDArray
 
 from framebroker.cli import main
-from framebroker.media.video import SourceError
+from framebroker.media.sources import SourceError
 from framebroker.tools import extract_frames
 from framebroker.tools.extract_frames import (
     parse_start_time,

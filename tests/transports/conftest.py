@@ -10,7 +10,7 @@ import pytest
 
 from framebroker.config import Settings, load_settings
 from framebroker.runtime.broker import Broker
-from framebroker.server import Services, build_app, build_broker
+from framebroker.server import Services, build_app
 
 TEST_LIMITS = {"max_boxes": 100, "max_body_bytes": 2_000_000, "max_image_pixels": 1_000_000}
 
@@ -22,7 +22,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Services]:
-    svc = Services.build(settings, build_broker(settings))
+    svc = Services.build(settings)
     await svc.start()
     yield svc
     await svc.stop()

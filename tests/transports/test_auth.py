@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from framebroker.config import Settings, load_settings
-from framebroker.server import Services, build_app, build_broker
+from framebroker.server import Services, build_app
 from framebroker.server.serve import warn_if_open
 from framebroker.transports.auth import ApiKeys, is_loopback
 
@@ -73,7 +73,7 @@ def keyed_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def keyed(keyed_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    svc = Services.build(keyed_settings, build_broker(keyed_settings))
+    svc = Services.build(keyed_settings)
     await svc.start()
     svc.listening = True
     app = build_app(keyed_settings, svc)

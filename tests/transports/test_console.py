@@ -14,7 +14,6 @@ from framebroker.config import Settings, load_settings
 from framebroker.server import Services
 from framebroker.storage import PeopleRecords
 from framebroker.transports import console
-from framebroker.transports.context import ServerContext
 from framebroker.transports.http import install_error_handlers
 
 PAGES = ("index.html", "live.html", "faces.html", "camera.html")
@@ -89,7 +88,7 @@ async def test_console_info_names_sources_and_camera_models(services: Services) 
     )
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(console.router(ServerContext(services.broker, settings), None))
+    app.include_router(console.router(services.ctx, settings, None))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://framebroker"
     ) as c:

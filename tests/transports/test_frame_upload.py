@@ -18,7 +18,7 @@ from framebroker.config import Settings, load_settings
 from framebroker.core.frame import Frame
 from framebroker.core.processor import ProcessContext, Processor, Rate
 from framebroker.errors import ConfigError
-from framebroker.server import Services, build_app, build_broker, build_compat_app
+from framebroker.server import Services, build_app, build_compat_app
 
 from .conftest import TEST_LIMITS
 from .images import scene
@@ -338,7 +338,7 @@ def test_default_frames_pipeline_is_empty_and_5000_is_its_port(tmp_path: Path) -
 
 async def test_empty_pipeline_echoes(tmp_path: Path) -> None:
     plain = load_settings(data_dir=tmp_path / "plain", limits={"max_body_bytes": 8_000_000})
-    svc = Services.build(plain, build_broker(plain))
+    svc = Services.build(plain)
     await svc.start()
     try:
         transport = httpx.ASGITransport(app=build_app(plain, svc))

@@ -138,7 +138,9 @@ def test_seed_003_frames_parse_or_refuse(
         default_size=(4, 2),
     )  # fmt: skip
     if req is not None and len(image) == width * height * 3:
-        assert req.to_frame().image.shape == (height, width, 3)
+        image_source = req.to_frame().image
+        assert image_source is not None
+        assert image_source.decode().shape == (height, width, 3)
 
 
 @QUICK

@@ -18,7 +18,7 @@ import uvicorn
 import websockets
 
 from framebroker.config import Settings, load_settings
-from framebroker.server import Services, build_app, build_broker, build_compat_app
+from framebroker.server import Services, build_app, build_compat_app
 
 from ..in_process import free_port, serving
 
@@ -42,7 +42,7 @@ def live_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def services(live_settings: Settings) -> AsyncIterator[Services]:
-    svc = Services.build(live_settings, build_broker(live_settings))
+    svc = Services.build(live_settings)
     await svc.start()
     yield svc
     await svc.stop()

@@ -19,7 +19,7 @@ import socketio
 import websockets
 
 from framebroker.config import Settings, load_settings
-from framebroker.server import Services, build_app, build_broker
+from framebroker.server import Services, build_app
 
 from .socketio_harness import Client, connected
 from .test_box_tracking import SEED_BOXES
@@ -47,7 +47,7 @@ Clients = tuple[Services, httpx.AsyncClient, httpx.AsyncClient]
 @contextlib.asynccontextmanager
 async def clients(settings: Settings) -> AsyncIterator[Clients]:
     """Two HTTP clients of one in-process app, from two addresses."""
-    services = Services.build(settings, build_broker(settings))
+    services = Services.build(settings)
     await services.start()
     app = build_app(settings, services)
 
@@ -140,7 +140,7 @@ async def test_a_session_over_its_frame_rate_gets_429_with_retry_after(tmp_path:
 
 @contextlib.asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[tuple[Services, str]]:
-    services = Services.build(settings, build_broker(settings))
+    services = Services.build(settings)
     async with listening(build_app(settings, services), lifespan="on") as host:
         yield services, host
 

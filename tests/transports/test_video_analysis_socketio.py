@@ -16,7 +16,7 @@ import socketio
 
 from framebroker.media.encode import encode_mp4
 
-from ..runtime.analysis_services import AnalysisServices, refused_url
+from ..video_analysis.analysis_services import AnalysisServices, refused_url
 from .images import png_b64 as png
 from .images import scene
 from .socketio_harness import Client, Served, b64, connected, jpeg, serve
@@ -201,7 +201,10 @@ async def test_a_session_end_to_end(tmp_path: Path, services: AnalysisServices) 
             assert second["window"] == 1
             assert second["first_frame"] == 3
             assert [x["seen"] for x in second["result"]["sizes"]["results"]] == [4, 5, 6]
-            assert len(served.app.state.services.broker.manager) == 1
+            # The stream is a session of the one directory, beside its pipeline's session.
+            manager = served.app.state.services.broker.manager
+            assert len(manager) == 2
+            assert sid in manager
         # Disconnect ends the session: its pipeline session ends and its id is used up.
         for _ in range(100):
             if len(served.app.state.services.broker.manager) == 0:

@@ -19,8 +19,7 @@ import websockets
 from framebroker.config import Settings, load_settings
 from framebroker.core import Frame, ProcessContext, Processor
 from framebroker.runtime.broker import Broker
-from framebroker.server import Services, build_app, build_broker, build_compat_app
-from framebroker.transports.webrtc_signaling import WebRTCTransport
+from framebroker.server import Services, build_app, build_compat_app
 
 from ..in_process import free_port, serving
 from .webrtc_client import (
@@ -121,11 +120,11 @@ def _release_hang() -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def server(settings: Settings, *compat: str) -> AsyncIterator[tuple[Services, list[str]]]:
-    services = Services.build(settings, build_broker(settings))
+    services = Services.build(settings)
     for name, cls in MODELS.items():
         services.broker.registry.register(name, cls)
     await services.start()
-    transport = WebRTCTransport.shared(services.broker, settings)
+    transport = services.webrtc
     try:
         async with contextlib.AsyncExitStack() as stack:
             hosts = [await stack.enter_async_context(listening(build_app(settings, services)))]
@@ -499,7 +498,7 @@ async def test_stopping_the_server_ends_every_connection_with_its_result(tmp_pat
             assert peer.channel is not None
             peer.channel.send(json.dumps({"type": "what"}))  # the channel takes only "end"
             await wait_for(lambda: any(m["type"] == "error" for m in peer.channel_messages))
-            await WebRTCTransport.shared(services.broker, settings).stop()
+            await services.webrtc.stop()
             await wait_for(lambda: peer.channel_messages[-1]["type"] == "result")
         finally:
             await peer.close()
@@ -553,7 +552,7 @@ async def test_models_that_cannot_load_are_logged_and_offers_refused(
 ) -> None:
     settings = settings_with(tmp_path, models=["colour", "no_such_module_xyz:Model"])
     async with server(settings) as (services, hosts):
-        transport = WebRTCTransport.shared(services.broker, settings)
+        transport = services.webrtc
         await transport.start()
         assert transport._warm is not None
         await transport._warm

@@ -17,7 +17,7 @@ import websockets
 from starlette.types import Message
 
 from framebroker.config import Settings, load_settings
-from framebroker.server import Services, build_app, build_broker, build_compat_app
+from framebroker.server import Services, build_app, build_compat_app
 from framebroker.transports.ws_limits import HEADROOM, MessageLimit, hard_cap, message_bytes
 
 from ..in_process import free_port, serving
@@ -135,7 +135,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def hosts(settings: Settings) -> AsyncIterator[tuple[Services, dict[str, str]]]:
-    services = Services.build(settings, build_broker(settings))
+    services = Services.build(settings)
     async with contextlib.AsyncExitStack() as stack:
         found = {"main": await stack.enter_async_context(
             listening(build_app(settings, services), lifespan="on"))}  # fmt: skip

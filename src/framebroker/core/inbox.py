@@ -24,10 +24,14 @@ class Backpressure(StrEnum):
     the client waits for its answer); past ``capacity`` new frames are refused.
     ``LATEST``: only the newest ``capacity`` frames are kept; older ones are dropped and
     counted (live media, where a stale frame is worth nothing).
+    ``NEWEST``: every processor takes the newest frame it can keep up with, side by side
+    with the others, so a slow one slows only itself (live media to independent models).
+    Its frames are *offered*, never waited on; no inbox holds them.
     """
 
     WAIT = "wait"
     LATEST = "latest"
+    NEWEST = "newest"
 
 
 class Inbox(Generic[T]):

@@ -23,7 +23,7 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 from numpy.typing import NDArray
 
-__all__ = ["reformat", "to_bgr"]
+__all__ = ["check_size", "reformat", "to_bgr"]
 
 _local = threading.local()
 
@@ -70,3 +70,15 @@ def to_bgr(
         frame, width=w, height=h, format="bgr24", interpolation="AREA" if scaled else None
     )
     return np.ascontiguousarray(out.to_ndarray(), dtype=np.uint8)
+
+
+def check_size(name: str, size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``size``, a (width, height) to convert frames to, checked; ``name`` is the argument's,
+    for the message. Raises ``ValueError`` unless both are positive integers."""
+    if size is None:
+        return None
+    if len(size) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size
+    ):
+        raise ValueError(f"{name} must be (width, height) in positive integers, got {size!r}")
+    return int(size[0]), int(size[1])

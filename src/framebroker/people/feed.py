@@ -13,6 +13,7 @@ that a crash left running is closed first (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -23,14 +24,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..core.frame import Frame, RawImage
+from ..core.frame import RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
-from ..core.session import Session
-from ..media.video import VideoSource, parse_source
-from ..runtime.broker import Broker
+from ..errors import SessionNotFound
+from ..media.reader import VideoSource
+from ..media.sources import parse_source
+from ..sessions import FrameIn, SessionInfo, Sessions
 from ..storage.people import PeopleRecords
-from .live import LiveFeed, LiveFeedConfig, end_interrupted_events, local_day
+from .live import LiveFeed, LiveFeedConfig, Offload, end_interrupted_events, local_day
 
 __all__ = ["PeopleCounterConfig", "SourceFeed", "parse_source_arg", "people_pipeline"]
 
@@ -108,7 +110,8 @@ class SourceFeed:
         self,
         name: str,
         uri: str,
-        broker: Broker,
+        sessions: Sessions,
+        offload: Offload,
         records: PeopleRecords | None,
         counter: PeopleCounterConfig,
         live: LiveFeedConfig,
@@ -118,13 +121,15 @@ class SourceFeed:
     ) -> None:
         self.name = name
         self.uri = uri
-        self.broker = broker
+        self.sessions = sessions
+        self._offload = offload
         self.records = records
         self.counter = counter
         self.live_config = live
         self.realtime = realtime
         self.loop = loop
-        self.session: Session | None = None
+        self.session: SessionInfo | None = None
+        self._ended = False
         self.live: LiveFeed | None = None
         self.video: VideoSource | None = None
         self.frames_submitted = 0
@@ -147,17 +152,17 @@ class SourceFeed:
         events_today = 0
         if self.records is not None:
             records = self.records
-            closed = await self.broker.run_blocking(end_interrupted_events, records, self.name, tz)
+            closed = await self._offload(end_interrupted_events, records, self.name, tz)
             if closed:
                 log.info(
                     "source %s: closed %d event(s) a previous run left open", self.name, closed
                 )
-            counts = await self.broker.run_blocking(records.load_counts, self.name, day)
-            events_today = len(await self.broker.run_blocking(records.events_on, self.name, day))
+            counts = await self._offload(records.load_counts, self.name, day)
+            events_today = len(await self._offload(records.events_on, self.name, day))
         # Known before opening: only a file is sure not to be live (a network stream may be).
         paced_file = self.realtime is False and parse_source(self.uri).kind == "file"
         backpressure = Backpressure.WAIT if paced_file else Backpressure.LATEST
-        self.session = await self.broker.create_session(
+        self.session = await self.sessions.create(
             session_id=self.name,
             transport="source",
             pipeline=people_pipeline(
@@ -169,8 +174,8 @@ class SourceFeed:
         self.live = LiveFeed(
             self.name,
             self.session.id,
-            self.broker.bus,
-            self.broker.run_blocking,
+            self.sessions,
+            self._offload,
             self.records,
             self.live_config,
         )
@@ -182,12 +187,12 @@ class SourceFeed:
             loop=self.loop,
             on_end=self._on_end,
         )
-        await self.broker.run_blocking(self.video.start)
+        await self._offload(self.video.start)
         log.info("source %s (%s) feeds session %s", self.name, self.uri, self.session.id)
 
     async def _stop_reader(self) -> None:
         if self.video is not None:
-            await self.broker.run_blocking(self.video.stop)
+            await self._offload(self.video.stop)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -196,12 +201,14 @@ class SourceFeed:
             task.cancel()
         if self.live is not None:
             await self.live.stop()
-        if self.session is not None and self.session.id in self.broker.manager:
-            summary = await self.broker.end_session(self.session.id, reason="source_stopped")
-            if self.live is not None:
+        if self.session is not None and not self._ended:
+            summary = None
+            with contextlib.suppress(SessionNotFound):  # ended from outside meanwhile
+                summary = await self.sessions.end(self.session.id, reason="source_stopped")
+            if summary is not None and self.live is not None:
                 await self.live.ended(summary.results)
 
-    def _slot_count(self, session: Session) -> int:
+    def _slot_count(self, session: SessionInfo) -> int:
         """Frames a reader paced by the pipeline may have in the session at once.
 
         Under ``wait``, one for each place in the pipeline and one waiting, within the
@@ -211,9 +218,9 @@ class SourceFeed:
         through the video, dropping nearly every frame. A frame waits only while the first
         stage is full, so the first stage's width and one more never overtake.
         """
-        widths = self.broker.stage_widths(session)
-        if session.backpressure is Backpressure.WAIT:
-            return max(1, min(sum(widths) + 1, self.broker.config.max_pending_frames))
+        widths = session.stage_widths or (1,)
+        if session.backpressure == Backpressure.WAIT:
+            return max(1, min(sum(widths) + 1, session.queue))
         return widths[0] + 1
 
     @property
@@ -238,20 +245,12 @@ class SourceFeed:
 
     def _submit(self, image: Any, pts_s: float, throttled: bool) -> None:
         session = self.session
-        if session is None or session.ended:
+        if session is None or self._ended:
             if throttled:
                 self._slots.release()
-            if session is not None and not self._stopping.is_set():
-                # Ended from outside (DELETE /v1/sessions/..., the console): stop reading
-                # rather than decode frames nobody will process.
-                log.info("source %s: its session ended; stopping the reader", self.name)
-                self._stopping.set()
-                stopping = asyncio.ensure_future(self._stop_reader())
-                self._pending.add(stopping)
-                stopping.add_done_callback(self._pending.discard)
             return
-        frame = Frame(source=RawImage(image), meta={"source": self.name, "pts": pts_s})
-        task = asyncio.ensure_future(self.broker.submit(session, frame))
+        frame = FrameIn(image=RawImage(image), meta={"source": self.name, "pts": pts_s})
+        task = asyncio.ensure_future(self.sessions.submit(session.id, frame))
         self._pending.add(task)
         task.add_done_callback(lambda t: self._done(t, throttled))
         self.frames_submitted += 1
@@ -260,7 +259,9 @@ class SourceFeed:
         if throttled:
             self._slots.release()
         self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and isinstance(task.exception(), SessionNotFound):
+            self._session_gone()
+        elif not task.cancelled() and task.exception() is not None:
             self.frames_failed += 1
             # A stuck or failing processor fails every frame, at the video's rate: report
             # the first at once, then one line per interval with how many more failed.
@@ -274,6 +275,18 @@ class SourceFeed:
                 )
                 self._failure_logged_at = now
                 self._failures_logged = self.frames_failed
+
+    def _session_gone(self) -> None:
+        """The session was ended from outside (DELETE /v1/sessions/..., the console): stop
+        reading rather than decode frames nobody will process."""
+        if self._ended or self._stopping.is_set():
+            return
+        self._ended = True
+        log.info("source %s: its session ended; stopping the reader", self.name)
+        self._stopping.set()
+        stopping = asyncio.ensure_future(self._stop_reader())
+        self._pending.add(stopping)
+        stopping.add_done_callback(self._pending.discard)
 
     def _on_end(self, error: BaseException | None) -> None:
         if error is not None:

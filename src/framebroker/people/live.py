@@ -21,19 +21,29 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..core.bus import Bus, Message, Subscription
-from ..core.pipeline import FrameResult
+from ..core.bus import Message
+from ..sessions import Feed, FrameOut, Sessions
 from ..storage.face_files import FaceFolder
 from ..storage.people import PeopleRecords, face_filename
 
-__all__ = ["LiveFeed", "LiveFeedConfig", "end_interrupted_events", "live_timestamp", "local_day"]
+__all__ = [
+    "LiveFeed",
+    "LiveFeedConfig",
+    "Offload",
+    "end_interrupted_events",
+    "live_timestamp",
+    "local_day",
+]
+
+Offload = Callable[..., Awaitable[Any]]
+"""``await offload(fn, *args)``: ``fn(*args)`` off the event loop (the worker pool)."""
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +69,7 @@ def local_day(t: float, tz: ZoneInfo) -> str:
 def _carries_record(message: Message) -> bool:
     """Whether a result holds something the feed stores: an event or a face."""
     result = message.payload
-    if not isinstance(result, FrameResult):
+    if not isinstance(result, FrameOut):
         return False
     out = result.outputs
     return isinstance(out.get("event"), dict) or bool(out.get("faces"))
@@ -85,14 +95,14 @@ class LiveFeed:
         self,
         source: str,
         session_id: str,
-        bus: Bus,
-        run_blocking: Callable[..., Any],
+        sessions: Sessions,
+        run_blocking: Offload,
         records: PeopleRecords | None,
         config: LiveFeedConfig | None = None,
     ) -> None:
         self.source = source
         self.session_id = session_id
-        self.bus = bus
+        self.sessions = sessions
         self.config = config or LiveFeedConfig()
         self.tz = ZoneInfo(self.config.timezone)
         self._run_blocking = run_blocking
@@ -114,16 +124,13 @@ class LiveFeed:
         self._event_id: int | None = None
         self._face_ids: OrderedDict[int, int] = OrderedDict()  # track id -> face id, bounded
         self._faces_added = 0
-        self._wake = asyncio.Event()
-        self._sub: Subscription | None = None
+        self._feed: Feed | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sub = self.bus.subscribe(
+        self._feed = self.sessions.subscribe(
             f"session/{self.session_id}/result",
             maxlen=4,
-            wake=lambda: loop.call_soon_threadsafe(self._wake.set),
             # A feed that falls behind skips frames, never the ones that start or end an
             # event or save a face: those are stored before anything shows them.
             keep=_carries_record,
@@ -148,8 +155,8 @@ class LiveFeed:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._sub is not None:
-            self._sub.close()
+        if self._feed is not None:
+            self._feed.close()
         await self._flush_counts()
 
     async def ended(self, results: Mapping[str, Any]) -> None:
@@ -167,28 +174,28 @@ class LiveFeed:
         await self._record_event(event, now)
         self.stats["event_active"] = False
         self.stats["current_event_count_in"] = 0
-        self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
-        self.bus.publish(f"live/{self.source}/stats", {"data": dict(self.stats), "time": now})
+        self.sessions.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+        self.sessions.publish(f"live/{self.source}/stats", {"data": dict(self.stats), "time": now})
 
     # -- following results -----------------------------------------------------------------
 
     async def _follow(self) -> None:
-        assert self._sub is not None
+        feed = self._feed
+        assert feed is not None
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            for message in self._sub.drain():
+            await feed.wait()
+            for message in feed.drain():
                 result = message.payload
-                if isinstance(result, FrameResult) and not result.dropped:
+                if isinstance(result, FrameOut) and not result.dropped:
                     try:
                         await self.handle(result)
                     except Exception:
                         log.exception("live feed %s failed on a result", self.source)
 
-    async def handle(self, result: FrameResult) -> None:
+    async def handle(self, result: FrameOut) -> None:
         """Persist what one processed frame produced, then publish it (see the module)."""
         out = result.outputs
-        day = str(out.get("day") or local_day(result.frame.timestamp, self.tz))
+        day = str(out.get("day") or local_day(result.timestamp, self.tz))
         if day != self.day:
             await self._flush_counts()
             self.day = day
@@ -197,13 +204,13 @@ class LiveFeed:
             self._lines, self._hours = {}, {}
         lines = out.get("lines")
         if isinstance(lines, dict) and lines != self._lines:
-            self._add_to_hours(lines, result.frame.timestamp)
+            self._add_to_hours(lines, result.timestamp)
             self._lines = {k: dict(v) for k, v in lines.items()}
             self._counts_dirty = True
             await self._flush_counts()
         event = out.get("event")
         if isinstance(event, dict):
-            await self._record_event(event, result.frame.timestamp)
+            await self._record_event(event, result.timestamp)
         faces = out.get("faces")
         if isinstance(faces, list) and faces and self._records is not None:
             for face in faces:
@@ -215,11 +222,11 @@ class LiveFeed:
             self.stats["event_active"] = bool(out["event_active"])
         now = time.time()
         if isinstance(event, dict):
-            self.bus.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+            self.sessions.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
         image = out.get("annotated_image")
         if isinstance(image, str) and self._frame_due(time.monotonic()):
             self.frames_published += 1
-            self.bus.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
+            self.sessions.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
 
     def _add_to_hours(self, lines: dict[str, dict[str, int]], frame_time: float) -> None:
         hour = datetime.fromtimestamp(frame_time, self.tz).hour
@@ -257,7 +264,7 @@ class LiveFeed:
         while True:
             await asyncio.sleep(self.config.stats_interval_s)
             await self._flush_counts()  # only does something after a failed write
-            self.bus.publish(
+            self.sessions.publish(
                 f"live/{self.source}/stats", {"data": dict(self.stats), "time": time.time()}
             )
 

@@ -22,12 +22,11 @@ import contextlib
 import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..core.bus import Bus
+from ..core.bus import Bus, Message
 from ..core.frame import Frame
 from ..core.inbox import Backpressure, Inbox
 from ..core.manager import ProcessorSpec, SessionManager, SessionPolicy
@@ -37,17 +36,48 @@ from ..core.store import Store
 from ..errors import CapacityExceeded, FrameRateExceeded, ProcessorTimeout, SessionNotFound
 from ..logs import in_session, session_var
 from ..plugins import ProcessorRegistry
+from ..sessions import FrameIn, FrameOut, SessionInfo
+from .feeds import BusFeed
+from .lanes import Lane
 from .memory import RssProbe
 from .metrics import Metrics
+from .model_lanes import LaneLimits, ModelLanes, Prediction, without
+from .staged_pump import pump_staged
 from .watchdog import Watchdog
 from .workers import WorkerPool
 
-__all__ = ["Broker", "BrokerConfig"]
+__all__ = ["Broker", "BrokerConfig", "frame_out"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_Item = tuple[Frame, "asyncio.Future[FrameResult]"]
+
+
+def frame_out(session_id: str, result: FrameResult) -> FrameOut:
+    """The plain form of a core result; nothing is copied (the outputs are shared)."""
+    frame = result.frame
+    return FrameOut(
+        session_id=session_id,
+        index=frame.index,
+        outputs=result.outputs,
+        timings=result.timings,
+        errors=result.errors,
+        ran=result.ran,
+        skipped=dict(result.skipped),
+        dropped=result.dropped,
+        detections=frame.detections,
+        timestamp=frame.timestamp,
+        meta=frame.meta,
+    )
+
+
+def _frame(frame: FrameIn) -> Frame:
+    return Frame(
+        source=frame.image,
+        detections=frame.detections,
+        meta=frame.meta,
+        received_at=frame.received_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,25 +101,17 @@ class BrokerConfig:
     processor_timeout_s: float = 10.0
     memory_sample_every: int = 16
     parallel_frames: int = 2
-
-
-@dataclass(eq=False)
-class _Lane:
-    """``pending``: frames taken from the inbox and not answered yet; ``stuck``: per stage,
-    the processor call that overran and has not returned; ``stalled`` is set meanwhile."""
-
-    session: Session
-    inbox: Inbox[_Item]
-    specs: list[ProcessorSpec]
-    task: asyncio.Task[None] | None = None
-    pending: set[asyncio.Future[FrameResult]] = field(default_factory=set)
-    stuck: dict[tuple[int, int], ProcessorCall] = field(default_factory=dict)
-    stalled: asyncio.Event = field(default_factory=asyncio.Event)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    lanes: LaneLimits = field(default_factory=LaneLimits)
+    """Bounds on the per-processor lanes of ``newest`` sessions (see :mod:`.model_lanes`)."""
 
 
 class Broker:
-    """Owns the session directory, the bus, the worker pool and the store of one process."""
+    """Owns the session directory, the bus, the worker pool and the store of one process, and
+    implements :class:`~framebroker.sessions.Sessions` over them.
+
+    Methods that take a :class:`~framebroker.core.Session` or hand one out are the runtime's
+    own; whatever serves clients uses the :class:`~framebroker.sessions.Sessions` ones.
+    """
 
     def __init__(
         self,
@@ -107,7 +129,7 @@ class Broker:
         self.metrics.stuck_threads.set_function(lambda: self.executor.stuck)
         self._watchdog = Watchdog(self.executor, self.config.processor_timeout_s, self.metrics)
         self._probe = RssProbe.open(self.config.memory_sample_every, self.metrics.memory_grew)
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._attaching = asyncio.Lock()
@@ -135,7 +157,7 @@ class Broker:
                 await self._sweeper
         for sid in self.manager.ids():
             try:
-                await self.end_session(sid, reason="server_stopped", keep_state=True)
+                await self.end(sid, reason="server_stopped", keep_state=True)
             except Exception:
                 log.exception("could not end session %s cleanly", sid)
         stuck = self.executor.stuck
@@ -172,7 +194,9 @@ class Broker:
         return {
             sid
             for sid, lane in self._lanes.items()
-            if (lane.task is not None and not lane.stuck) or lane.inbox
+            if (lane.task is not None and not lane.stuck)
+            or lane.inbox
+            or (lane.models is not None and not lane.models.idle())
         }
 
     def _census(self) -> list[tuple[str, int]]:
@@ -194,7 +218,17 @@ class Broker:
             self.config.max_pending_frames if session.backpressure is Backpressure.WAIT else 1
         )
         chosen = list(specs) if specs is not None else list(self.config.default_pipeline)
-        self._lanes[session.id] = _Lane(session, Inbox(session.backpressure, capacity), chosen)
+        lane = Lane(session, Inbox(session.backpressure, capacity), chosen)
+        if session.backpressure is Backpressure.NEWEST:
+            lane.models = ModelLanes(
+                session,
+                self.executor,
+                self.config.lanes,
+                on_prediction=functools.partial(self._predicted, session.id),
+                metrics=self.metrics,
+            )
+            lane.models.start()
+        self._lanes[session.id] = lane
         if record:
             self.metrics.session_started(session.transport)
         if record and self.store is not None:
@@ -203,15 +237,15 @@ class Broker:
             self.executor.submit(store.session_started, session.id, info)
         return session
 
-    async def create_session(
+    async def create(
         self,
         *,
-        session_id: str | None = None,
         transport: str,
         pipeline: Sequence[ProcessorSpec] | None = None,
+        session_id: str | None = None,
         backpressure: Backpressure = Backpressure.WAIT,
         client: str | None = None,
-    ) -> Session:
+    ) -> SessionInfo:
         """A new session; building its pipeline (which may load models) runs in the pool.
 
         ``client`` (the creator's address) holds one of its ``max_sessions_per_client``
@@ -226,7 +260,7 @@ class Broker:
                 client=client,
             )
         )
-        return self._register(session, pipeline)
+        return self._info(self._register(session, pipeline))
 
     async def attach(
         self,
@@ -235,47 +269,37 @@ class Broker:
         transport: str,
         pipeline: Sequence[ProcessorSpec] | None = None,
         client: str | None = None,
-    ) -> Session:
-        """The live session with this id; else the suspended one resumed; else a new one
-        (held by ``client``, as with :meth:`create_session`).
+        create: bool = True,
+    ) -> SessionInfo:
+        """The live session with this id; else the suspended one resumed (then held by
+        ``client``); else, with ``create``, a new one (held by ``client``, as with
+        :meth:`create`); else :class:`~framebroker.errors.SessionNotFound`.
 
         This is the tracking API's "create or attach", extended across restarts: a session the
         server suspended when it stopped carries on with the same tracks.
         """
         lane = self._lanes.get(session_id)
         if lane is not None:
-            return lane.session
-        self.manager.check_id(session_id)
+            return self._info(lane.session)
+        if create:
+            self.manager.check_id(session_id)
         async with self._attaching:
             lane = self._lanes.get(session_id)
             if lane is not None:
-                return lane.session
-            resumed = await self.resume(session_id, client=client)
+                return self._info(lane.session)
+            resumed = await self._resume(session_id, client=client)
             if resumed is not None:
-                return resumed
+                return self._info(resumed)
+            if not create:
+                raise SessionNotFound(session_id, field="session_id")
             session = await self.run_blocking(
                 lambda: self.manager.create(
                     session_id=session_id, transport=transport, pipeline=pipeline, client=client
                 )
             )
-            return self._register(session, pipeline)
+            return self._info(self._register(session, pipeline))
 
-    async def live_or_resumed(self, session_id: str, *, client: str | None = None) -> Session:
-        """The live session with this id, or the suspended one resumed (then held by
-        ``client``); else :class:`~framebroker.errors.SessionNotFound`."""
-        lane = self._lanes.get(session_id)
-        if lane is not None:
-            return lane.session
-        async with self._attaching:
-            lane = self._lanes.get(session_id)
-            if lane is not None:
-                return lane.session
-            resumed = await self.resume(session_id, client=client)
-        if resumed is None:
-            raise SessionNotFound(session_id, field="session_id")
-        return resumed
-
-    async def resume(self, session_id: str, *, client: str | None = None) -> Session | None:
+    async def _resume(self, session_id: str, *, client: str | None = None) -> Session | None:
         """Bring back a session suspended by a server stop, exactly where it was; ``client``
         holds it from now on."""
         if self.store is None:
@@ -301,19 +325,106 @@ class Broker:
         return self._register(session, saved["pipeline"], record=False)
 
     def get(self, session_id: str) -> Session:
+        """The live :class:`~framebroker.core.Session` itself: for the runtime and tests,
+        never for what serves clients (they use :meth:`info`)."""
         return self.manager.get(session_id)
 
-    async def end_session(
+    def _info(self, session: Session) -> SessionInfo:
+        info = session.info()
+        lane = self._lanes.get(session.id)
+        return SessionInfo(
+            id=session.id,
+            state="active",
+            transport=session.transport,
+            pipeline=info["pipeline"],
+            settings=info["settings"],
+            created_at=info["created_at"],
+            stats=info["stats"],
+            backpressure=info["backpressure"],
+            idle_s=info["idle_s"],
+            stage_widths=tuple(self.stage_widths(session)),
+            queue=lane.inbox.capacity if lane is not None else 0,
+        )
+
+    async def info(self, session_id: str) -> SessionInfo:
+        """The live session, else the stored record of an ended one."""
+        lane = self._lanes.get(session_id)
+        if lane is not None:
+            return self._info(lane.session)
+        record = None
+        if self.store is not None:
+            record = await self.run_blocking(self.store.get_session, session_id)
+        if record is None:
+            raise SessionNotFound(session_id, field="session_id")
+        summary = record.get("summary") or {}
+        state = record.get("state", "ended")
+        return SessionInfo(
+            id=str(record["id"]),
+            state="active" if state == "active" else "ended",
+            transport=record.get("transport"),
+            pipeline=list(record.get("pipeline") or []),
+            settings=list((record.get("info") or {}).get("settings") or []),
+            created_at=record.get("created_at"),
+            stats=summary.get("stats", {}),
+            summary=summary or None,
+        )
+
+    async def live(self) -> list[SessionInfo]:
+        """The live sessions, oldest first."""
+        return [self._info(session) for session in self.manager.sessions()]
+
+    @property
+    def session_count(self) -> int:
+        return len(self.manager)
+
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        maxlen: int | None = None,
+        keep: Callable[[Message], bool] | None = None,
+    ) -> BusFeed:
+        return BusFeed(self.bus, pattern, maxlen=maxlen, keep=keep)
+
+    def publish(self, topic: str, payload: Any) -> int:
+        return self.bus.publish(topic, payload)
+
+    def check_pipeline(self, specs: Sequence[ProcessorSpec], *, client: bool = False) -> None:
+        """Raise ``ProcessorLoadError`` unless ``specs`` builds (the server's own pipelines,
+        checked at start-up); with ``client``, unless a client may ask for it: registered
+        names only, no configuration-only parameter (checked without building)."""
+        if client:
+            self.registry.check_request(specs)
+        else:
+            self.registry.pipeline(specs)
+
+    def check_client(self, client: str | None) -> None:
+        self.manager.check_client(client)
+
+    async def prepare(self, specs: Sequence[ProcessorSpec]) -> None:
+        names = [spec if isinstance(spec, str) else str(spec.get("name")) for spec in specs]
+        registry = self.registry
+        await self.run_blocking(lambda: [registry.resolve(n) for n in names])
+        await self.run_blocking(registry.warm_up, names)
+
+    async def end(
         self, session_id: str, *, reason: str = "ended", keep_state: bool = False
     ) -> SessionSummary:
         """Take the session out, let its queued frames finish, run ``end``, persist.
 
-        With ``keep_state`` the session's state is stored too, so :meth:`resume` can bring it
+        With ``keep_state`` the session's state is stored too, so :meth:`attach` can bring it
         back (a server stop suspends sessions this way). A session stuck in a processor call
         is not waited for: it ends without that processor's ``end`` (reported in the
         summary's ``errors``), and without its state.
         """
         loop = asyncio.get_running_loop()
+        lane = self._lanes.get(session_id)
+        if lane is not None and lane.models is not None:
+            # Live frames stop first; a model still busy after end_timeout_s is not waited
+            # for, and its end() is not called (the summary's errors say so).
+            hung = await lane.models.stop()
+            if hung:
+                lane.session.pipeline = without(lane.session.pipeline, hung)
         session = self.manager.remove(session_id)
         lane = self._lanes.pop(session_id, None)
         if lane is not None and lane.task is not None:
@@ -353,7 +464,7 @@ class Broker:
         log.info("session %s ended (%s)", session_id, reason)
         return summary
 
-    async def _settle(self, lane: _Lane) -> None:
+    async def _settle(self, lane: Lane) -> None:
         """Until the lane's pump is done, or one of its calls is stuck (it may never be)."""
         task = lane.task
         if task is None or lane.stuck:
@@ -368,7 +479,7 @@ class Broker:
 
     # -- frames ----------------------------------------------------------------------------
 
-    async def submit(self, session: Session, frame: Frame) -> FrameResult:
+    async def submit(self, session_id: str, frame: FrameIn) -> FrameOut:
         """Queue ``frame`` on its session and wait for its result.
 
         Under ``latest`` backpressure a frame overtaken by a newer one resolves at once with
@@ -380,9 +491,10 @@ class Broker:
         this frame or on one before it, and for every frame sent while that call has not
         returned (counted as failed).
         """
-        lane = self._lanes.get(session.id)
-        if lane is None or session.ended:
-            raise SessionNotFound(session.id)
+        lane = self._lanes.get(session_id)
+        if lane is None or lane.session.ended:
+            raise SessionNotFound(session_id)
+        session = lane.session
         if lane.stuck:
             self.metrics.frame_received(session.transport)
             self.metrics.frame_failed(session.transport)
@@ -390,13 +502,14 @@ class Broker:
         session.touch()
         self.metrics.frame_received(session.transport)
         try:
-            session.admit(frame.received_at)
+            if not frame.control:
+                session.admit(frame.received_at)
         except FrameRateExceeded:
             self.metrics.frames_dropped(session.transport, reason="rate_limited")
             raise
         fut: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
         try:
-            overtaken = lane.inbox.offer((frame, fut))
+            overtaken = lane.inbox.offer((_frame(frame), fut))
         except CapacityExceeded:
             self.metrics.frames_dropped(session.transport, reason="queue_full")
             raise
@@ -408,19 +521,53 @@ class Broker:
                 old_fut.set_result(FrameResult(old_frame, dropped=True))
         if lane.task is None:
             lane.task = asyncio.create_task(self._pump(lane), name=f"lane-{session.id}")
-        return await fut
+        return frame_out(session_id, await fut)
 
-    async def _pump(self, lane: _Lane) -> None:
+    def offer(self, session_id: str, frame: FrameIn) -> bool:
+        """Hand a live frame to every processor of a ``newest`` session, each taking the newest
+        frame it can keep up with; never waits. Each answer is published on
+        ``session/<id>/prediction``. Returns ``False`` for a frame over the session's frame
+        rate (dropped, counted). Raises :class:`~framebroker.errors.SessionNotFound`, and
+        ``ValueError`` for a session of another policy."""
+        lane = self._lanes.get(session_id)
+        if lane is None or lane.session.ended:
+            raise SessionNotFound(session_id)
+        if lane.models is None:
+            raise ValueError(f"session {session_id!r} takes frames by submit, not offer")
+        return lane.models.offer(_frame(frame))
+
+    def _predicted(self, session_id: str, prediction: Prediction) -> None:
+        lane = self._lanes.get(session_id)
+        disabled = sorted(lane.models.disabled) if lane and lane.models else []
+        frame = prediction.frame
+        self.bus.publish(
+            f"session/{session_id}/prediction",
+            {
+                "model": prediction.model,
+                "frame": frame.index,
+                "meta": frame.meta,
+                "outputs": prediction.outputs,
+                "merged": prediction.merged,
+                "error": prediction.error,
+                "latency_s": prediction.latency_s,
+                "disabled": disabled,
+            },
+        )
+
+    async def _pump(self, lane: Lane) -> None:
         session_var.set(lane.session.id)  # this task's context: its log lines name the session
         try:
             if lane.session.pipeline.stages == 1:
                 await self._pump_whole(lane)
             else:
-                await self._pump_staged(lane)
+                widths = self.stage_widths(lane.session)
+                await pump_staged(
+                    lane, widths, self.executor, self._watched, self._failed, self._deliver
+                )
         finally:
             lane.task = None
 
-    async def _pump_whole(self, lane: _Lane) -> None:
+    async def _pump_whole(self, lane: Lane) -> None:
         session = lane.session
         while (item := lane.inbox.take()) is not None:
             frame, fut = item
@@ -434,7 +581,7 @@ class Broker:
 
     def frames_in_flight(self, session: Session) -> int:
         """How many frames the session's pipeline works on at once: one per stage, and
-        ``parallel_frames`` in a parallel stage (see :meth:`_pump_staged`)."""
+        ``parallel_frames`` in a parallel stage (see :mod:`.staged_pump`)."""
         return sum(self.stage_widths(session))
 
     def stage_widths(self, session: Session) -> list[int]:
@@ -445,124 +592,9 @@ class Broker:
         wide = max(1, self.config.parallel_frames)
         return [wide if pipeline.parallel(k) else 1 for k in range(pipeline.stages)]
 
-    async def _pump_staged(self, lane: _Lane) -> None:
-        """Stage *k + 1* of frame *n* runs while stage *k* takes frame *n + 1*.
-
-        One task per later stage, fed through a one-place queue, so frames stay in order and
-        a slow later stage holds back the earlier ones instead of piling frames up. A parallel
-        stage takes up to ``parallel_frames`` frames at once and hands them on in the order
-        they came. The pump ends only once every stage is idle and the inbox is still empty,
-        with no ``await`` between that check and the end (a frame submitted meanwhile starts
-        a new pump).
-        """
-        loop = asyncio.get_running_loop()
-        session = lane.session
-        pipeline = session.pipeline
-        n = pipeline.stages
-        widths = self.stage_widths(session)
-        hand: list[asyncio.Queue[tuple[FrameResult, asyncio.Future[FrameResult]]]] = [
-            asyncio.Queue(maxsize=1) for _ in range(n - 1)
-        ]
-        Call = tuple[asyncio.Future[Any], FrameResult, asyncio.Future[FrameResult]]
-
-        def start(stage: int, result: FrameResult, fut: asyncio.Future[FrameResult]) -> Call:
-            # Switches and rates of a parallel stage are read here, in frame order.
-            chosen = pipeline.enter_stage(stage, result) if widths[stage] > 1 else None
-            call = self._watched(
-                lane, stage, session.process_stage, stage, result, chosen, frame=result
-            )
-            return asyncio.ensure_future(call), result, fut
-
-        async def hand_on(stage: int, window: deque[Call]) -> None:
-            task, result, fut = window.popleft()
-            try:
-                await task
-            except Exception as exc:
-                self._failed(lane, fut, exc)
-                return
-            if stage < n - 1:
-                await hand[stage].put((result, fut))
-            else:
-                self._deliver(lane, fut, result)
-
-        async def first_done(*waits: asyncio.Future[Any]) -> None:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-
-        async def later(stage: int) -> None:
-            source = hand[stage - 1]
-            window: deque[Call] = deque()
-            getter: asyncio.Future[Any] | None = None
-            try:
-                while True:
-                    if not window:
-                        result, fut = await source.get()
-                        window.append(start(stage, result, fut))
-                        continue
-                    if len(window) < widths[stage]:
-                        # Room for another frame: take one if it comes before the oldest is done.
-                        if getter is None:
-                            getter = asyncio.ensure_future(source.get())
-                        await first_done(getter, window[0][0])
-                        if getter.done():
-                            result, fut = getter.result()
-                            getter = None
-                            window.append(start(stage, result, fut))
-                        if not window[0][0].done():
-                            continue
-                    try:
-                        await hand_on(stage, window)
-                    finally:
-                        source.task_done()
-            finally:
-                if getter is not None:
-                    getter.cancel()
-                for task, _, _ in window:
-                    task.cancel()
-
-        workers = [asyncio.create_task(later(k)) for k in range(1, n)]
-        window: deque[Call] = deque()
-        try:
-            while True:
-                item = lane.inbox.take()
-                if item is not None:
-                    frame, fut = item
-                    lane.pending.add(fut)
-                    try:
-                        result = await loop.run_in_executor(
-                            self.executor, in_session(session.id, session.begin, frame)
-                        )
-                    except Exception as exc:
-                        self._failed(lane, fut, exc)
-                        continue
-                    window.append(start(0, result, fut))
-                    if len(window) >= widths[0]:
-                        await hand_on(0, window)
-                    continue
-                if window:
-                    # Hand on the oldest frame once it is done, unless a new one comes first.
-                    lane.arrived.clear()
-                    waiter = asyncio.ensure_future(lane.arrived.wait())
-                    try:
-                        await first_done(window[0][0], waiter)
-                    finally:
-                        waiter.cancel()
-                    if window[0][0].done():
-                        await hand_on(0, window)
-                    continue
-                for queue in hand:
-                    await queue.join()
-                if not lane.inbox:
-                    return
-        finally:
-            for task, _, _ in window:
-                task.cancel()
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-
     async def _watched(
         self,
-        lane: _Lane,
+        lane: Lane,
         stage: int,
         fn: Callable[..., T],
         *args: Any,
@@ -580,7 +612,7 @@ class Broker:
             on_return=functools.partial(self._unstuck, lane),
         )
 
-    def _stuck(self, lane: _Lane, call: ProcessorCall) -> None:
+    def _stuck(self, lane: Lane, call: ProcessorCall) -> None:
         session = lane.session
         lane.stuck[call.stage, call.frame] = call
         lane.stalled.set()
@@ -609,7 +641,7 @@ class Broker:
                     )
                 )
 
-    def _unstuck(self, lane: _Lane, call: ProcessorCall, seconds: float) -> None:
+    def _unstuck(self, lane: Lane, call: ProcessorCall, seconds: float) -> None:
         lane.stuck.pop((call.stage, call.frame), None)
         if not lane.stuck:
             lane.stalled.clear()
@@ -622,7 +654,7 @@ class Broker:
             "the session had ended" if lane.session.ended else "the session takes frames again",
         )
 
-    def _blocked(self, lane: _Lane) -> ProcessorTimeout:
+    def _blocked(self, lane: Lane) -> ProcessorTimeout:
         """The error for a frame sent to a session with a stuck processor call."""
         call = min(lane.stuck.values(), key=lambda c: c.started)
         limit = self._watchdog.timeout_s
@@ -635,7 +667,7 @@ class Broker:
             timeout_s=limit,
         )
 
-    def _failed(self, lane: _Lane, fut: asyncio.Future[FrameResult], exc: Exception) -> None:
+    def _failed(self, lane: Lane, fut: asyncio.Future[FrameResult], exc: Exception) -> None:
         lane.pending.discard(fut)
         if fut.done() and not fut.cancelled():
             return  # answered already: it timed out
@@ -645,7 +677,7 @@ class Broker:
         if not fut.done():
             fut.set_exception(exc)
 
-    def _deliver(self, lane: _Lane, fut: asyncio.Future[FrameResult], result: FrameResult) -> None:
+    def _deliver(self, lane: Lane, fut: asyncio.Future[FrameResult], result: FrameResult) -> None:
         lane.pending.discard(fut)
         if fut.done() and not fut.cancelled():
             return  # a late answer to a frame that timed out: its client was told already
@@ -655,7 +687,7 @@ class Broker:
             fut.set_result(result)
         topic = f"session/{session.id}/result"
         if self.bus.has_subscribers(topic):
-            self.bus.publish(topic, result)
+            self.bus.publish(topic, frame_out(session.id, result))
 
     # -- housekeeping ----------------------------------------------------------------------
 
@@ -664,7 +696,7 @@ class Broker:
         ended = []
         for sid in self.manager.idle(busy=self.busy_sessions):
             with contextlib.suppress(SessionNotFound):  # ended meanwhile by its client
-                await self.end_session(sid, reason="idle")
+                await self.end(sid, reason="idle")
                 ended.append(sid)
         return ended
 

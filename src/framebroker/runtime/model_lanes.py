@@ -19,9 +19,10 @@ rest of the session, which is reported too.
 
 Outputs are merged in pipeline order, later keys winning, as :class:`~framebroker.core.Pipeline`
 does: every :class:`Prediction` carries the newest output of each model merged that way.
-Ending goes through the broker (:meth:`ModelLanes.finish`), so every model's ``end`` runs
-once, the merged final result is persisted, and per-model counters land in the session's
-stats (``stats["models"]``).
+The broker hosts these lanes for every session of the ``newest`` policy and ends them
+through :meth:`ModelLanes.stop` before the session, so every model's ``end`` runs once (a
+model still busy is swapped :func:`without` its ``end``), the merged final result is
+persisted, and per-model counters land in the session's stats (``stats["models"]``).
 
 Processors in lanes run concurrently with each other, each with its own
 :class:`~framebroker.core.ProcessContext` sharing the session's ``shared`` dict; one may
@@ -43,15 +44,21 @@ from typing import TYPE_CHECKING, Any
 from ..core.frame import Frame
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.processor import ProcessContext, Processor
-from ..core.session import Session, SessionStats, SessionSummary
+from ..core.session import Session, SessionStats
 from ..errors import FrameRateExceeded
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
-    from .broker import Broker
     from .metrics import Metrics
 
-__all__ = ["LaneLimits", "LaneSessionStats", "ModelLanes", "ModelStats", "Prediction"]
+__all__ = [
+    "LaneLimits",
+    "LaneSessionStats",
+    "ModelLanes",
+    "ModelStats",
+    "Prediction",
+    "without",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +175,7 @@ class _Offer:
 
 
 @dataclass(eq=False)
-class _Lane:
+class _ModelLane:
     processor: Processor
     pipeline: Pipeline
     ctx: ProcessContext
@@ -208,11 +215,11 @@ def _stand_in(name: str) -> Processor:
 class ModelLanes:
     """Runs the processors of ``session`` side by side on the newest frames offered.
 
-    Create and use it on the event loop: :meth:`start`, then :meth:`offer` each frame as it
-    arrives (never blocks), then :meth:`finish` (or :meth:`stop` and end the session
-    yourself). ``on_prediction`` is called on the event loop for every frame a model answered
-    (returned outputs) or failed on; it must not block. The session's ``stats`` is replaced by a
-    :class:`LaneSessionStats` so per-model counters are saved with its summary.
+    Create and use it on the event loop: :meth:`start`, then :meth:`offer` each frame as it arrives
+    (never blocks), then :meth:`stop` and end the session. ``on_prediction`` is called on the event
+    loop for every frame a model answered (returned outputs) or failed on; it must not block. The
+    session's ``stats`` is replaced by a :class:`LaneSessionStats` so per-model counters are saved
+    with its summary.
     """
 
     def __init__(
@@ -240,7 +247,7 @@ class ModelLanes:
         )
         session.stats = self.stats
         switched_off = session.pipeline.disabled
-        self._lanes: list[_Lane] = []
+        self._lanes: list[_ModelLane] = []
         for proc in session.pipeline.processors:
             stats = ModelStats()
             self.stats.models[proc.name] = stats
@@ -251,7 +258,7 @@ class ModelLanes:
                 [proc], disabled=[proc.name] if proc.name in switched_off else []
             )
             lane_pipeline.probe = session.pipeline.probe
-            self._lanes.append(_Lane(proc, lane_pipeline, ctx, stats))
+            self._lanes.append(_ModelLane(proc, lane_pipeline, ctx, stats))
         self._latest: dict[str, dict[str, Any]] = {}
         self._next_index = 0
         self._started = False
@@ -353,7 +360,7 @@ class ModelLanes:
         if self.metrics is not None:
             self.metrics.frames_dropped(self.session.transport)
 
-    async def _work(self, lane: _Lane) -> None:
+    async def _work(self, lane: _ModelLane) -> None:
         while not self._closing and lane.stats.disabled is None:
             await lane.wake.wait()
             lane.wake.clear()
@@ -380,13 +387,13 @@ class ModelLanes:
                 lane.running = False
         self._clear(lane)
 
-    def _clear(self, lane: _Lane) -> None:
+    def _clear(self, lane: _ModelLane) -> None:
         if lane.slot is not None:
             lane.stats.frames_skipped += 1
             self._release(lane.slot)
             lane.slot = None
 
-    async def _run_one(self, lane: _Lane, shared: Frame) -> None:
+    async def _run_one(self, lane: _ModelLane, shared: Frame) -> None:
         loop = asyncio.get_running_loop()
         # Each lane gets its own Frame (its own meta and results) over the shared image
         # source, so models running at the same time never write to one object.
@@ -425,7 +432,7 @@ class ModelLanes:
 
     async def _timed_out(
         self,
-        lane: _Lane,
+        lane: _ModelLane,
         frame: Frame,
         fut: asyncio.Future[FrameResult],
         work: Future[FrameResult],
@@ -455,7 +462,7 @@ class ModelLanes:
         with contextlib.suppress(Exception):
             await fut
 
-    def _record(self, lane: _Lane, frame: Frame, result: FrameResult) -> None:
+    def _record(self, lane: _ModelLane, frame: Frame, result: FrameResult) -> None:
         name = lane.name
         if name not in result.ran:
             lane.stats.frames_not_due += 1
@@ -477,7 +484,7 @@ class ModelLanes:
             self._latest[name] = outputs
             self._publish(lane, frame, outputs, None)
 
-    def _failed(self, lane: _Lane, frame: Frame, error: dict[str, Any]) -> None:
+    def _failed(self, lane: _ModelLane, frame: Frame, error: dict[str, Any]) -> None:
         stats = lane.stats
         stats.consecutive_failures += 1
         self.stats.frame_errors += 1
@@ -495,7 +502,7 @@ class ModelLanes:
         self._publish(lane, frame, {}, error)
 
     def _publish(
-        self, lane: _Lane, frame: Frame, outputs: dict[str, Any], error: dict[str, Any] | None
+        self, lane: _ModelLane, frame: Frame, outputs: dict[str, Any], error: dict[str, Any] | None
     ) -> None:
         if self.on_prediction is None:
             return
@@ -525,7 +532,8 @@ class ModelLanes:
         """Take no more frames and wait, up to ``end_timeout_s``, for frames in progress.
 
         Frames still waiting in mailboxes are dropped. Returns the models still busy after
-        the wait (their calls go on in their worker threads; see :meth:`finish`).
+        the wait (their calls go on in their worker threads; end the session :func:`without`
+        them).
         """
         if self._closing:
             return [lane.name for lane in self._lanes if lane.running]
@@ -546,21 +554,10 @@ class ModelLanes:
             await asyncio.gather(*tasks, return_exceptions=True)
         return hung
 
-    async def finish(self, broker: Broker, *, reason: str = "ended") -> SessionSummary:
-        """Stop the lanes and end the session through ``broker``: every model's ``end`` runs,
-        and the summary (merged final results, per-model stats) is persisted and returned.
 
-        A model still busy with a frame after ``end_timeout_s`` does not get its ``end``
-        called; the summary's ``errors`` says so.
-        """
-        hung = await self.stop()
-        if hung:
-            self.session.pipeline = _replace(self.session.pipeline, hung)
-        return await broker.end_session(self.session.id, reason=reason)
-
-
-def _replace(pipeline: Pipeline, names: Sequence[str]) -> Pipeline:
-    """``pipeline`` with the processors ``names`` swapped for stand-ins, for its ``end``."""
+def without(pipeline: Pipeline, names: Sequence[str]) -> Pipeline:
+    """``pipeline`` with the processors ``names`` swapped for stand-ins whose ``end`` says
+    they were still busy with a frame (so it is not called)."""
     procs = [_stand_in(p.name) if p.name in names else p for p in pipeline.processors]
     return Pipeline(procs, disabled=pipeline.disabled)
 

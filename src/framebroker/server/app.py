@@ -13,6 +13,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..config import Settings
 from ..core.manager import SessionPolicy
+from ..core.store import Store
 from ..detectors import runtime as inference
 from ..plugins import ProcessorRegistry, spec_name
 from ..processors.annotate import Annotator
@@ -21,19 +22,19 @@ from ..processors.detect import PersonDetector
 from ..processors.face_gallery import FaceGallery
 from ..processors.line_counter import LineCounter
 from ..processors.traffic_events import TrafficEvents
-from ..runtime.analysis import VideoAnalysis
+from ..processors.video_window import VideoWindow
 from ..runtime.broker import Broker, BrokerConfig
 from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..runtime.model_lanes import LaneLimits
 from ..storage import open_store
 from ..transports import api_docs, box_tracking, console, frame_upload, rest_v1
 from ..transports.auth import ApiKeyMiddleware, ApiKeys
-from ..transports.context import ServerContext
+from ..transports.box_requests import BoxReader
+from ..transports.context import Telemetry
 from ..transports.http import install_error_handlers, json_response
 from ..transports.origins import OriginMiddleware
 from ..transports.people_ws import live_routes
 from ..transports.video_analysis_http import router as video_analysis_router
-from ..transports.video_analysis_socketio import SocketIOTransport
-from ..transports.webrtc_signaling import WebRTCTransport
 from .services import Services
 
 __all__ = ["build_app", "build_broker", "build_compat_app", "build_registry"]
@@ -55,15 +56,17 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
     registry.register("traffic_events", TrafficEvents)
     registry.register("faces", FaceGallery)
     registry.register("detect", PersonDetector)
+    registry.register("video_window", VideoWindow)
     return registry
 
 
-def build_broker(settings: Settings) -> Broker:
+def build_broker(settings: Settings, store: Store | None = None) -> Broker:
+    """The broker of one process, over ``store`` (default: the one ``settings`` name)."""
     limits = settings.limits
     inference.configure(settings.inference_threads)
     return Broker(
         build_registry(settings),
-        store=open_store(settings.sqlalchemy_url),
+        store=store if store is not None else open_store(settings.sqlalchemy_url),
         config=BrokerConfig(
             max_workers=settings.max_workers,
             max_pending_frames=limits.max_pending_frames,
@@ -79,30 +82,28 @@ def build_broker(settings: Settings) -> Broker:
             processor_timeout_s=limits.processor_timeout_s,
             memory_sample_every=settings.processor_memory_sample_every,
             parallel_frames=settings.parallel_frames,
+            lanes=LaneLimits(
+                frame_timeout_s=settings.webrtc.frame_timeout_s,
+                max_failures=settings.webrtc.max_model_failures,
+                end_timeout_s=settings.webrtc.end_timeout_s,
+            ),
         ),
     )
 
 
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
-    """The ASGI app serving every transport on one port; its lifespan runs ``services``."""
-    svc = services if services is not None else Services.build(settings, build_broker(settings))
-    the_broker = svc.broker
-    ctx = ServerContext(broker=the_broker, settings=settings)
-    analysis = VideoAnalysis(settings.analysis, settings.limits, the_broker)  # video analysis
-    socketio_transport = SocketIOTransport(ctx, analysis)
-    webrtc = WebRTCTransport.shared(the_broker, settings)  # the WebRTC model broker
+    """The ASGI app serving every transport on one port; its lifespan runs ``services``
+    (built here, once, when not given)."""
+    svc = services if services is not None else Services.build(settings)
+    ctx = svc.ctx
+    telemetry = ctx.telemetry
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await svc.start()
         try:
-            await analysis.start()
-            await webrtc.start()
             yield
         finally:
-            await webrtc.stop()
-            await socketio_transport.stop()
-            await analysis.stop()
             await svc.stop()
 
     app = FastAPI(
@@ -115,10 +116,12 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.services = svc
-    install_error_handlers(app, on_error=lambda code: the_broker.metrics.error("http", code))
-    app.include_router(box_tracking.router(ctx))
-    app.include_router(rest_v1.router(ctx))
-    app.include_router(console.router(ctx, svc.records))
+    install_error_handlers(app, on_error=lambda code: telemetry.error("http", code))
+    boxes = BoxReader(settings.limits, settings.box_format, ctx.offload)
+    post_frame = frame_upload.frame_handler(ctx, settings.frames, settings.limits)
+    app.include_router(box_tracking.router(ctx, boxes, post_frame))
+    app.include_router(rest_v1.router(ctx, boxes))
+    app.include_router(console.router(ctx, settings, svc.records))
     app.mount(console.UI_PATH, console.static_files())  # the web console
     app.include_router(api_docs.router(app.title, "/openapi.json"))
     app.mount(api_docs.ASSETS_PATH, api_docs.static_files())
@@ -127,32 +130,34 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
             svc.hub,
             "/ws/live",
             max_message_bytes=settings.limits.max_ws_message_bytes,
-            on_refused=lambda: the_broker.metrics.error("live_ws", "payload_too_large"),
+            on_refused=lambda: telemetry.error("live_ws", "payload_too_large"),
         )
     )
-    app.router.routes.extend(webrtc.routes())
-    app.state.analysis = analysis
-    app.include_router(video_analysis_router(ctx, analysis))
-    app.mount("/socket.io", socketio_transport.app)
+    app.router.routes.extend(svc.webrtc.routes())
+    app.state.analysis = svc.analysis
+    uploads = settings.data_dir / "uploads"
+    app.include_router(video_analysis_router(ctx, svc.analysis, settings.limits, uploads))
+    app.mount("/socket.io", svc.socketio.app)
+    sessions = svc.broker
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         if not svc.listening:
             return json_response({"status": "starting"}, 503)
-        return json_response({"status": "ok", "sessions": len(the_broker.manager)})
+        return json_response({"status": "ok", "sessions": sessions.session_count})
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         """Ready for traffic: every listener bound and the broker not shutting down."""
-        if not svc.listening or the_broker.closing:
+        if not svc.listening or sessions.closing:
             return json_response({"status": "not ready"}, 503)
         return json_response({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(the_broker.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        return Response(sessions.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    protect(app, settings, the_broker, "http")
+    protect(app, settings, telemetry, "http")
     return app
 
 
@@ -161,7 +166,7 @@ OPEN_PATHS = ("/healthz", "/readyz", console.UI_PATH, api_docs.ASSETS_PATH)
 (no data)."""
 
 
-def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) -> Starlette:
+def protect(app: Starlette, settings: Settings, telemetry: Telemetry, transport: str) -> Starlette:
     """Ask every request and socket of ``app`` for an API key when keys are configured, and
     let only the server's own pages (and the configured origins) open its WebSockets."""
     keys = ApiKeys({n: k.get_secret_value() for n, k in settings.auth.api_keys.items()})
@@ -171,7 +176,7 @@ def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) 
             keys=keys,
             open_paths=OPEN_PATHS,
             own_auth=("/socket.io",),
-            on_refused=lambda kind: broker.metrics.error(
+            on_refused=lambda kind: telemetry.error(
                 transport if kind == "http" else f"{transport}_ws", "unauthorized"
             ),
         )
@@ -183,27 +188,30 @@ def protect(app: Starlette, settings: Settings, broker: Broker, transport: str) 
 
 
 def build_compat_app(name: str, services: Services) -> Starlette:
-    """The original API ``name``'s own listener: its transport alone, at ``/`` (``serve --compat``).
+    """The original API ``name``'s own listener: its transport alone, at ``/``
+    (``serve --compat``).
 
     It shares the main app's services and has no lifespan of its own.
     """
+    settings = services.settings
+    telemetry = services.ctx.telemetry
     app: Starlette
     if name == "people_ws":
         app = Starlette(
             routes=live_routes(
                 services.hub,
                 "/",
-                max_message_bytes=services.settings.limits.max_ws_message_bytes,
-                on_refused=lambda: services.broker.metrics.error("live_ws", "payload_too_large"),
+                max_message_bytes=settings.limits.max_ws_message_bytes,
+                on_refused=lambda: telemetry.error("live_ws", "payload_too_large"),
             )
         )
     elif name == "frames":
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        install_error_handlers(app, on_error=lambda code: services.broker.metrics.error(name, code))
-        ctx = ServerContext(broker=services.broker, settings=services.settings)
-        app.include_router(frame_upload.router(ctx))
+        install_error_handlers(app, on_error=lambda code: telemetry.error(name, code))
+        handler = frame_upload.frame_handler(services.ctx, settings.frames, settings.limits)
+        app.include_router(frame_upload.router(handler))
     elif name in ("webrtc_ws", "webrtc_http"):
-        app = WebRTCTransport.shared(services.broker, services.settings).compat_app(name)
+        app = services.webrtc.compat_app(name)
     else:
         raise ValueError(f"unknown compatibility listener {name!r}")
-    return protect(app, services.settings, services.broker, name)
+    return protect(app, settings, telemetry, name)

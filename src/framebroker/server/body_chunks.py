@@ -8,6 +8,8 @@ the pieces instead; when the application reads, one piece is handed over as is a
 are joined once. Reading pauses only once :data:`HIGH_WATER` bytes wait unread, not after
 every 64 KB piece as in uvicorn, so a body streamed to a prompt reader is not paused and
 resumed (two system calls) for every read.
+
+The uvicorn names relied on here are listed in :data:`.uvicorn_hooks.HOOKS`.
 """
 
 from __future__ import annotations

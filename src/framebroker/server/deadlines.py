@@ -26,6 +26,9 @@ A connection opened beyond ``max_connections`` (WebSockets count too) has its re
 
 A WebSocket upgrade hands the connection to uvicorn's WebSocket protocol; no timer outlives the
 handshake, since a live socket is meant to stay open.
+
+Every private uvicorn method overridden here and attribute read is listed in
+:data:`.uvicorn_hooks.HOOKS`, checked when the server starts: add any new one there.
 """
 
 from __future__ import annotations
@@ -35,18 +38,9 @@ import http
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-from uvicorn._types import (
-    ASGI3Application,
-    ASGIReceiveCallable,
-    ASGISendCallable,
-    Scope,
-)
-from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-from uvicorn.server import ServerState
 
 from ..config import Limits
 from ..errors import (
@@ -57,6 +51,19 @@ from ..errors import (
     TooManyConnections,
 )
 from .body_chunks import ChunkedBodyProtocol
+
+if TYPE_CHECKING:
+    # Annotations only: the uvicorn names this module relies on at run time are checked at
+    # start-up (uvicorn_hooks.HOOKS).
+    from uvicorn._types import (
+        ASGI3Application,
+        ASGIReceiveCallable,
+        ASGISendCallable,
+        Scope,
+    )
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.server import ServerState
 
 __all__ = ["ConnectionPolicy", "DeadlineProtocol", "protocol_class"]
 

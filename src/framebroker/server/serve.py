@@ -21,11 +21,12 @@ from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
 from ..transports.auth import is_loopback
 from ..transports.ws_limits import hard_cap
-from .app import build_app, build_broker, build_compat_app, build_registry
+from .app import build_app, build_compat_app, build_registry
 from .data_lock import DataDirLock
 from .deadlines import protocol_class
 from .services import Services
 from .startup_checks import check_startup
+from .uvicorn_hooks import check_uvicorn
 from .ws_protocol import PreframedWebSocketProtocol
 
 __all__ = ["loop_factory", "run_serve", "serve", "uvicorn_config"]
@@ -37,7 +38,10 @@ _FLUSH_S = 1.0  # longest a stop waits for the last events to reach the live lis
 
 
 class _Companion(uvicorn.Server):
-    """A listener that leaves signals to the main server and stops when it stops."""
+    """A listener that leaves signals to the main server and stops when it stops.
+
+    ``capture_signals`` is uvicorn's, undocumented: listed in :data:`.uvicorn_hooks.HOOKS`.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -51,7 +55,10 @@ class _Companion(uvicorn.Server):
 
 class _MainServer(uvicorn.Server):
     """The main listener. On a stop the sources end first, before uvicorn closes any socket,
-    so that their listeners are sent what the stop ends (a traffic event, with its count)."""
+    so that their listeners are sent what the stop ends (a traffic event, with its count).
+
+    ``shutdown`` is uvicorn's, undocumented: listed in :data:`.uvicorn_hooks.HOOKS`.
+    """
 
     def __init__(self, config: uvicorn.Config, services: Services) -> None:
         super().__init__(config)
@@ -145,8 +152,11 @@ async def serve(settings: Settings) -> None:
     Nothing is touched before the settings are checked, every listener is bound and the data
     directory is locked: a second server on the same port or data directory stops with a
     :class:`ConfigError` before it opens the store (whose start-up recovery would otherwise
-    rewrite the running server's records).
+    rewrite the running server's records). Raises
+    :class:`~framebroker.errors.UvicornIncompatible` before anything starts if the installed
+    uvicorn lacks a name the listeners hook into.
     """
+    check_uvicorn()
     check_startup(settings, build_registry(settings))
     listeners = _bind_listeners(settings)
     try:
@@ -211,10 +221,9 @@ def _bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
 async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.socket]]) -> None:
     warn_if_open(settings)
     try:
-        broker = build_broker(settings)
+        services = Services.build(settings)
     except SQLAlchemyError as exc:
         raise ConfigError(f"--database-url: cannot open the store: {exc}") from None
-    services = Services.build(settings, broker)
     port, main_socket = listeners["http"]
     main = _MainServer(
         uvicorn_config(

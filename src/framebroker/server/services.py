@@ -1,4 +1,12 @@
-"""Everything one server process runs besides its listeners, started and stopped together."""
+"""Everything one server process runs besides its listeners, built once and started together.
+
+:meth:`Services.build` is the app factory's first half: it makes every per-process part
+exactly once (the broker with its store, bus and worker pool; the live hub; the video
+sources; video analysis; the WebRTC peers), and nothing of it lives in a module global, so a
+process may hold several servers (tests do) and several processes never share one by
+accident. The listeners (:mod:`.app`) are the second half: the main port and each
+compatibility port get an ASGI app over the same ``Services``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,12 @@ from ..config import Settings
 from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
 from ..people.live import LiveFeedConfig
 from ..runtime.broker import Broker
-from ..storage import FaceFolder, PeopleRecords, SQLStore
+from ..storage import FaceFolder, PeopleRecords, open_store
+from ..transports.context import ServerContext
 from ..transports.people_ws import LiveHub
+from ..transports.video_analysis_socketio import SocketIOTransport
+from ..transports.webrtc_signaling import WebRTCTransport
+from ..video_analysis.service import VideoAnalysis
 
 __all__ = ["Services"]
 
@@ -19,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class Services:
-    """The broker, the live hub and the video-source feeds of one process.
+    """The broker and every client-serving part of one process.
 
     Listeners (the main port and the compatibility ports) share one ``Services``, so a client
     of the live people counter on 8765 sees the same sessions as one on the main port.
@@ -27,18 +39,28 @@ class Services:
 
     settings: Settings
     broker: Broker
+    ctx: ServerContext
     hub: LiveHub
     records: PeopleRecords | None
+    analysis: VideoAnalysis
+    socketio: SocketIOTransport
+    webrtc: WebRTCTransport
     feeds: list[SourceFeed] = field(default_factory=list)
     started: bool = field(default=False, init=False)
     listening: bool = field(default=True, init=False)
     """False while a server is still opening its listeners; /healthz answers 503 meanwhile."""
 
     @classmethod
-    def build(cls, settings: Settings, broker: Broker) -> Services:
-        records = PeopleRecords(broker.store) if isinstance(broker.store, SQLStore) else None
+    def build(cls, settings: Settings) -> Services:
+        """Every part, once: the store, the broker over it, and what serves clients."""
+        from .app import build_broker
+
+        store = open_store(settings.sqlalchemy_url)
+        broker = build_broker(settings, store)
+        ctx = ServerContext(sessions=broker, telemetry=broker.metrics, offload=broker.run_blocking)
+        records = PeopleRecords(store)
         hub = LiveHub(
-            broker.bus,
+            broker,
             timezone=settings.people.timezone,
             client_queue=settings.live.client_queue,
             send_timeout_s=settings.live.send_timeout_s,
@@ -71,12 +93,15 @@ class Services:
             name, uri = parse_source_arg(arg, i)
             feeds.append(
                 SourceFeed(
-                    name, uri, broker, records, counter, feed_config,
+                    name, uri, broker, broker.run_blocking, records, counter, feed_config,
                     realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
         hub.known_sources = lambda: [feed.name for feed in feeds]
-        return cls(settings, broker, hub, records, feeds)
+        analysis = VideoAnalysis(settings.analysis, broker, broker.run_blocking)
+        socketio = SocketIOTransport(ctx, analysis, settings.limits, settings.auth)
+        webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
+        return cls(settings, broker, ctx, hub, records, analysis, socketio, webrtc, feeds)
 
     async def start(self) -> None:
         await self.broker.start()
@@ -86,6 +111,8 @@ class Services:
             await self._sweep_faces(self.records)
         for feed in self.feeds:
             await feed.start()
+        await self.analysis.start()
+        await self.webrtc.start()
 
     async def _sweep_faces(self, records: PeopleRecords) -> None:
         """Before any feed writes a face, remove what a crash left in the faces folder."""
@@ -98,6 +125,9 @@ class Services:
         if not self.started:
             return
         self.started = False
+        await self.webrtc.stop()
+        await self.socketio.stop()
+        await self.analysis.stop()
         for feed in self.feeds:
             try:
                 await feed.stop()

@@ -16,7 +16,8 @@ from ..config import Settings
 from ..core.manager import ProcessorSpec
 from ..detectors.nanodet import BUNDLED_MODEL
 from ..errors import ConfigError, ProcessorLoadError
-from ..media.video import SourceError, open_source, parse_source
+from ..media.container import open_source
+from ..media.sources import SourceError, parse_source
 from ..people.feed import parse_source_arg
 from ..plugins import ProcessorRegistry, spec_name
 

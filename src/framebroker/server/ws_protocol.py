@@ -1,6 +1,8 @@
 """uvicorn's WebSocket protocol with the ``websocket.preframed`` ASGI extension (see
 :mod:`framebroker.transports.preframed`): the live push frames a message once for all of
-its listeners and each socket writes those bytes as they are."""
+its listeners and each socket writes those bytes as they are.
+
+The uvicorn names relied on here are listed in :data:`.uvicorn_hooks.HOOKS`."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import FramebrokerError
-from ..media.video import open_source, read_frames
+from ..media.container import open_source
+from ..media.sampling import read_frames
 from .poster import DestinationError, FramePoster, Reply
 
 __all__ = [
@@ -197,8 +198,8 @@ class VideoInfo:
 def probe(source: str) -> VideoInfo:
     """Open ``source``, read what :class:`VideoInfo` holds, and close it.
 
-    Raises :class:`~framebroker.media.video.SourceError` as
-    :func:`~framebroker.media.video.open_source` does.
+    Raises :class:`~framebroker.media.sources.SourceError` as
+    :func:`~framebroker.media.container.open_source` does.
     """
     with open_source(source) as opened:
         created: float | None = None
@@ -411,7 +412,7 @@ def extract(options: ExtractOptions, *, stderr: TextIO | None = None) -> Extract
     Progress and the closing summary go to ``stderr`` (standard error when ``None``): a
     progress bar only when it is a terminal, neither with ``options.quiet``. Each refused
     frame is reported there in one line. Raises
-    :class:`~framebroker.media.video.SourceError`,
+    :class:`~framebroker.media.sources.SourceError`,
     :class:`DestinationError` or :class:`OutputError` when the run cannot start; once frames
     are flowing, such errors are reported in one line with the summary and give status 2.
     """

@@ -48,7 +48,8 @@ from numpy.typing import NDArray
 
 from ..errors import InvalidInput
 from ..media.convert import reformat
-from ..media.video import SourceError, VideoSource
+from ..media.reader import VideoSource
+from ..media.sources import SourceError
 
 __all__ = ["SourceTrack", "StreamError", "StreamOptions", "run", "stream"]
 
@@ -82,7 +83,7 @@ class StreamOptions:
 class SourceTrack(VideoStreamTrack):
     """A video source played in real time as a WebRTC track.
 
-    Frames are decoded in the source's reader thread (:class:`~framebroker.media.video.
+    Frames are decoded in the source's reader thread (:class:`~framebroker.media.reader.
     VideoSource`); the track keeps only the newest one, so a slow encoder skips frames
     rather than falling behind. The track ends when the source does.
     """

@@ -15,19 +15,18 @@ from starlette.requests import Request
 
 from ..config import Limits
 from ..core.detections import BoxFormat, Detections, rows_of
-from ..core.frame import Frame
-from ..core.pipeline import FrameResult
 from ..errors import InvalidInput
 from ..media.image import EncodedImage, decode_base64_image
-from .context import ServerContext
+from ..sessions import FrameIn, FrameOut
+from .context import Offload
 from .http import parse_json, read_body
 
 __all__ = [
     "BOX_FORMAT_HEADER",
     "INLINE_PARSE_BYTES",
+    "BoxReader",
     "TrackingRequest",
     "parse_tracking_request",
-    "read_tracking_request",
     "tracked_boxes",
 ]
 
@@ -44,8 +43,8 @@ class TrackingRequest:
     box_format: BoxFormat
     image: EncodedImage | None
 
-    def to_frame(self) -> Frame:
-        return Frame(source=self.image, detections=self.detections)
+    def to_frame(self) -> FrameIn:
+        return FrameIn(image=self.image, detections=self.detections)
 
 
 def parse_tracking_request(
@@ -99,29 +98,40 @@ def parse_tracking_request(
     return TrackingRequest(rows=rows, detections=detections, box_format=fmt, image=image)
 
 
-async def read_tracking_request(
-    request: Request, ctx: ServerContext, *, allowed_fields: Collection[str] | None = None
-) -> TrackingRequest:
-    """Read and parse a tracking request body within the limits; large bodies are parsed in
-    the worker pool so the event loop never walks ten thousand rows."""
-    settings = ctx.settings
-    body = await read_body(request, settings.limits.max_body_bytes)
+@dataclass(frozen=True, slots=True)
+class BoxReader:
+    """Reads tracking requests within ``limits``; ``default_format`` is the server's
+    ``box_format``; ``offload`` parses large bodies in the worker pool."""
 
-    def parse() -> TrackingRequest:
-        return parse_tracking_request(
-            body,
-            limits=settings.limits,
-            default_format=settings.box_format,
-            format_header=request.headers.get(BOX_FORMAT_HEADER),
-            allowed_fields=allowed_fields,
-        )
+    limits: Limits
+    default_format: str
+    offload: Offload
 
-    return parse() if len(body) <= INLINE_PARSE_BYTES else await ctx.broker.run_blocking(parse)
+    async def read(
+        self, request: Request, *, allowed_fields: Collection[str] | None = None
+    ) -> TrackingRequest:
+        """Read and parse a tracking request body within the limits; large bodies are parsed
+        in the worker pool so the event loop never walks ten thousand rows."""
+        body = await read_body(request, self.limits.max_body_bytes)
+
+        def parse() -> TrackingRequest:
+            return parse_tracking_request(
+                body,
+                limits=self.limits,
+                default_format=self.default_format,
+                format_header=request.headers.get(BOX_FORMAT_HEADER),
+                allowed_fields=allowed_fields,
+            )
+
+        if len(body) <= INLINE_PARSE_BYTES:
+            return parse()
+        parsed: TrackingRequest = await self.offload(parse)
+        return parsed
 
 
-def tracked_boxes(request: TrackingRequest, result: FrameResult) -> list[list[Any]]:
+def tracked_boxes(request: TrackingRequest, result: FrameOut) -> list[list[Any]]:
     """The client's rows that a confirmed track owns, unchanged, with the track id appended."""
-    dets = result.frame.detections
+    dets = result.detections
     if dets is None:
         return []
     return rows_of(request.rows, dets.take(dets.track_id >= 0))

@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..errors import InvalidInput, UnsupportedMediaType
-from ..runtime.broker import Broker
-from . import frame_upload
-from .box_requests import read_tracking_request, tracked_boxes
+from ..sessions import Sessions
+from .box_requests import BoxReader, tracked_boxes
 from .context import ServerContext
+from .frame_upload import Handler, is_form
 from .http import client_of, json_response
 
 __all__ = ["TRACKING_PIPELINE", "router"]
@@ -32,9 +32,9 @@ TRACKING_PIPELINE: tuple[str, ...] = ("bytetrack", "annotate")
 TRANSPORT = "rest"
 
 
-def _listing(broker: Broker) -> dict[str, Any]:
+async def _listing(sessions: Sessions) -> dict[str, Any]:
     return {
-        "sessions": broker.manager.ids(),
+        "sessions": [info.id for info in await sessions.live()],
         "active_threads": threading.active_count(),
         "timestamp": time.time(),
     }
@@ -44,19 +44,20 @@ def _is_json(content_type: str | None) -> bool:
     return not content_type or "json" in content_type.lower()
 
 
-def router(ctx: ServerContext) -> APIRouter:
+def router(ctx: ServerContext, boxes: BoxReader, post_frame: Handler) -> APIRouter:
+    """``GET/POST/DELETE /``; a multipart ``POST /`` goes to ``post_frame`` (the frame
+    server's handler)."""
     api = APIRouter()
-    broker = ctx.broker
-    post_frame = frame_upload.frame_handler(ctx)
+    sessions = ctx.sessions
 
     @api.get("/", include_in_schema=False)
     async def list_sessions() -> Response:
-        return json_response(_listing(broker))
+        return json_response(await _listing(sessions))
 
     @api.post("/", include_in_schema=False)
     async def track(request: Request) -> Response:
         content_type = request.headers.get("content-type")
-        if frame_upload.is_form(content_type):
+        if is_form(content_type):
             return await post_frame(request)
         if not _is_json(content_type):
             raise UnsupportedMediaType(
@@ -64,18 +65,18 @@ def router(ctx: ServerContext) -> APIRouter:
                 f"multipart/form-data (a video frame), got {content_type!r}",
                 field="Content-Type",
             )
-        req = await read_tracking_request(request, ctx)
+        req = await boxes.read(request)
         sid = request.headers.get(SESSION_HEADER)
         client = client_of(request)
         if sid is None:
-            session = await broker.create_session(
+            info = await sessions.create(
                 transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
             )
         else:
-            session = await broker.attach(
+            info = await sessions.attach(
                 sid, transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
             )
-        result = await broker.submit(session, req.to_frame())
+        result = await sessions.submit(info.id, req.to_frame())
         perf = [result.timings.get("bytetrack", 0.0)]
         reply: dict[str, Any] = {"tracked_boxes": tracked_boxes(req, result)}
         if req.image is not None:
@@ -85,7 +86,7 @@ def router(ctx: ServerContext) -> APIRouter:
         reply["timestamp"] = time.time()
         if result.errors:
             reply["errors"] = result.errors
-        return json_response(reply, headers={SESSION_HEADER: session.id})
+        return json_response(reply, headers={SESSION_HEADER: info.id})
 
     @api.delete("/", include_in_schema=False)
     async def end(request: Request) -> Response:
@@ -94,7 +95,7 @@ def router(ctx: ServerContext) -> APIRouter:
             raise InvalidInput(
                 f"the {SESSION_HEADER} header is required to end a session", field=SESSION_HEADER
             )
-        await broker.end_session(sid, reason="deleted")
-        return json_response(_listing(broker))
+        await sessions.end(sid, reason="deleted")
+        return json_response(await _listing(sessions))
 
     return api

@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from .. import __version__
+from ..config import Settings
 from ..core.manager import ProcessorSpec
 from ..errors import InvalidInput
 from ..people.feed import parse_source_arg
@@ -197,11 +198,12 @@ def _event_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
+def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None) -> APIRouter:
     """The console's JSON endpoints; ``records`` is ``None`` when the store keeps no people
-    records (then the lists are empty)."""
+    records (then the lists are empty). The console describes the whole server, so it reads
+    every settings section it shows."""
     api = APIRouter(prefix="/v1", tags=["console"])
-    broker, settings = ctx.broker, ctx.settings
+    offload = ctx.offload
     tz = ZoneInfo(settings.people.timezone)
     faces_dir = settings.faces_dir
     sources = [parse_source_arg(arg, i)[0] for i, arg in enumerate(settings.sources)]
@@ -255,7 +257,7 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
             more = scanned < len(rows) or len(rows) == fetch
             return kept, (last if more else None)
 
-        faces, next_before = await broker.run_blocking(page)
+        faces, next_before = await offload(page)
         return json_response({"faces": faces, "next_before": next_before})
 
     @api.get(
@@ -275,9 +277,9 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
         number = int(face_id)
         record = None
         if records is not None:
-            record = await broker.run_blocking(records.get_face, number)
+            record = await offload(records.get_face, number)
         path = faces_dir / face_filename(number)
-        if record is None or not await broker.run_blocking(path.is_file):
+        if record is None or not await offload(path.is_file):
             raise HTTPException(404, f"face {number} not found")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
@@ -291,7 +293,7 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
         if records is None:
             hours = [{"hour": h, "count_in": 0, "count_out": 0} for h in range(24)]
         else:
-            hours = await broker.run_blocking(records.hourly_totals, name, the_day)
+            hours = await offload(records.hourly_totals, name, the_day)
         return json_response({"source": name, "day": the_day, "hours": hours})
 
     @api.get("/sources/{name}/events", response_model=EventsOut)
@@ -303,7 +305,7 @@ def router(ctx: ServerContext, records: PeopleRecords | None) -> APIRouter:
         the_day = _day(day, tz)
         rows = []
         if records is not None:
-            rows = await broker.run_blocking(records.events_on, name, the_day)
+            rows = await offload(records.events_on, name, the_day)
         return json_response(
             {"source": name, "day": the_day, "events": [_event_out(r) for r in rows]}
         )

@@ -61,10 +61,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..config import Limits
-from ..core.frame import Frame, ImageSource
+from ..config import FramesSettings, Limits
+from ..core.frame import ImageSource
 from ..core.manager import ProcessorSpec
-from ..core.pipeline import FrameResult
 from ..errors import (
     ConfigError,
     InvalidImage,
@@ -74,7 +73,7 @@ from ..errors import (
     ProcessorLoadError,
 )
 from ..media.image import JPEG_MAGIC, PNG_MAGIC, RawBGRImage, open_image
-from ..plugins import ProcessorRegistry, spec_name
+from ..sessions import FrameIn, FrameOut, Sessions
 from .context import ServerContext
 from .http import client_of, json_response
 from .multipart import FormLimits, FormPart, form_boundary, read_form
@@ -111,8 +110,8 @@ class FrameRequest:
     frame_json: bytes
     image: ImageSource
 
-    def to_frame(self) -> Frame:
-        return Frame(source=self.image, meta=self.frame)
+    def to_frame(self) -> FrameIn:
+        return FrameIn(image=self.image, meta=self.frame)
 
 
 def is_form(content_type: str | None) -> bool:
@@ -251,7 +250,7 @@ def stream_session_id(frame: Mapping[str, Any], client: str | None) -> str:
 
 
 def frame_reply(
-    request: FrameRequest, result: FrameResult, session_id: str, *, check_json: bool = False
+    request: FrameRequest, result: FrameOut, *, check_json: bool = False
 ) -> dict[str, Any]:
     """``frame`` as sent, the processors' top-level outputs, then the run report.
 
@@ -261,8 +260,8 @@ def frame_reply(
     # Parsed again rather than copied: processors may have changed the frame's meta.
     reply: dict[str, Any] = orjson.loads(request.frame_json)
     report: dict[str, Any] = {
-        "session_id": session_id,
-        "frame_index": result.frame.index,
+        "session_id": result.session_id,
+        "frame_index": result.index,
         "ran": list(result.ran),
         "timings_ms": {name: round(s * 1000.0, 3) for name, s in result.timings.items()},
     }
@@ -289,12 +288,12 @@ def frame_reply(
     return reply
 
 
-def check_pipeline(registry: ProcessorRegistry, specs: Sequence[ProcessorSpec]) -> None:
+def check_pipeline(sessions: Sessions, specs: Sequence[ProcessorSpec]) -> None:
     """Resolve every processor of ``frames.pipeline`` at start-up; raises :class:`ConfigError`
     naming the entry, so a typo stops the server instead of failing every frame."""
     for i, spec in enumerate(specs):
         try:
-            registry.resolve(spec_name(spec))
+            sessions.check_pipeline([spec])
         except ProcessorLoadError as exc:
             raise ConfigError(f"frames.pipeline[{i}]: {exc.message}") from exc
 
@@ -313,23 +312,22 @@ def _content_length(value: str | None) -> int | None:
     return size
 
 
-def frame_handler(ctx: ServerContext) -> Handler:
-    """The ``POST /`` handler of the frame server, shared by the main port and the compat listener.
+def frame_handler(ctx: ServerContext, settings: FramesSettings, limits: Limits) -> Handler:
+    """The ``POST /`` handler of the frame server, shared by the main port and the compat
+    listener.
 
     Raises :class:`ConfigError` when ``frames.pipeline`` names a processor that cannot be
     found.
     """
-    broker = ctx.broker
-    settings = ctx.settings
-    limits = settings.limits
-    pipeline: tuple[ProcessorSpec, ...] = tuple(settings.frames.pipeline)
-    check_pipeline(broker.registry, pipeline)
+    sessions = ctx.sessions
+    pipeline: tuple[ProcessorSpec, ...] = tuple(settings.pipeline)
+    check_pipeline(sessions, pipeline)
     form_limits = FormLimits(
         max_body_bytes=limits.max_body_bytes,
         max_parts=limits.max_form_parts,
         max_header_bytes=limits.max_part_header_bytes,
     )
-    default_size = (settings.frames.default_width, settings.frames.default_height)
+    default_size = (settings.default_width, settings.default_height)
     image_size = functools.partial(raw_image_size, default_size=default_size)
 
     async def post_frame(request: Request) -> Response:
@@ -351,20 +349,20 @@ def frame_handler(ctx: ServerContext) -> Handler:
         client = client_of(request)
         if sid is None:
             sid = stream_session_id(req.frame, client)
-        session = await broker.attach(sid, transport=TRANSPORT, pipeline=pipeline, client=client)
-        result = await broker.submit(session, req.to_frame())
-        headers = {SESSION_HEADER: session.id}
+        info = await sessions.attach(sid, transport=TRANSPORT, pipeline=pipeline, client=client)
+        result = await sessions.submit(info.id, req.to_frame())
+        headers = {SESSION_HEADER: info.id}
         try:
-            return json_response(frame_reply(req, result, session.id), headers=headers)
+            return json_response(frame_reply(req, result), headers=headers)
         except TypeError:  # a processor returned something JSON cannot hold: say which
-            reply = frame_reply(req, result, session.id, check_json=True)
+            reply = frame_reply(req, result, check_json=True)
             return json_response(reply, headers=headers)
 
     return post_frame
 
 
-def router(ctx: ServerContext) -> APIRouter:
+def router(handler: Handler) -> APIRouter:
     """The frame server alone at ``/``: the ``frames`` compatibility listener."""
     api = APIRouter()
-    api.add_api_route("/", frame_handler(ctx), methods=["POST"], include_in_schema=False)
+    api.add_api_route("/", handler, methods=["POST"], include_in_schema=False)
     return api

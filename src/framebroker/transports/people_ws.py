@@ -31,9 +31,9 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..core.bus import Bus, Subscription
 from ..errors import PayloadTooLarge
 from ..people.live import live_timestamp
+from ..sessions import Feed, Sessions
 from ..storage.people import PeopleRecords, face_filename
 from .preframed import PREFRAMED_SEND, offers_preframed, text_frame
 from .ws_limits import MessageLimit
@@ -98,7 +98,7 @@ class LiveHub:
 
     def __init__(
         self,
-        bus: Bus,
+        sessions: Sessions,
         *,
         timezone: str = "UTC",
         client_queue: int = 8,
@@ -108,7 +108,7 @@ class LiveHub:
         run_blocking: Callable[..., Any] | None = None,
         known_sources: Callable[[], Iterable[str]] | None = None,
     ) -> None:
-        self.bus = bus
+        self.sessions = sessions
         self.known_sources = known_sources
         """The source names a client may follow (``?source=NAME``); ``None``: any name."""
         self.tz = ZoneInfo(timezone)
@@ -120,17 +120,13 @@ class LiveHub:
         self.clients: set[LiveClient] = set()
         self.frames_formatted = 0
         self.clients_dropped = 0
-        self._wake = asyncio.Event()
-        self._sub: Subscription | None = None
+        self._feed: Feed | None = None
         self._task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._stalled: set[LiveClient] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sub = self.bus.subscribe(
-            "live/*", maxlen=256, wake=lambda: loop.call_soon_threadsafe(self._wake.set)
-        )
+        self._feed = self.sessions.subscribe("live/*", maxlen=256)
         self._task = asyncio.create_task(self._distribute(), name="live-hub")
         self._reaper = asyncio.create_task(self._reap(), name="live-hub-reaper")
 
@@ -140,21 +136,19 @@ class LiveHub:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._sub is not None:
-            self._sub.close()
+        if self._feed is not None:
+            self._feed.close()
 
     async def flush(self, timeout_s: float) -> None:
         """Wait, at most ``timeout_s``, until everything published so far but frames has gone
         out to every client: a stopping server calls it before it closes their sockets."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            queued = self._sub is not None and len(self._sub) > 0
-            if not queued and not any(
-                c.control or c.sending_since is not None for c in self.clients
-            ):
-                return
+        idle = 0  # checks in a row that found nothing queued: the distributor has run between
+        while idle < 2 and loop.time() < deadline:
             await asyncio.sleep(0.01)
+            busy = any(c.control or c.sending_since is not None for c in self.clients)
+            idle = 0 if busy else idle + 1
 
     def format(self, topic: str, payload: dict[str, Any]) -> str | None:
         """The original API's JSON text for a bus message, or ``None`` for topics it does not
@@ -172,11 +166,11 @@ class LiveHub:
         return orjson.dumps(body).decode()
 
     async def _distribute(self) -> None:
-        assert self._sub is not None
+        feed = self._feed
+        assert feed is not None
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            for message in self._sub.drain():
+            await feed.wait()
+            for message in feed.drain():
                 if not self.clients:
                     continue
                 source = message.topic.split("/")[1]

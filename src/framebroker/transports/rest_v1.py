@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from ..core.detections import MAX_CLASS_ID, MAX_COORDINATE
-from ..core.pipeline import FrameResult
-from ..core.session import Session
 from ..errors import SessionNotFound
-from .box_requests import BOX_FORMAT_HEADER, TrackingRequest, read_tracking_request, tracked_boxes
+from ..sessions import FrameOut as Outcome
+from ..sessions import SessionInfo
+from .box_requests import BOX_FORMAT_HEADER, BoxReader, TrackingRequest, tracked_boxes
 from .context import ServerContext
 from .http import ErrorOut, client_of, json_response, require_json
 
@@ -121,23 +121,25 @@ _NOT_JSON: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _session_out(session: Session) -> dict[str, Any]:
-    info = session.info()
-    return {
-        "id": session.id,
-        "state": "active",
-        "transport": info["transport"],
-        "pipeline": info["pipeline"],
-        "settings": info["settings"],
-        "created_at": info["created_at"],
-        "stats": info["stats"],
+def _session_out(info: SessionInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": info.id,
+        "state": info.state,
+        "transport": info.transport,
+        "pipeline": info.pipeline,
+        "settings": info.settings,
+        "created_at": info.created_at,
+        "stats": info.stats,
     }
+    if info.state == "ended":
+        out["summary"] = info.summary
+    return out
 
 
-def _frame_out(session: Session, req: TrackingRequest, result: FrameResult) -> dict[str, Any]:
+def _frame_out(req: TrackingRequest, result: Outcome) -> dict[str, Any]:
     outputs = dict(result.outputs)
     annotated = outputs.pop("annotated_image", None)
-    dets = result.frame.detections
+    dets = result.detections
     tracks = []
     if dets is not None and len(dets):
         dets = dets.take(dets.track_id >= 0)  # rows no confirmed track owns are left out
@@ -154,8 +156,8 @@ def _frame_out(session: Session, req: TrackingRequest, result: FrameResult) -> d
                 {"track_id": tid, "row_index": i, "box": box, "score": score, "class_id": cls}
             )
     return {
-        "session_id": session.id,
-        "frame_index": result.frame.index,
+        "session_id": result.session_id,
+        "frame_index": result.index,
         "tracks": tracks,
         "tracked_boxes": tracked_boxes(req, result),
         "annotated_image": annotated if req.image is not None else None,
@@ -165,9 +167,9 @@ def _frame_out(session: Session, req: TrackingRequest, result: FrameResult) -> d
     }
 
 
-def router(ctx: ServerContext) -> APIRouter:
+def router(ctx: ServerContext, boxes: BoxReader) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["sessions"], responses=_ERRORS)
-    broker = ctx.broker
+    sessions = ctx.sessions
 
     @api.post(
         "/sessions",
@@ -181,47 +183,29 @@ def router(ctx: ServerContext) -> APIRouter:
         pipeline = None
         if body is not None and body.pipeline is not None:
             pipeline = [p if isinstance(p, str) else p.model_dump() for p in body.pipeline]
-            broker.registry.check_request(pipeline)
-        session = await broker.create_session(
+            sessions.check_pipeline(pipeline, client=True)
+        info = await sessions.create(
             transport=TRANSPORT, pipeline=pipeline or DEFAULT_PIPELINE, client=client_of(request)
         )
-        return json_response(_session_out(session), 201, {"Location": f"/v1/sessions/{session.id}"})
+        return json_response(_session_out(info), 201, {"Location": f"/v1/sessions/{info.id}"})
 
     @api.get("/sessions", response_model=SessionListOut)
     async def list_sessions() -> Response:
         """Live sessions on this server."""
-        return json_response({"sessions": [_session_out(s) for s in broker.manager.sessions()]})
+        return json_response({"sessions": [_session_out(s) for s in await sessions.live()]})
 
     @api.get("/sessions/{session_id}", response_model=SessionOut)
     async def get_session(session_id: str) -> Response:
         """A live session, or the stored record of an ended one."""
-        if session_id in broker.manager:
-            return json_response(_session_out(broker.get(session_id)))
-        record = None
-        if broker.store is not None:
-            record = await broker.run_blocking(broker.store.get_session, session_id)
-        if record is None:
-            raise SessionNotFound(session_id, field="session_id")
-        summary = record.get("summary") or {}
-        return json_response(
-            {
-                "id": record["id"],
-                "state": record.get("state", "ended"),
-                "transport": record.get("transport"),
-                "pipeline": record.get("pipeline") or [],
-                "settings": (record.get("info") or {}).get("settings") or [],
-                "created_at": record.get("created_at"),
-                "stats": summary.get("stats", {}),
-                "summary": summary or None,
-            }
-        )
+        return json_response(_session_out(await sessions.info(session_id)))
 
     @api.delete("/sessions/{session_id}", response_model=SessionOut)
     async def end_session(session_id: str) -> Response:
         """End a session: every processor's ``end`` runs and the summary is stored."""
-        if session_id not in broker.manager:
+        info = await sessions.info(session_id)
+        if info.state != "active":
             raise SessionNotFound(session_id, field="session_id")
-        summary = await broker.end_session(session_id, reason="deleted")
+        summary = await sessions.end(session_id, reason="deleted")
         return json_response(
             {
                 "id": summary.id,
@@ -259,9 +243,11 @@ def router(ctx: ServerContext) -> APIRouter:
 
         A session suspended by a server restart resumes here, with its tracks."""
         require_json(request)
-        session = await broker.live_or_resumed(session_id, client=client_of(request))
-        req = await read_tracking_request(request, ctx, allowed_fields=FRAME_FIELDS)
-        result = await broker.submit(session, req.to_frame())
-        return json_response(_frame_out(session, req, result))
+        info = await sessions.attach(
+            session_id, transport=TRANSPORT, client=client_of(request), create=False
+        )
+        req = await boxes.read(request, allowed_fields=FRAME_FIELDS)
+        result = await sessions.submit(info.id, req.to_frame())
+        return json_response(_frame_out(req, result))
 
     return api

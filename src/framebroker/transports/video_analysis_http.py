@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from ..config import Limits
 from ..errors import CapacityExceeded, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from ..runtime.analysis import VideoAnalysis
+from ..video_analysis.service import VideoAnalysis
 from .context import ServerContext
 from .http import json_response
 from .multipart import FormLimits, MultipartParser, PartData, PartEnd, PartStart, form_boundary
@@ -212,10 +212,9 @@ def _processes(request: Request) -> list[str] | None:
     return [p.strip() for p in raw.split(",") if p.strip()]
 
 
-def router(ctx: ServerContext, analysis: VideoAnalysis) -> APIRouter:
+def router(ctx: ServerContext, analysis: VideoAnalysis, limits: Limits, uploads: Path) -> APIRouter:
+    """``/get_session_id``, ``/options`` and ``/batch``; uploads are spooled in ``uploads``."""
     api = APIRouter(tags=["video analysis"])
-    settings = ctx.settings
-    uploads = settings.data_dir / "uploads"
     running = 0  # uploads being received or analysed: each may hold MAX_BUFFER_SIZE of disk
 
     @api.get("/get_session_id", summary="A new session id for a Socket.IO connection")
@@ -238,9 +237,9 @@ def router(ctx: ServerContext, analysis: VideoAnalysis) -> APIRouter:
             async with receive_upload(
                 request,
                 limit=analysis.settings.max_buffer_size,
-                limits=settings.limits,
+                limits=limits,
                 directory=uploads,
-                run_blocking=ctx.broker.run_blocking,
+                run_blocking=ctx.offload,
             ) as upload:
                 result = await analysis.analyse_upload(
                     upload.path,

@@ -49,16 +49,16 @@ from urllib.parse import parse_qs
 import engineio
 import socketio
 
+from ..config import AuthSettings, Limits
 from ..core.frame import ImageSource
 from ..errors import (
     FramebrokerError,
-    FrameRateExceeded,
     InvalidInput,
     PayloadTooLarge,
     SessionNotFound,
 )
 from ..media.image import decode_base64_image, open_image
-from ..runtime.analysis import VideoAnalysis
+from ..video_analysis.service import VideoAnalysis
 from .auth import ApiKeys
 from .context import ServerContext
 from .ws_limits import MessageLimit
@@ -120,12 +120,15 @@ class SocketIOTransport:
     """The Socket.IO server of video analysis and its event handlers; :attr:`app` is its ASGI app
     (mount it at ``/socket.io``)."""
 
-    def __init__(self, ctx: ServerContext, analysis: VideoAnalysis) -> None:
+    def __init__(
+        self, ctx: ServerContext, analysis: VideoAnalysis, limits: Limits, auth: AuthSettings
+    ) -> None:
         self.ctx = ctx
         self.analysis = analysis
+        self.limits = limits
         settings = analysis.settings
         origins = settings.cors_allowed_origins
-        max_message = ctx.settings.limits.max_ws_message_bytes
+        max_message = limits.max_ws_message_bytes
         self.sio: Any = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins="*" if "*" in origins else (origins or None),
@@ -139,15 +142,15 @@ class SocketIOTransport:
         self.sio.on("disconnect", self._disconnect)
         self.sio.on("test", self._test)
         self.sio.on("process", self._process)
-        metrics = ctx.broker.metrics
+        telemetry = ctx.telemetry
         self.app: Any = MessageLimit(
             socketio.ASGIApp(self.sio, socketio_path=None),
             max_message,
             self._refusal,
-            lambda: metrics.error(TRANSPORT, "payload_too_large"),
+            lambda: telemetry.error(TRANSPORT, "payload_too_large"),
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        api_keys = ctx.settings.auth.api_keys
+        api_keys = auth.api_keys
         self.keys = ApiKeys({name: key.get_secret_value() for name, key in api_keys.items()})
 
     def _refusal(self, error: PayloadTooLarge) -> str:
@@ -187,7 +190,7 @@ class SocketIOTransport:
 
     async def _connect(self, connection: str, environ: dict[str, Any], auth: Any = None) -> bool:
         if not self._authorised(environ, auth):
-            self.ctx.broker.metrics.error(TRANSPORT, "unauthorized")
+            self.ctx.telemetry.error(TRANSPORT, "unauthorized")
             message = 'an API key is required: connect with auth={"api_key": KEY}'
             raise socketio.exceptions.ConnectionRefusedError(
                 message, {"error": message, "code": "unauthorized"}
@@ -211,12 +214,12 @@ class SocketIOTransport:
         scope_client = environ.get("asgi.scope", {}).get("client")
         client = str(scope_client[0]) if scope_client else None
         try:
-            stream, generated = self.analysis.open_stream(
+            stream, generated = await self.analysis.open_stream(
                 connection, requested, emit=emit, processes=processes, client=client
             )
         except FramebrokerError as exc:
             log.info("video analysis connection refused: %s", exc.message)
-            self.ctx.broker.metrics.error(TRANSPORT, exc.code)
+            self.ctx.telemetry.error(TRANSPORT, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         if generated:
             self._later(connection, "session", {"session_id": stream.id})
@@ -240,14 +243,12 @@ class SocketIOTransport:
             parse = frame_parser(
                 data,
                 max_bytes=settings.max_frame_bytes,
-                max_pixels=self.ctx.settings.limits.max_image_pixels,
+                max_pixels=self.limits.max_image_pixels,
             )
             return await stream.add(parse)
         except FramebrokerError as exc:
-            metrics = self.ctx.broker.metrics
-            metrics.error(TRANSPORT, exc.code)
-            if isinstance(exc, FrameRateExceeded):
-                metrics.frames_dropped(TRANSPORT, reason="rate_limited")
+            # A frame over the session's rate is counted as dropped by the session itself.
+            self.ctx.telemetry.error(TRANSPORT, exc.code)
             body = {**exc.to_dict(), "event": "process"}
         except Exception:
             log.exception("process event failed")

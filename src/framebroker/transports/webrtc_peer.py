@@ -8,8 +8,9 @@ From the first frame on:
   each one as it arrives, whatever the models are doing, and wraps it in a
   :class:`~framebroker.core.Frame` whose pixels are converted to BGR only if a model reads
   them (:class:`~framebroker.media.av_frame.VideoFrameImage`);
-- each frame goes to the session's :class:`~framebroker.runtime.model_lanes.ModelLanes`,
-  where every model takes the newest frame it can keep up with;
+- each frame is offered to the session (policy ``newest``: every model takes the newest
+  frame it can keep up with, see :mod:`framebroker.runtime.model_lanes`), and the models'
+  answers come back on the session's ``prediction`` topic;
 - with ``record_to`` set, frames also go to an MP4 file, encoded in the worker pool from a
   bounded queue (frames the encoder cannot keep up with are dropped and counted);
 - predictions go to the data channel when the client opened one, and to ``send`` (the
@@ -17,9 +18,9 @@ From the first frame on:
 
 The connection ends when the peer closes it, when ICE fails, when no frame arrives for
 ``media_timeout_s`` (or none at all within ``connect_timeout_s`` of the answer), when the
-signaling socket closes, or when the server stops. Ending runs every model's ``end`` through
-the broker, persists the summary, and sends the final ``result`` message if the client is
-still listening.
+signaling socket closes, or when the server stops. Ending the session runs every model's
+``end`` and persists the summary; the final ``result`` message follows if the client is still
+listening.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,13 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from ..core.frame import Frame
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
-from ..core.session import Session, SessionSummary
 from ..errors import FramebrokerError, InvalidInput, SessionNotFound
 from ..media.av_frame import VideoFrameImage
 from ..media.recording import StreamRecorder
-from ..runtime.broker import Broker
-from ..runtime.model_lanes import LaneLimits, ModelLanes, Prediction
+from ..sessions import Feed, FrameIn, Sessions, SessionSummary
+from .context import Offload
 
 __all__ = ["PeerOptions", "PeerSession", "Send", "error_message", "parse_offer"]
 
@@ -86,7 +85,7 @@ class PeerOptions:
 
     models: tuple[ProcessorSpec, ...]
     ice_servers: tuple[RTCIceServer, ...] = ()
-    lanes: LaneLimits = field(default_factory=LaneLimits)
+    prediction_queue: int = 64
     connect_timeout_s: float = 15.0
     media_timeout_s: float = 10.0
     record_to: Path | None = None
@@ -145,21 +144,24 @@ class PeerSession:
 
     def __init__(
         self,
-        broker: Broker,
+        sessions: Sessions,
+        offload: Offload,
         options: PeerOptions,
         *,
         send: Send | None = None,
         on_closed: Callable[[PeerSession], None] | None = None,
         client: str | None = None,
     ) -> None:
-        self.broker = broker
+        self.sessions = sessions
+        self._offload = offload
         self.options = options
         self.client = client
         self._send = send
         self._on_closed = on_closed
         self.pc: RTCPeerConnection | None = None
-        self.session: Session | None = None
-        self.lanes: ModelLanes | None = None
+        self.session_id: str | None = None
+        self.models: list[str] = []
+        self._predictions: Feed | None = None
         self.channel: RTCDataChannel | None = None
         self.summary: SessionSummary | None = None
         self.reason: str | None = None
@@ -179,7 +181,7 @@ class PeerSession:
     @property
     def id(self) -> str | None:
         """The session id, once :meth:`accept` has succeeded."""
-        return self.session.id if self.session is not None else None
+        return self.session_id
 
     # -- negotiation -----------------------------------------------------------------------
 
@@ -210,26 +212,23 @@ class PeerSession:
                 raise InvalidInput(
                     "no video codec in common with the offer (VP8 or H.264 expected)", field="sdp"
                 )
-            self.session = await self.broker.create_session(
+            info = await self.sessions.create(
                 transport=TRANSPORT,
                 pipeline=list(self.options.models),
-                backpressure=Backpressure.LATEST,
+                backpressure=Backpressure.NEWEST,
                 client=self.client,
             )
         except BaseException:
             self.pc = None
             await pc.close()
             raise
-        self.lanes = ModelLanes(
-            self.session,
-            self.broker.executor,
-            self.options.lanes,
-            on_prediction=self._on_prediction,
-            metrics=self.broker.metrics,
+        self.session_id, self.models = info.id, info.pipeline
+        self._predictions = self.sessions.subscribe(
+            f"session/{info.id}/prediction", maxlen=self.options.prediction_queue
         )
-        self.lanes.start()
+        self._spawn(self._forward_predictions(self._predictions), "predictions")
         if self.options.record_to is not None:
-            self.recording = self.options.record_to / f"{self.session.id}.mp4"
+            self.recording = self.options.record_to / f"{info.id}.mp4"
             self._recorder = StreamRecorder(self.recording)
             self._spawn(self._record(), "record")
         video = next(t for t in self._tracks if t.kind == "video")
@@ -238,7 +237,7 @@ class PeerSession:
             if extra is not video:
                 self._spawn(self._discard(extra), f"discard-{extra.kind}")
         pc.on("track", self._on_late_track)
-        log.info("webrtc session %s: answered, models %s", self.session.id, self.lanes.names)
+        log.info("webrtc session %s: answered, models %s", info.id, self.models)
         return answer
 
     async def add_candidate(self, payload: object) -> None:
@@ -275,9 +274,8 @@ class PeerSession:
         self._spawn(self._discard(track), f"discard-{track.kind}")
 
     async def _drain(self, track: MediaStreamTrack) -> None:
-        lanes, session = self.lanes, self.session
-        assert lanes is not None
-        assert session is not None
+        session_id = self.session_id
+        assert session_id is not None
         timeout = self.options.connect_timeout_s
         reason = "disconnected"
         while True:
@@ -287,9 +285,6 @@ class PeerSession:
                 break
             except TimeoutError:
                 reason = "media_timeout" if self.frames_received else "connect_timeout"
-                break
-            if session.ended:
-                reason = "ended"
                 break
             if self._stopping or not isinstance(item, av.VideoFrame):
                 continue
@@ -301,7 +296,11 @@ class PeerSession:
             if item.time is not None:
                 meta["timestamp"] = float(item.time)  # the sender's capture clock
             # A frame over the session's frame rate is dropped there, and counted.
-            lanes.offer(Frame(source=VideoFrameImage(item), meta=meta))
+            try:
+                self.sessions.offer(session_id, FrameIn(image=VideoFrameImage(item), meta=meta))
+            except SessionNotFound:  # ended elsewhere (DELETE /v1/sessions/..., the console)
+                reason = "ended"
+                break
             if self._recorder is not None:
                 if len(self._record_queue) == self._record_queue.maxlen:
                     self._record_dropped += 1
@@ -323,7 +322,7 @@ class PeerSession:
             while self._record_queue:
                 item = self._record_queue.popleft()
                 try:
-                    await self.broker.run_blocking(recorder.write, item)
+                    await self._offload(recorder.write, item)
                 except Exception:
                     log.exception("webrtc session %s: recording failed; stopped", self.id)
                     self._record_queue.clear()
@@ -363,26 +362,29 @@ class PeerSession:
 
     # -- predictions -----------------------------------------------------------------------
 
-    def _on_prediction(self, prediction: Prediction) -> None:
-        frame = prediction.frame
+    async def _forward_predictions(self, feed: Feed) -> None:
+        while True:
+            await feed.wait()
+            self._pass_predictions(feed)
+
+    def _pass_predictions(self, feed: Feed) -> None:
+        for message in feed.drain():
+            self._on_prediction(message.payload)
+
+    def _on_prediction(self, prediction: dict[str, Any]) -> None:
         message: dict[str, Any] = {
             "type": "prediction",
-            "data": prediction.merged,
-            "model": prediction.model,
-            "frame": frame.index,
-            "pts": frame.meta.get("pts"),
-            "latency_ms": round(1000.0 * prediction.latency_s, 3),
+            "data": prediction["merged"],
+            "model": prediction["model"],
+            "frame": prediction["frame"],
+            "pts": prediction["meta"].get("pts"),
+            "latency_ms": round(1000.0 * prediction["latency_s"], 3),
         }
-        if prediction.error is not None:
-            message["error"] = prediction.error
-        lanes = self.lanes
-        if lanes is not None and lanes.disabled:
-            message["disabled"] = sorted(lanes.disabled)
-        text = _dumps(message)
-        self._deliver(text, droppable=True)
-        topic = f"session/{self.id}/prediction"
-        if self.broker.bus.has_subscribers(topic):
-            self.broker.bus.publish(topic, message)
+        if prediction["error"] is not None:
+            message["error"] = prediction["error"]
+        if prediction["disabled"]:
+            message["disabled"] = prediction["disabled"]
+        self._deliver(_dumps(message), droppable=True)
 
     def _deliver(self, text: str, *, droppable: bool) -> None:
         channel = self.channel
@@ -420,13 +422,16 @@ class PeerSession:
         self.reason = reason
         self._stopping = True  # the drain goes on taking frames, and drops them
         try:
-            if self.lanes is not None and self.session is not None:
+            if self.session_id is not None:
                 try:
-                    self.summary = await self.lanes.finish(self.broker, reason=reason)
+                    self.summary = await self.sessions.end(self.session_id, reason=reason)
                 except SessionNotFound:
                     log.info("webrtc session %s was ended elsewhere", self.id)
+                if self._predictions is not None:  # the last answers before the result
+                    self._pass_predictions(self._predictions)
+                    self._predictions.close()
             await self._finish_recording()
-            if self.session is not None:
+            if self.session_id is not None:
                 self._send_result(reason)
                 await self._flush_channel()
             log.info(
@@ -481,7 +486,7 @@ class PeerSession:
             recorder.close()
 
         try:
-            await self.broker.run_blocking(flush)
+            await self._offload(flush)
         except Exception:
             log.exception("webrtc session %s: could not finish the recording", self.id)
         if self._record_dropped:

@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,7 +67,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute, websocket_session
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..config import Settings, WebRTCSettings
+from ..config import Limits, WebRTCSettings
 from ..core.manager import ProcessorSpec
 from ..errors import (
     CapacityExceeded,
@@ -79,8 +78,6 @@ from ..errors import (
     SessionConflict,
 )
 from ..plugins import spec_name
-from ..runtime.broker import Broker
-from ..runtime.model_lanes import LaneLimits
 from .context import ServerContext
 from .http import client_of, install_error_handlers, json_response, parse_json, read_body
 from .webrtc_peer import PeerOptions, PeerSession, Send, error_message, parse_offer
@@ -93,8 +90,6 @@ log = logging.getLogger(__name__)
 WS_PATH = "/webrtc/ws"
 WS_TRANSPORT = "webrtc_ws"  # the signaling socket's label in /metrics, whichever listener
 _CLIENT_TYPES = "offer, candidate, ice-servers or end"
-
-_transports: weakref.WeakKeyDictionary[Broker, WebRTCTransport] = weakref.WeakKeyDictionary()
 
 
 def _ice_servers(settings: WebRTCSettings) -> tuple[RTCIceServer, ...]:
@@ -154,23 +149,19 @@ class SignalingClient:
 class WebRTCTransport:
     """Signaling endpoints and the live WebRTC connections of one server process.
 
-    The main app and the compatibility listeners share one instance per broker
-    (:meth:`shared`), so :meth:`stop` ends every connection, whichever port it came through.
+    The server makes one per process; the main app and the compatibility listeners share it,
+    so :meth:`stop` ends every connection, whichever port it came through.
     """
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, settings: WebRTCSettings, limits: Limits) -> None:
         self.ctx = ctx
-        self.broker = ctx.broker
-        self.settings = ctx.settings.webrtc
-        settings = self.settings
+        self.sessions = ctx.sessions
+        self.settings = settings
+        self.limits = limits
         self.options = PeerOptions(
             models=tuple(settings.models),
             ice_servers=_ice_servers(settings),
-            lanes=LaneLimits(
-                frame_timeout_s=settings.frame_timeout_s,
-                max_failures=settings.max_model_failures,
-                end_timeout_s=settings.end_timeout_s,
-            ),
+            prediction_queue=settings.client_queue,
             connect_timeout_s=settings.connect_timeout_s,
             media_timeout_s=settings.media_timeout_s,
             record_to=settings.record_to,
@@ -179,15 +170,6 @@ class WebRTCTransport:
         self._opening = 0
         self._stopping = False
         self._warm: asyncio.Task[None] | None = None
-
-    @classmethod
-    def shared(cls, broker: Broker, settings: Settings) -> WebRTCTransport:
-        """The transport of ``broker``'s server, made on first use."""
-        transport = _transports.get(broker)
-        if transport is None:
-            transport = cls(ServerContext(broker=broker, settings=settings))
-            _transports[broker] = transport
-        return transport
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -201,10 +183,8 @@ class WebRTCTransport:
         self._warm = asyncio.create_task(self._warm_up(names), name="webrtc-warm-up")
 
     async def _warm_up(self, names: list[str]) -> None:
-        registry = self.broker.registry
         try:
-            await self.broker.run_blocking(lambda: [registry.resolve(n) for n in names])
-            await self.broker.run_blocking(registry.warm_up, names)
+            await self.sessions.prepare(names)
         except FramebrokerError as exc:
             log.error("webrtc models cannot be loaded: %s", exc.message)
         except Exception:
@@ -247,9 +227,14 @@ class WebRTCTransport:
         limit = self.settings.max_connections
         if len(self.peers) + self._opening >= limit:
             raise CapacityExceeded(f"the server has {limit} WebRTC connections, its limit")
-        self.broker.manager.check_client(client)  # before any ICE or DTLS work
+        self.sessions.check_client(client)  # before any ICE or DTLS work
         peer = PeerSession(
-            self.broker, options, send=send, on_closed=self.peers.discard, client=client
+            self.sessions,
+            self.ctx.offload,
+            options,
+            send=send,
+            on_closed=self.peers.discard,
+            client=client,
         )
         self._opening += 1
         try:
@@ -311,7 +296,7 @@ class WebRTCTransport:
                 try:
                     peer = await self._handle(message, client, peer)
                 except FramebrokerError as exc:
-                    self.broker.metrics.error(WS_TRANSPORT, exc.code)
+                    self.ctx.telemetry.error(WS_TRANSPORT, exc.code)
                     client.push(error_message(exc))
                 except Exception:
                     log.exception("webrtc signaling failed on a message")
@@ -393,12 +378,12 @@ class WebRTCTransport:
     def socket_route(self, path: str) -> WebSocketRoute:
         """The signaling socket at ``path``: no message over ``limits.max_ws_message_bytes``
         reaches it."""
-        metrics = self.broker.metrics
+        telemetry = self.ctx.telemetry
         app = MessageLimit(
             websocket_session(self.websocket),
-            self.ctx.settings.limits.max_ws_message_bytes,
+            self.limits.max_ws_message_bytes,
             error_message,
-            lambda: metrics.error(WS_TRANSPORT, "payload_too_large"),
+            lambda: telemetry.error(WS_TRANSPORT, "payload_too_large"),
         )
         return WebSocketRoute(path, app)
 
@@ -414,8 +399,8 @@ class WebRTCTransport:
         """The original API's own listeners: ``webrtc_ws`` (socket at ``/``) and ``webrtc_http``
         (``POST /offer``)."""
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        metrics = self.broker.metrics
-        install_error_handlers(app, on_error=lambda code: metrics.error(name, code))
+        telemetry = self.ctx.telemetry
+        install_error_handlers(app, on_error=lambda code: telemetry.error(name, code))
         if name == "webrtc_ws":
             app.router.routes.append(self.socket_route("/"))
         elif name == "webrtc_http":

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framebroker.runtime.video_windows import WindowWriter
+from framebroker.media.video_windows import WindowWriter
 
 from ..media.test_encode import decoded
 from ..transports.images import scene

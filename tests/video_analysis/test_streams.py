@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
 from framebroker.core.frame import ImageSource, RawImage
+from framebroker.core.manager import SessionPolicy
 from framebroker.errors import CapacityExceeded, InvalidImage, SessionNotFound
-from framebroker.runtime.fanout import Fanout, HttpService, HttpServices
-from framebroker.runtime.video_streams import StreamConfig, VideoStream, VideoStreams
+from framebroker.plugins import ProcessorRegistry
+from framebroker.processors.video_window import VideoWindow
+from framebroker.runtime import Broker, BrokerConfig
+from framebroker.video_analysis.fanout import Fanout, HttpService, HttpServices
+from framebroker.video_analysis.streams import StreamConfig, VideoStream, VideoStreams
 
 from ..transports.images import scene
 
@@ -33,15 +36,25 @@ def image(seed: int = 0, w: int = 64, h: int = 48) -> Callable[[], ImageSource]:
     return lambda: RawImage(scene(w, h, seed=seed))
 
 
+def make_broker(**policy: Any) -> Broker:
+    registry = ProcessorRegistry()
+    registry.register("video_window", VideoWindow)
+    return Broker(registry, config=BrokerConfig(max_workers=2, policy=SessionPolicy(**policy)))
+
+
 @pytest.fixture
-async def pool() -> AsyncIterator[Callable[..., Any]]:
-    executor = ThreadPoolExecutor(2)
+async def broker() -> AsyncIterator[Broker]:
+    b = make_broker()
+    await b.start()
+    yield b
+    await b.stop()
 
-    async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
-    yield run_blocking
-    executor.shutdown()
+async def opened(broker: Broker, session_id: str, **kwargs: Any) -> VideoStream:
+    """A stream whose session lives in ``broker``."""
+    return await VideoStream.open(
+        session_id, sessions=broker, offload=broker.run_blocking, **kwargs
+    )
 
 
 def fanout(delay: float = 0.0) -> Fanout:
@@ -55,12 +68,11 @@ def fanout(delay: float = 0.0) -> Fanout:
     return Fanout(http)
 
 
-async def test_frames_replies_and_a_result_per_window(pool: Callable[..., Any]) -> None:
+async def test_frames_replies_and_a_result_per_window(broker: Broker) -> None:
     rec = Recorder()
     fan = fanout()
-    stream = VideoStream(
-        "s", fanout=fan, names=["svc"], config=StreamConfig(window_frames=2), emit=rec,
-        run_blocking=pool,
+    stream = await opened(
+        broker, "s", fanout=fan, names=["svc"], config=StreamConfig(window_frames=2), emit=rec
     )  # fmt: skip
     replies = [await stream.add(image(i)) for i in range(3)]
     assert [(r["frame"], r["window"]) for r in replies] == [(0, 0), (1, 0), (2, 1)]
@@ -78,14 +90,12 @@ async def test_frames_replies_and_a_result_per_window(pool: Callable[..., Any]) 
     await fan.aclose()
 
 
-async def test_a_bad_image_changes_nothing(pool: Callable[..., Any]) -> None:
+async def test_a_bad_image_changes_nothing(broker: Broker) -> None:
     def bad() -> ImageSource:
         raise InvalidImage("image: broken", field="image")
 
     fan = fanout()
-    stream = VideoStream(
-        "s", fanout=fan, names=[], config=StreamConfig(), emit=Recorder(), run_blocking=pool
-    )
+    stream = await opened(broker, "s", fanout=fan, names=[], config=StreamConfig(), emit=Recorder())
     with pytest.raises(InvalidImage):
         await stream.add(bad)
     assert (await stream.add(image()))["frame"] == 0
@@ -94,11 +104,11 @@ async def test_a_bad_image_changes_nothing(pool: Callable[..., Any]) -> None:
     await fan.aclose()
 
 
-async def test_in_flight_frames_are_capped(pool: Callable[..., Any]) -> None:
+async def test_in_flight_frames_are_capped(broker: Broker) -> None:
     fan = fanout()
-    stream = VideoStream(
-        "s", fanout=fan, names=[], config=StreamConfig(max_inflight=3, window_frames=100),
-        emit=Recorder(), run_blocking=pool,
+    stream = await opened(
+        broker, "s", fanout=fan, names=[], config=StreamConfig(max_inflight=3, window_frames=100),
+        emit=Recorder()
     )  # fmt: skip
     outcomes = await asyncio.gather(
         *(stream.add(image(i, 320, 240)) for i in range(10)), return_exceptions=True
@@ -113,11 +123,11 @@ async def test_in_flight_frames_are_capped(pool: Callable[..., Any]) -> None:
     await fan.aclose()
 
 
-async def test_timed_windows_and_dropped_windows(pool: Callable[..., Any]) -> None:
+async def test_timed_windows_and_dropped_windows(broker: Broker) -> None:
     rec = Recorder()
     fan = fanout(delay=0.5)
     config = StreamConfig(window_frames=1, window_seconds=0.2, max_windows_in_flight=1)
-    stream = VideoStream("s", fanout=fan, names=["svc"], config=config, emit=rec, run_blocking=pool)
+    stream = await opened(broker, "s", fanout=fan, names=["svc"], config=config, emit=rec)
     await stream.add(image(0))  # window 0 closes at once, goes to the slow service
     await stream.add(image(1))  # window 1 has nowhere to go
     event, payload = await rec.next()
@@ -131,7 +141,7 @@ async def test_timed_windows_and_dropped_windows(pool: Callable[..., Any]) -> No
     rec = Recorder()
     fan = fanout()
     config = StreamConfig(window_frames=50, window_seconds=0.2)
-    stream = VideoStream("t", fanout=fan, names=["svc"], config=config, emit=rec, run_blocking=pool)
+    stream = await opened(broker, "t", fanout=fan, names=["svc"], config=config, emit=rec)
     await stream.add(image(0))
     await stream.add(image(1))
     event, payload = await rec.next()
@@ -144,12 +154,12 @@ async def test_timed_windows_and_dropped_windows(pool: Callable[..., Any]) -> No
 
 
 async def test_close_cancels_analyses_and_drops_the_open_window(
-    pool: Callable[..., Any],
+    broker: Broker,
 ) -> None:
     rec = Recorder()
     fan = fanout(delay=30)
     config = StreamConfig(window_frames=2, window_seconds=60)
-    stream = VideoStream("s", fanout=fan, names=["svc"], config=config, emit=rec, run_blocking=pool)
+    stream = await opened(broker, "s", fanout=fan, names=["svc"], config=config, emit=rec)
     for i in range(3):
         await stream.add(image(i))
     assert stream.analyses == 1
@@ -160,25 +170,30 @@ async def test_close_cancels_analyses_and_drops_the_open_window(
     await fan.aclose()
 
 
-async def test_streams_registry_is_bounded(pool: Callable[..., Any]) -> None:
+async def test_streams_are_bounded_by_the_session_directory() -> None:
+    broker = make_broker(max_sessions=1)
+    await broker.start()
     fan = fanout()
-    streams = VideoStreams(1)
+    streams = VideoStreams()
 
-    def make(sid: str) -> VideoStream:
-        return VideoStream(
-            sid, fanout=fan, names=[], config=StreamConfig(), emit=Recorder(), run_blocking=pool
+    async def make(sid: str) -> VideoStream:
+        return await opened(
+            broker, sid, fanout=fan, names=[], config=StreamConfig(), emit=Recorder()
         )
 
-    streams.add("c1", make("a"))
+    streams.add("c1", await make("a"))
     with pytest.raises(CapacityExceeded):
-        streams.add("c2", make("b"))
+        streams.add("c2", await make("b"))
+    assert [s.id for s in await broker.live()] == ["a"]  # a stream is a session
     assert streams.get("c1") is not None
     assert await streams.close("c1") is not None
     assert await streams.close("c1") is None
-    streams.add("c2", make("b"))
+    assert await broker.live() == []
+    streams.add("c2", await make("b"))
     await streams.close_all()
     assert len(streams) == 0
     await fan.aclose()
+    await broker.stop()
 
 
 def test_config_is_checked() -> None:

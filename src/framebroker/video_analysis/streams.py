@@ -1,23 +1,29 @@
 """Video analysis streams: frames in, one reply per frame, each window's merged answers out.
 
-A :class:`VideoStream` is one connected client's session. Its frames are parsed, decoded and
-added to the open window in the worker pool, one at a time and in arrival order; a window
-that closes is analysed in a task of its own (:class:`~.fanout.Fanout`) while frames keep
-coming, and its answers are emitted as ``result``. Every bound is explicit:
+A :class:`VideoStream` is one connected client's session, a session like any other in the one
+session directory: listed, counted against the client's share, swept when idle. Its frames are
+parsed and decoded in the worker pool, one at a time and in arrival order, then queued in the
+session, whose one processor (``video_window``, see :mod:`framebroker.processors.video_window`) adds
+each to the open window; a window that closes is analysed in a task of its own
+(:class:`~.fanout.Fanout`) while frames keep coming, and its answers are emitted as ``result``.
+Every bound is explicit:
 
 - at most ``max_inflight`` frames of a client are being handled at once; one more is refused
   at once with :class:`~framebroker.errors.CapacityExceeded` (the transport turns that into
   an ``error`` event), so a client that floods gets errors, not a queue that grows;
-- with a ``rate`` (``limits.max_fps_per_session``), a frame arriving faster is refused with
+- the session's ``limits.max_fps_per_session`` refuses a frame arriving faster with
   :class:`~framebroker.errors.FrameRateExceeded`; the stream goes on;
 - the open window holds at most ``max_window_bytes``;
 - at most ``max_windows_in_flight`` windows of a stream are analysed at once; a window that
   closes while that many are still out is dropped and the client is told (``error`` event
   with code ``capacity_exceeded`` and the window's index);
-- a timed window (``window_seconds``) closes on a timer even if no frame follows.
+- a timed window (``window_seconds``) closes on a timer even if no frame follows: the timer
+  queues a frame that carries no image, only the order to close (see
+  :data:`~framebroker.processors.video_window.CLOSE`).
 
-When the client goes, :meth:`VideoStream.close` drops the open window (nobody is left to
-receive its answers), cancels its analyses and ends its in-process pipeline sessions.
+When the client goes, :meth:`VideoStream.close` ends the session, which drops the open
+window (nobody is left to receive its answers), cancels its analyses and ends its
+in-process pipeline sessions.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ..core.frame import ImageSource
-from ..core.rate import FrameRate
+from ..core.frame import ImageSource, RawImage
 from ..errors import CapacityExceeded, FramebrokerError, FrameRateExceeded, SessionNotFound
 from ..media.encode import EncoderOptions
+from ..media.video_windows import ClosedBy, ClosedWindow
+from ..processors.video_window import CLOSE
+from ..sessions import FrameIn, FrameOut, Sessions
 from .fanout import Fanout, Video
-from .video_windows import ClosedBy, ClosedWindow, WindowWriter
 
 __all__ = ["Emit", "StreamConfig", "VideoStream", "VideoStreams"]
 
@@ -49,6 +56,7 @@ Image = NDArray[np.uint8]
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 """``emit(event, payload)``: send an event to the stream's client."""
 RunBlocking = Callable[..., Awaitable[Any]]
+TRANSPORT = "socketio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,40 +77,30 @@ class StreamConfig:
             raise ValueError(f"window_seconds must be >= 0, got {self.window_seconds}")
 
 
-def _pixel_reply(image: Image) -> dict[str, Any]:
-    b, g, r = (int(v) for v in image[0, 0])
-    return {"first_pixel": [r, g, b], "size": [int(image.shape[1]), int(image.shape[0])]}
-
-
 class VideoStream:
-    """One client's video analysis session; see the module docstring."""
+    """One client's video analysis session; see the module docstring. Make it with
+    :meth:`open`."""
 
     def __init__(
         self,
         session_id: str,
         *,
+        sessions: Sessions,
+        offload: RunBlocking,
         fanout: Fanout,
         names: Collection[str],
         config: StreamConfig,
         emit: Emit,
-        run_blocking: RunBlocking,
         client: str | None = None,
-        rate: FrameRate | None = None,
     ) -> None:
         self.id = session_id
         self.client = client
-        self.rate = rate
+        self.sessions = sessions
         self.fanout = fanout
         self.names = list(names)
         self.config = config
         self._emit = emit
-        self._run_blocking = run_blocking
-        self._writer = WindowWriter(
-            config.window_frames,
-            max_bytes=config.max_window_bytes,
-            options=config.encoder,
-            keep_frames=fanout.has_pipelines and any(n not in fanout.http.services for n in names),
-        )
+        self._offload = offload
         self._lock = asyncio.Lock()
         self._inflight = 0
         self._analyses: set[asyncio.Task[None]] = set()
@@ -110,9 +108,51 @@ class VideoStream:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_window: int | None = None
         self.closed = False
+        self.frames_accepted = 0
         self.frames_refused = 0
         self.windows_dropped = 0
         self.windows_done = 0
+
+    @classmethod
+    async def open(
+        cls,
+        session_id: str,
+        *,
+        sessions: Sessions,
+        offload: RunBlocking,
+        fanout: Fanout,
+        names: Collection[str],
+        config: StreamConfig,
+        emit: Emit,
+        client: str | None = None,
+        transport: str = TRANSPORT,
+    ) -> VideoStream:
+        """Start the stream's session (``client`` holds it, within its share of sessions);
+        raises what :meth:`~framebroker.sessions.Sessions.create` raises."""
+        encoder = config.encoder
+        keep_frames = fanout.has_pipelines and any(n not in fanout.http.services for n in names)
+        window: dict[str, Any] = {
+            "name": "video_window",
+            "window_frames": config.window_frames,
+            "max_bytes": config.max_window_bytes,
+            "fps": encoder.fps,
+            "preset": encoder.preset,
+            "crf": encoder.crf,
+            "keep_frames": keep_frames,
+        }
+        await sessions.create(
+            session_id=session_id, transport=transport, pipeline=[window], client=client
+        )
+        return cls(
+            session_id,
+            sessions=sessions,
+            offload=offload,
+            fanout=fanout,
+            names=names,
+            config=config,
+            emit=emit,
+            client=client,
+        )
 
     @property
     def inflight(self) -> int:
@@ -122,28 +162,18 @@ class VideoStream:
     def analyses(self) -> int:
         return len(self._analyses)
 
-    @property
-    def frames_accepted(self) -> int:
-        return self._writer.frames_added
-
     async def add(self, parse: Callable[[], ImageSource]) -> dict[str, Any]:
         """Take one frame: ``parse`` (run in the pool) turns the client's payload into an
-        image, which is decoded and appended to the open window.
+        image, which is decoded there and then appended to the open window.
 
         Returns ``{"frame", "window", "first_pixel": [r, g, b], "size": [w, h]}``. Raises
         :class:`CapacityExceeded` when ``max_inflight`` frames are already being handled,
-        :class:`~framebroker.errors.FrameRateExceeded` for a frame over the stream's rate,
+        :class:`~framebroker.errors.FrameRateExceeded` for a frame over the session's rate,
         :class:`SessionNotFound` once closed, and whatever ``parse`` or decoding raises for a
         bad image (the window is then unchanged).
         """
         if self.closed:
             raise SessionNotFound(self.id, field="session_id")
-        if self.rate is not None:
-            try:
-                self.rate.admit(time.time(), self.id)
-            except FrameRateExceeded:
-                self.frames_refused += 1
-                raise
         if self._inflight >= self.config.max_inflight:
             self.frames_refused += 1
             raise CapacityExceeded(
@@ -155,38 +185,49 @@ class VideoStream:
             async with self._lock:
                 if self.closed:
                     raise SessionNotFound(self.id, field="session_id")
-                frame, window, reply, closed = await self._run_blocking(self._ingest, parse)
-                for done in closed:
-                    self._dispatch(done)
-                self._arm_timer()
+                image = await self._offload(_decoded, parse)
+                try:
+                    result = await self.sessions.submit(self.id, FrameIn(image=image))
+                except FrameRateExceeded:
+                    self.frames_refused += 1
+                    raise
+                out = self._windows(result)
+                self.frames_accepted += 1
         finally:
             self._inflight -= 1
-        return {"frame": frame, "window": window, **reply}
+        return {
+            "frame": out["frame"],
+            "window": out["window"],
+            "first_pixel": out["first_pixel"],
+            "size": out["size"],
+        }
 
-    def _ingest(
-        self, parse: Callable[[], ImageSource]
-    ) -> tuple[int, int, dict[str, Any], list[ClosedWindow]]:
-        image = parse().decode()
-        frame = self._writer.frames_added
-        window, closed = self._writer.add(image, time.time())
-        return frame, window, _pixel_reply(image), closed
+    def _windows(self, result: FrameOut) -> dict[str, Any]:
+        """Send the windows a frame closed on for analysis, and time the open one."""
+        if result.errors:
+            error = result.errors[0]
+            raise FramebrokerError(f"frame not added: {error.get('error', error)}")
+        out = result.outputs
+        for done in out.get("closed") or ():
+            self._dispatch(done)
+        self._arm_timer(out.get("open"))
+        return out
 
     # -- timed windows ----------------------------------------------------------------------
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, open_window: dict[str, Any] | None) -> None:
         if self.config.window_seconds <= 0:
             return
-        index = self._writer.open_index
+        index = None if open_window is None else int(open_window["window"])
         if index == self._timer_window:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._timer_window = index
-        opened = self._writer.open_since
-        if index is None or opened is None:
+        if open_window is None or index is None:
             return
-        delay = max(0.0, opened + self.config.window_seconds - time.time())
+        delay = max(0.0, float(open_window["since"]) + self.config.window_seconds - time.time())
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer, index)
 
     def _on_timer(self, index: int) -> None:
@@ -195,12 +236,20 @@ class VideoStream:
 
     async def _close_by_time(self, index: int) -> None:
         async with self._lock:
-            if self.closed or self._writer.open_index != index:
+            if self.closed:
                 return
-            done = await self._run_blocking(self._writer.close, "seconds", time.time())
             self._timer_window = None
-            if done is not None:
-                self._dispatch(done)
+            with contextlib.suppress(SessionNotFound):
+                await self._close_window("seconds", index)
+
+    async def _close_window(self, closed_by: ClosedBy, index: int | None = None) -> int | None:
+        meta: dict[str, Any] = {CLOSE: closed_by}
+        if index is not None:
+            meta["window"] = index
+        result = await self.sessions.submit(self.id, FrameIn(meta=meta, control=True))
+        out = self._windows(result)
+        closed = out.get("closed") or []
+        return closed[-1].index if closed else None
 
     # -- analysis ---------------------------------------------------------------------------
 
@@ -267,22 +316,18 @@ class VideoStream:
     async def flush(self, closed_by: ClosedBy = "end") -> int | None:
         """Close the open window now and analyse it; returns its index (``None``: none open)."""
         async with self._lock:
-            done: ClosedWindow | None = await self._run_blocking(
-                self._writer.close, closed_by, time.time()
-            )
-            self._arm_timer()
-            if done is None:
-                return None
-            self._dispatch(done)
-            return done.index
+            if self.closed:
+                raise SessionNotFound(self.id, field="session_id")
+            return await self._close_window(closed_by)
 
     async def drain(self) -> None:
         """Wait until the windows being analysed now are answered."""
         while self._analyses:
             await asyncio.gather(*list(self._analyses), return_exceptions=True)
 
-    async def close(self) -> None:
-        """Drop the open window, cancel analyses and timers, end pipeline sessions."""
+    async def close(self, reason: str = "disconnected") -> None:
+        """End the session (the open window is dropped), cancel analyses and timers, end the
+        stream's pipeline sessions."""
         if self.closed:
             return
         self.closed = True
@@ -294,18 +339,23 @@ class VideoStream:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         async with self._lock:  # a frame being added finishes first
-            await self._run_blocking(self._writer.abandon)
+            with contextlib.suppress(SessionNotFound):  # swept as idle meanwhile
+                await self.sessions.end(self.id, reason=reason)
         try:
             await self.fanout.end(self.id)
         except FramebrokerError:
             log.exception("session %s: pipelines did not end cleanly", self.id)
 
 
-class VideoStreams:
-    """The open streams by connection id, at most ``max_streams``."""
+def _decoded(parse: Callable[[], ImageSource]) -> RawImage:
+    return RawImage(parse().decode())
 
-    def __init__(self, max_streams: int) -> None:
-        self.max_streams = max_streams
+
+class VideoStreams:
+    """The open streams by Socket.IO connection id. How many there may be is the session
+    directory's business (``limits.max_sessions``, ``max_sessions_per_client``)."""
+
+    def __init__(self) -> None:
         self._by_connection: dict[str, VideoStream] = {}
 
     def __len__(self) -> int:
@@ -317,24 +367,16 @@ class VideoStreams:
     def streams(self) -> list[VideoStream]:
         return list(self._by_connection.values())
 
-    def check_room(self) -> None:
-        if len(self._by_connection) >= self.max_streams:
-            raise CapacityExceeded(
-                f"the server holds {len(self._by_connection)} streams, "
-                f"the limit is {self.max_streams}"
-            )
-
     def add(self, connection: str, stream: VideoStream) -> None:
-        self.check_room()
         self._by_connection[connection] = stream
 
-    async def close(self, connection: str) -> VideoStream | None:
+    async def close(self, connection: str, reason: str = "disconnected") -> VideoStream | None:
         stream = self._by_connection.pop(connection, None)
         if stream is not None:
-            await stream.close()
+            await stream.close(reason)
         return stream
 
-    async def close_all(self) -> None:
+    async def close_all(self, reason: str = "server_stopped") -> None:
         for connection in list(self._by_connection):
             with contextlib.suppress(Exception):
-                await self.close(connection)
+                await self.close(connection, reason)

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import AnalysisSettings, Limits
-from ..core.rate import FrameRate
+from ..config import AnalysisSettings
 from ..errors import InvalidInput, SessionNotFound
+from ..media.container import open_source
 from ..media.convert import to_bgr
 from ..media.encode import EncoderOptions
-from ..media.video import SourceError, open_source
-from .broker import Broker
+from ..media.sources import SourceError
+from ..sessions import Sessions
 from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
 from .session_ids import SessionIds
-from .video_streams import Emit, StreamConfig, VideoStream, VideoStreams
+from .streams import Emit, RunBlocking, StreamConfig, VideoStream, VideoStreams
 
 __all__ = ["VideoAnalysis"]
 
@@ -40,14 +40,14 @@ class VideoAnalysis:
     def __init__(
         self,
         settings: AnalysisSettings,
-        limits: Limits,
-        broker: Broker,
+        sessions: Sessions,
+        offload: RunBlocking,
         *,
         transport: Any = None,
     ) -> None:
         self.settings = settings
-        self.limits = limits
-        self.broker = broker
+        self.sessions = sessions
+        self.offload = offload
         if settings.secret_key is None:
             key = secrets.token_bytes(32)
             log.debug(
@@ -72,9 +72,9 @@ class VideoAnalysis:
             max_answer_bytes=settings.max_answer_bytes,
             transport=transport,
         )
-        pipelines = InProcessPipelines(broker, settings.pipelines) if settings.pipelines else None
+        pipelines = InProcessPipelines(sessions, settings.pipelines) if settings.pipelines else None
         self.fanout = Fanout(http, pipelines)
-        self.streams = VideoStreams(limits.max_sessions)
+        self.streams = VideoStreams()
         self.stream_config = StreamConfig(
             window_frames=settings.window_frames,
             window_seconds=settings.window_seconds,
@@ -91,11 +91,9 @@ class VideoAnalysis:
         """Build every configured pipeline once, so a bad one stops the server now."""
         pipelines = self.fanout.pipelines
         if pipelines is not None:
-            await self.broker.run_blocking(pipelines.check)
+            await self.offload(pipelines.check)
 
     async def stop(self) -> None:
-        for stream in self.streams.streams():
-            self.broker.manager.clients.give_back(stream.client)
         await self.streams.close_all()
         await self.fanout.aclose()
 
@@ -106,7 +104,7 @@ class VideoAnalysis:
     def select(self, requested: Iterable[str] | None) -> list[str]:
         return self.fanout.select(requested)
 
-    def open_stream(
+    async def open_stream(
         self,
         connection: str,
         session_id: str | None,
@@ -119,41 +117,37 @@ class VideoAnalysis:
 
         The id must be allowed (configured, or handed out and unused) and not connected
         already; with ``generate_session_id_on_connect`` a missing or unknown id gets a new
-        one instead. ``client`` (the connection's address) holds one of its
-        ``max_sessions_per_client`` slots, counted with its other sessions in the broker's
-        session manager, until :meth:`close_stream`; its frames are bounded by
-        ``max_fps_per_session``. Raises :class:`InvalidInput`, :class:`SessionNotFound`,
+        one instead. The stream is a session, which ``client`` (the connection's address) holds
+        as one of its ``max_sessions_per_client`` until :meth:`close_stream`; its frames are
+        bounded by ``max_fps_per_session``. Raises :class:`InvalidInput`, :class:`SessionNotFound`,
         :class:`~framebroker.errors.SessionConflict`,
         :class:`~framebroker.errors.CapacityExceeded` or
         :class:`~framebroker.errors.ClientSessionLimit`, and nothing is kept then.
         """
         names = self.select(processes)
-        self.streams.check_room()
-        slots = self.broker.manager.clients
-        slots.take(client)
+        self.sessions.check_client(client)
+        generated = False
         try:
-            generated = False
-            try:
-                sid = self.ids.claim(session_id)
-            except (InvalidInput, SessionNotFound):
-                if not self.settings.generate_session_id_on_connect:
-                    raise
-                sid, generated = self.ids.claim_new(), True
-            fps = self.limits.max_fps_per_session
-            stream = VideoStream(
+            sid = self.ids.claim(session_id)
+        except (InvalidInput, SessionNotFound):
+            if not self.settings.generate_session_id_on_connect:
+                raise
+            sid, generated = self.ids.claim_new(), True
+        try:
+            stream = await VideoStream.open(
                 sid,
+                sessions=self.sessions,
+                offload=self.offload,
                 fanout=self.fanout,
                 names=names,
                 config=self.stream_config,
                 emit=emit,
-                run_blocking=self.broker.run_blocking,
                 client=client,
-                rate=FrameRate(fps) if fps > 0 and client is not None else None,
             )
-            self.streams.add(connection, stream)
         except BaseException:
-            slots.give_back(client)
+            self.ids.release(sid)
             raise
+        self.streams.add(connection, stream)
         log.info("video analysis session %s connected (%s)", sid, "made" if generated else "given")
         return stream, generated
 
@@ -161,7 +155,6 @@ class VideoAnalysis:
         """The connection ended: drop its stream and use its id up."""
         stream = await self.streams.close(connection)
         if stream is not None:
-            self.broker.manager.clients.give_back(stream.client)
             self.ids.release(stream.id)
             log.info("video analysis session %s disconnected", stream.id)
 
@@ -173,7 +166,7 @@ class VideoAnalysis:
                 pass
 
         try:
-            await self.broker.run_blocking(probe)
+            await self.offload(probe)
         except SourceError as exc:
             reason = exc.message.split(": ", 1)[-1]
             raise InvalidInput(
@@ -181,7 +174,7 @@ class VideoAnalysis:
             ) from None
 
     async def _frames(self, path: Path) -> AsyncGenerator[Image, None]:
-        source = await self.broker.run_blocking(open_source, str(path))
+        source = await self.offload(open_source, str(path))
         frames = source.frames()
 
         def step() -> Image | None:
@@ -191,10 +184,10 @@ class VideoAnalysis:
             return to_bgr(frame)
 
         try:
-            while (image := await self.broker.run_blocking(step)) is not None:
+            while (image := await self.offload(step)) is not None:
                 yield image
         finally:
-            await self.broker.run_blocking(source.close)
+            await self.offload(source.close)
 
     async def analyse_upload(
         self,

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ..media.encode import EncoderOptions, Mp4Encoder
+from .encode import EncoderOptions, Mp4Encoder
 
 __all__ = ["ClosedBy", "ClosedWindow", "WindowWriter"]
 

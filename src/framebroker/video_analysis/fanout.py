@@ -9,8 +9,8 @@ are unaffected. Nothing here raises for a service's failure.
   each service has a deadline covering all its attempts; refused connections and 5xx are
   retried up to ``retries`` times with exponential backoff and jitter; a server-wide
   semaphore bounds the requests in flight; answers are read up to a size limit.
-- :class:`InProcessPipelines`: named pipelines run through the :class:`Broker`, one broker
-  session per (stream, pipeline), so a tracker keeps its tracks from window to window.
+- :class:`InProcessPipelines`: named pipelines run as sessions, one session per (stream,
+  pipeline), so a tracker keeps its tracks from window to window.
 - :class:`Fanout`: both at once.
 """
 
@@ -31,11 +31,9 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from ..core.frame import Frame
 from ..core.manager import ProcessorSpec
-from ..core.session import Session
 from ..errors import FramebrokerError, InvalidInput, SessionNotFound
-from .broker import Broker
+from ..sessions import FrameIn, Sessions
 
 __all__ = [
     "Fanout",
@@ -319,17 +317,19 @@ class PipelineAnswer:
 
 
 class InProcessPipelines:
-    """Named pipelines (processor specs) run on frames through the broker.
+    """Named pipelines (processor specs) run on frames as sessions of their own.
 
-    A *stream* (one video analysis session, one /batch upload) gets one broker session per pipeline,
-    made on its first frames and ended by :meth:`end`; the broker's idle sweep may end one
-    first, and then the next frames start a fresh one.
+    A *stream* (one video analysis session, one /batch upload) gets one session per pipeline,
+    made on its first frames and ended by :meth:`end`; the idle sweep may end one first, and
+    then the next frames start a fresh one.
     """
 
-    def __init__(self, broker: Broker, pipelines: Mapping[str, Sequence[ProcessorSpec]]) -> None:
-        self.broker = broker
+    def __init__(
+        self, sessions: Sessions, pipelines: Mapping[str, Sequence[ProcessorSpec]]
+    ) -> None:
+        self.sessions = sessions
         self.pipelines = {name: list(specs) for name, specs in pipelines.items()}
-        self._sessions: dict[tuple[str, str], Session] = {}
+        self._sessions: dict[tuple[str, str], str] = {}
         # Windows of one stream may be analysed side by side; their frames must still reach
         # each pipeline in order, one window after the other.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -342,17 +342,15 @@ class InProcessPipelines:
         """Build each pipeline once so a bad spec stops the server at start-up
         (:class:`~framebroker.errors.ProcessorLoadError`)."""
         for specs in self.pipelines.values():
-            self.broker.registry.pipeline(specs)
+            self.sessions.check_pipeline(specs)
 
-    async def _session(self, stream: str, name: str) -> Session:
-        session = self._sessions.get((stream, name))
-        if session is not None and not session.ended and session.id in self.broker.manager:
-            return session
-        session = await self.broker.create_session(
-            transport=_TRANSPORT, pipeline=self.pipelines[name]
-        )
-        self._sessions[(stream, name)] = session
-        return session
+    async def _session(self, stream: str, name: str) -> str:
+        session_id = self._sessions.get((stream, name))
+        if session_id is not None:
+            return session_id
+        info = await self.sessions.create(transport=_TRANSPORT, pipeline=self.pipelines[name])
+        self._sessions[(stream, name)] = info.id
+        return info.id
 
     async def run(
         self,
@@ -389,15 +387,15 @@ class InProcessPipelines:
     async def _submit(
         self, stream: str, name: str, image: Image, meta: Mapping[str, Any], answer: PipelineAnswer
     ) -> None:
-        session = await self._session(stream, name)
-        frame = Frame.from_array(image, meta=dict(meta))
+        session_id = await self._session(stream, name)
+        frame = FrameIn.from_array(image, meta=dict(meta))
         try:
-            result = await self.broker.submit(session, frame)
+            result = await self.sessions.submit(session_id, frame)
         except SessionNotFound:
             # Ended by the idle sweep between two windows: start it again, once.
             self._sessions.pop((stream, name), None)
-            session = await self._session(stream, name)
-            result = await self.broker.submit(session, frame)
+            session_id = await self._session(stream, name)
+            result = await self.sessions.submit(session_id, frame)
         answer.frames += 1
         answer.results.append(result.outputs)
         answer.errors.extend({"frame": answer.frames - 1, **e} for e in result.errors)
@@ -451,13 +449,13 @@ class InProcessPipelines:
         return out
 
     async def end(self, stream: str) -> dict[str, dict[str, Any]]:
-        """End the stream's broker sessions; their summaries (``end()`` results) by name."""
+        """End the stream's pipeline sessions; their summaries (``end()`` results) by name."""
         out: dict[str, dict[str, Any]] = {}
         self._locks.pop(stream, None)
         for key in [k for k in self._sessions if k[0] == stream]:
-            session = self._sessions.pop(key)
+            session_id = self._sessions.pop(key)
             with contextlib.suppress(SessionNotFound):
-                summary = await self.broker.end_session(session.id, reason="stream_ended")
+                summary = await self.sessions.end(session_id, reason="stream_ended")
                 out[key[1]] = summary.results
         return out
 

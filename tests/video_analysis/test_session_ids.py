@@ -4,7 +4,7 @@ import pytest
 
 from framebroker.core.manager import SESSION_ID_RE
 from framebroker.errors import CapacityExceeded, InvalidInput, SessionConflict, SessionNotFound
-from framebroker.runtime.session_ids import SessionIds
+from framebroker.video_analysis.session_ids import SessionIds
 
 KEY = b"k" * 32
 

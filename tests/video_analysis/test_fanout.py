@@ -14,7 +14,7 @@ from framebroker.errors import InvalidInput
 from framebroker.media.encode import encode_mp4
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
-from framebroker.runtime.fanout import (
+from framebroker.video_analysis.fanout import (
     Fanout,
     HttpService,
     HttpServices,
@@ -23,9 +23,9 @@ from framebroker.runtime.fanout import (
     jsonable,
 )
 
+from ..runtime.processors import Broken, FrameSize
 from ..transports.images import scene
 from .analysis_services import AnalysisServices, refused_url
-from .processors import Broken, FrameSize
 
 
 def frames(n: int = 5, w: int = 64, h: int = 48) -> list[np.ndarray]:
@@ -193,7 +193,7 @@ async def test_a_pipeline_session_swept_as_idle_starts_again(broker: Broker) -> 
     pipes = InProcessPipelines(broker, {"sizes": ["frame_size"]})
     await pipes.run("s", frames(1))
     for sid in broker.manager.ids():
-        await broker.end_session(sid, reason="idle")
+        await broker.end(sid, reason="idle")
     again = await pipes.run("s", frames(1))
     assert again["sizes"]["results"][0]["seen"] == 1
     await pipes.end("s")
