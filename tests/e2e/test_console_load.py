@@ -60,6 +60,7 @@ class Server:
 
     async def _serve(self) -> None:
         services = Services.build(self.settings)
+        services.hub.known_sources = lambda: [SOURCE]  # published below, not read by a feed
         app = build_app(self.settings, services)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 ws_per_message_deflate=False)  # fmt: skip
