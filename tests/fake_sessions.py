@@ -14,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from framebroker.core import Backpressure, Bus, Frame, Message, SessionManager, SessionPolicy
 from framebroker.core.manager import ProcessorSpec
-from framebroker.errors import SessionNotFound
+from framebroker.errors import FrameRateExceeded, SessionNotFound
 from framebroker.plugins import ProcessorRegistry
+from framebroker.runtime.metrics import Metrics
 from framebroker.sessions import FrameIn, FrameOut, SessionInfo, SessionSummary
 
-__all__ = ["FakeFeed", "FakeSessions"]
+__all__ = ["FakeFeed", "FakeSessions", "inline"]
+
+T = TypeVar("T")
 
 
 class FakeFeed:
@@ -73,8 +76,10 @@ class FakeSessions:
         *,
         default_pipeline: Sequence[ProcessorSpec] = ("bytetrack",),
         policy: SessionPolicy | None = None,
+        warm_up: Sequence[str] = (),
     ) -> None:
         self.registry = registry
+        self.warm_up = list(warm_up)
         self.default = list(default_pipeline)
         self.manager = SessionManager(
             lambda specs: registry.pipeline(list(specs) if specs is not None else self.default),
@@ -83,6 +88,26 @@ class FakeSessions:
         self.bus = Bus()
         self.ended: dict[str, SessionSummary] = {}
         self.submitted = 0
+        # What a server process needs of its host besides the interface (see SessionHost).
+        self.metrics = Metrics()
+        self.closing = False
+        self.stuck_threads = 0
+
+    @property
+    def session_count(self) -> int:
+        return len(self.manager)
+
+    async def start(self) -> None:
+        # As the broker does: no first frame should wait for a kernel to compile.
+        await self.run_blocking(self.registry.warm_up, self.warm_up)
+
+    async def stop(self) -> None:
+        self.closing = True
+        for sid in self.manager.ids():
+            await self.end(sid, reason="server_stopped")
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
 
     def _info(self, session_id: str) -> SessionInfo:
         session = self.manager.get(session_id)
@@ -139,7 +164,11 @@ class FakeSessions:
     async def submit(self, session_id: str, frame: FrameIn) -> FrameOut:
         session = self.manager.get(session_id)
         if not frame.control:
-            session.admit(frame.received_at)
+            try:
+                session.admit(frame.received_at)
+            except FrameRateExceeded:
+                self.metrics.frames_dropped(session.transport, reason="rate_limited")
+                raise
         session.touch()
         core = Frame(
             source=frame.image,
@@ -156,7 +185,8 @@ class FakeSessions:
         session = self.manager.get(session_id)
         try:
             session.admit(frame.received_at)
-        except Exception:
+        except FrameRateExceeded:
+            self.metrics.frames_dropped(session.transport, reason="rate_limited")
             return False
         core = Frame(source=frame.image, meta=frame.meta, received_at=frame.received_at)
         result = session.process(core)

@@ -63,12 +63,12 @@ def test_a_config_file_sets_the_models_and_ice_servers(tmp_path: Path) -> None:
     config = tmp_path / "f.toml"
     config.write_text(
         '[webrtc]\nmodels = ["a:B", {name = "c:D", every = 2}]\n'
-        'ice_servers = [{urls = "stun:stun.example.org"}]\nframe_timeout_s = 1.5\n'
+        'ice_servers = [{urls = "stun:stun.example.org"}]\nend_timeout_s = 1.5\n'
     )
     s = load_settings(config)
     assert s.webrtc.models == ["a:B", {"name": "c:D", "every": 2}]
     assert s.webrtc.ice_servers == [{"urls": "stun:stun.example.org"}]
-    assert s.webrtc.frame_timeout_s == 1.5
+    assert s.webrtc.end_timeout_s == 1.5
 
 
 @pytest.mark.parametrize(

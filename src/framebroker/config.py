@@ -88,7 +88,8 @@ class Limits(BaseModel):
         gt=0,
         description="longest one processor call (setup included) may take on a frame; past "
         "it the frame's client gets 504 and the session refuses frames until the call returns "
-        "or the session is ended (WebRTC models use webrtc.frame_timeout_s)",
+        "or the session is ended; a WebRTC model that overruns it is reported and gets the "
+        "newest frame once it returns",
     )
     bus_queue: int = Field(64, ge=1, description="messages kept per slow subscriber")
     max_form_parts: int = Field(16, ge=1, description="parts of one multipart/form-data body")
@@ -499,7 +500,6 @@ class WebRTCSettings(BaseModel):
         description='ICE servers for the server and for clients that ask ({"urls": ..., '
         '"username": ..., "credential": ...}); default none: host candidates only',
     )
-    frame_timeout_s: float = Field(5.0, gt=0, description="longest one model may take on a frame")
     max_model_failures: int = Field(
         3, ge=0, description="failures in a row (errors, timeouts) that disable a model; 0: never"
     )
@@ -533,6 +533,16 @@ class WebRTCSettings(BaseModel):
             if unknown:
                 raise ValueError(f"ice_servers[{i}]: unknown keys {unknown}")
         return servers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_time_limit(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "frame_timeout_s" in data:
+            raise ValueError(
+                "webrtc.frame_timeout_s is gone: every processor, WebRTC models included, "
+                "now has limits.processor_timeout_s on a frame"
+            )
+        return data
 
     @model_validator(mode="after")
     def _named_models(self) -> WebRTCSettings:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
@@ -79,11 +80,14 @@ class ProcessorRegistry:
         self._factories[name] = factory
 
     def warm_up(self, names: Iterable[str]) -> None:
-        """Run ``warm_up`` of the named processors (those that are classes)."""
+        """Run ``warm_up`` of the named processors (those that are classes), given those of
+        the defaults for them that it names as parameters (a detector's runtime, say)."""
         for name in names:
             factory = self.resolve(name)
             if isinstance(factory, type) and issubclass(factory, Processor):
-                factory.warm_up()
+                wanted = inspect.signature(factory.warm_up).parameters
+                given = {k: v for k, v in self._defaults.get(name, {}).items() if k in wanted}
+                factory.warm_up(**given)
 
     def _scan_entry_points(self) -> None:
         if self._scanned:

@@ -9,15 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from framebroker.config import load_settings
 from framebroker.detectors import runtime
+from framebroker.detectors.nanodet import load_bundled
 from framebroker.detectors.runtime import (
     MAX_CACHED_MODELS,
+    InferenceRuntime,
     concurrent_runs,
     configure,
     intra_op_threads,
     load_model,
     session_options,
 )
+from framebroker.processors.detect import PersonDetector
+from framebroker.server.app import build_registry
 
 from .synthetic import fixed_output_model
 
@@ -120,3 +125,21 @@ def test_a_run_that_cannot_get_a_slot_times_out(tmp_path: Path) -> None:
     finally:
         for _ in range(held):
             slots.release()
+
+
+def test_each_runtime_has_its_own_models_and_threads(tmp_path: Path) -> None:
+    path = fixed_output_model(tmp_path / "m.onnx", np.ones((1, 6, 8), np.float32))
+    mine, theirs = InferenceRuntime(2), InferenceRuntime()
+    assert (mine.intra_op_threads(16), theirs.intra_op_threads(16)) == (2, 1)
+    assert mine.load_model("k", path) is not theirs.load_model("k", path)
+    assert mine.load_model("k", path) is mine.load_model("k", path)
+    assert intra_op_threads(16) == 1  # the library's default runtime was never touched
+
+
+def test_a_server_gives_its_detectors_a_runtime_of_its_own(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, inference_threads=2)
+    registry = build_registry(settings)
+    detector = registry.build("detect")
+    assert isinstance(detector, PersonDetector)
+    assert detector.detector.model is not load_bundled()  # not the library's session
+    assert intra_op_threads(16) == 1  # building the server configured no module state

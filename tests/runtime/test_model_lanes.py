@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +18,10 @@ from framebroker.errors import SessionNotFound
 from framebroker.media.av_frame import VideoFrameImage
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
+from framebroker.runtime.metrics import Metrics
 from framebroker.runtime.model_lanes import LaneLimits, LaneSessionStats, ModelLanes, Prediction
+from framebroker.runtime.watchdog import Watchdog
+from framebroker.runtime.workers import WorkerPool
 from framebroker.sessions import FrameIn
 from framebroker.storage import open_store
 
@@ -111,11 +113,16 @@ class Pixels(Processor):
 
 
 @pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lanes-test")
+def executor() -> Iterator[WorkerPool]:
+    pool = WorkerPool(max_workers=4, thread_name_prefix="lanes-test")
     yield pool
     Hang.release.set()
     pool.shutdown(wait=True)
+
+
+def watchdog(pool: WorkerPool, timeout_s: float = 5.0, metrics: Metrics | None = None) -> Watchdog:
+    """The broker's one watchdog, over ``pool``, with a time limit per call."""
+    return Watchdog(pool, timeout_s, metrics or Metrics())
 
 
 @pytest.fixture(autouse=True)
@@ -127,12 +134,13 @@ def _hang_blocks() -> Iterator[None]:
 
 def lanes_for(
     processors: list[Processor],
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
     limits: LaneLimits | None = None,
+    timeout_s: float = 5.0,
 ) -> tuple[ModelLanes, list[Prediction]]:
-    session = Session("s1", Pipeline(processors), backpressure=Backpressure.LATEST)
+    session = Session("s1", Pipeline(processors), backpressure=Backpressure.NEWEST)
     seen: list[Prediction] = []
-    lanes = ModelLanes(session, executor, limits, on_prediction=seen.append)
+    lanes = ModelLanes(session, watchdog(executor, timeout_s), limits, on_prediction=seen.append)
     lanes.start()
     return lanes, seen
 
@@ -144,7 +152,7 @@ async def feed(lanes: ModelLanes, n: int, fps: float = 100.0) -> None:
 
 
 async def test_a_slow_model_stalls_neither_the_track_nor_a_fast_model(
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
 ) -> None:
     fast, slow = Fast(), Slow(0.1)
     lanes, seen = lanes_for([fast, slow], executor)
@@ -177,7 +185,7 @@ async def test_a_slow_model_stalls_neither_the_track_nor_a_fast_model(
 
 
 async def test_outputs_merge_in_pipeline_order_later_keys_win(
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
 ) -> None:
     lanes, seen = lanes_for([Fast(), Quiet(), Slow(0.01)], executor)
     for _ in range(6):
@@ -197,7 +205,7 @@ async def test_outputs_merge_in_pipeline_order_later_keys_win(
 
 
 async def test_a_model_that_raises_is_reported_and_disabled_after_repeated_failures(
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
 ) -> None:
     fast, boom = Fast(), Boom()
     lanes, seen = lanes_for([fast, boom], executor, LaneLimits(max_failures=3))
@@ -221,7 +229,7 @@ async def test_a_model_that_raises_is_reported_and_disabled_after_repeated_failu
     assert lanes.stats.frame_errors == 3
 
 
-async def test_a_success_resets_the_failure_count(executor: ThreadPoolExecutor) -> None:
+async def test_a_success_resets_the_failure_count(executor: WorkerPool) -> None:
     class Flaky(Processor):
         name: ClassVar[str] = "flaky"
 
@@ -240,10 +248,10 @@ async def test_a_success_resets_the_failure_count(executor: ThreadPoolExecutor) 
 
 
 async def test_a_model_that_hangs_is_timed_out_and_the_others_go_on(
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
 ) -> None:
     fast, hang = Fast(), Hang()
-    lanes, seen = lanes_for([hang, fast], executor, LaneLimits(frame_timeout_s=0.2, max_failures=2))
+    lanes, seen = lanes_for([hang, fast], executor, LaneLimits(max_failures=2), timeout_s=0.2)
     lanes.offer(Frame())
     await asyncio.sleep(0.4)
     timeouts = [p for p in seen if p.error is not None]
@@ -267,10 +275,8 @@ async def test_a_model_that_hangs_is_timed_out_and_the_others_go_on(
     assert answers == [{"hang": 10}]
 
 
-async def test_a_hung_model_is_disabled_after_max_failures(executor: ThreadPoolExecutor) -> None:
-    lanes, seen = lanes_for(
-        [Hang(), Fast()], executor, LaneLimits(frame_timeout_s=0.1, max_failures=1)
-    )
+async def test_a_hung_model_is_disabled_after_max_failures(executor: WorkerPool) -> None:
+    lanes, seen = lanes_for([Hang(), Fast()], executor, LaneLimits(max_failures=1), timeout_s=0.1)
     lanes.offer(Frame())
     await asyncio.sleep(0.3)
     await feed(lanes, 3)
@@ -286,9 +292,9 @@ async def test_waiting_for_a_free_worker_does_not_count_against_the_timeout() ->
     class Slow2(Slow):
         name: ClassVar[str] = "slow2"
 
-    pool = ThreadPoolExecutor(max_workers=1)
+    pool = WorkerPool(max_workers=1)
     try:
-        lanes, seen = lanes_for([Slow(0.15), Slow2(0.15)], pool, LaneLimits(frame_timeout_s=0.25))
+        lanes, seen = lanes_for([Slow(0.15), Slow2(0.15)], pool, timeout_s=0.25)
         lanes.offer(Frame())  # one of the two waits 0.15 s for the only worker
         assert await lanes.wait_idle(5)
         await lanes.stop()
@@ -297,7 +303,7 @@ async def test_waiting_for_a_free_worker_does_not_count_against_the_timeout() ->
     assert [p.error for p in seen] == [None, None]
 
 
-async def test_pixels_are_converted_once_for_all_models(executor: ThreadPoolExecutor) -> None:
+async def test_pixels_are_converted_once_for_all_models(executor: WorkerPool) -> None:
     class Pixels2(Pixels):
         name: ClassVar[str] = "pixels2"
 
@@ -311,7 +317,7 @@ async def test_pixels_are_converted_once_for_all_models(executor: ThreadPoolExec
     assert lanes.needs_image
 
 
-async def test_frames_no_model_reads_are_never_converted(executor: ThreadPoolExecutor) -> None:
+async def test_frames_no_model_reads_are_never_converted(executor: WorkerPool) -> None:
     lanes, _ = lanes_for([Fast()], executor)
     image = VideoFrameImage(av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), "bgr24"))
     lanes.offer(Frame(source=image))
@@ -321,9 +327,9 @@ async def test_frames_no_model_reads_are_never_converted(executor: ThreadPoolExe
     assert not lanes.needs_image
 
 
-async def test_offer_before_start_or_after_stop_raises(executor: ThreadPoolExecutor) -> None:
+async def test_offer_before_start_or_after_stop_raises(executor: WorkerPool) -> None:
     session = Session("s", Pipeline([Fast()]))
-    lanes = ModelLanes(session, executor)
+    lanes = ModelLanes(session, watchdog(executor))
     with pytest.raises(RuntimeError, match="not running"):
         lanes.offer(Frame())
     lanes.start()
@@ -337,7 +343,6 @@ async def test_offer_before_start_or_after_stop_raises(executor: ThreadPoolExecu
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"frame_timeout_s": 0}, "frame_timeout_s"),
         ({"end_timeout_s": float("inf")}, "end_timeout_s"),
         ({"max_failures": -1}, "max_failures"),
         ({"max_failures": True}, "max_failures"),
@@ -351,14 +356,19 @@ def test_limits_are_checked(kwargs: dict[str, Any], message: str) -> None:
 # -- ending through the broker -----------------------------------------------------------
 
 
-def lanes_broker(tmp_path: Path, limits: LaneLimits) -> Broker:
+def lanes_broker(tmp_path: Path, limits: LaneLimits, processor_timeout_s: float = 10.0) -> Broker:
     reg = ProcessorRegistry()
     for cls in (Fast, Slow, Boom, Hang, Quiet):
         reg.register(cls.name, cls)
     return Broker(
         reg,
         store=open_store(f"sqlite:///{tmp_path / 'lanes.sqlite3'}"),
-        config=BrokerConfig(max_workers=4, default_pipeline=("fast",), lanes=limits),
+        config=BrokerConfig(
+            max_workers=4,
+            default_pipeline=("fast",),
+            lanes=limits,
+            processor_timeout_s=processor_timeout_s,
+        ),
     )
 
 
@@ -404,7 +414,7 @@ async def test_finish_runs_every_end_merges_in_order_and_persists(tmp_path: Path
 
 
 async def test_a_model_still_hung_at_the_end_does_not_get_its_end_called(tmp_path: Path) -> None:
-    broker = lanes_broker(tmp_path, LaneLimits(frame_timeout_s=0.1, end_timeout_s=0.2))
+    broker = lanes_broker(tmp_path, LaneLimits(end_timeout_s=0.2), processor_timeout_s=0.1)
     await broker.start()
     try:
         info = await broker.create(
@@ -452,14 +462,14 @@ async def test_predictions_are_published_as_plain_data(tmp_path: Path) -> None:
 
 
 async def test_frames_and_model_times_are_counted_in_metrics(
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
 ) -> None:
     from framebroker.runtime.metrics import Metrics
 
     metrics = Metrics()
     session = Session("s1", Pipeline([Fast(), Slow(0.05)]), transport="webrtc",
                       backpressure=Backpressure.LATEST)  # fmt: skip
-    lanes = ModelLanes(session, executor, metrics=metrics)
+    lanes = ModelLanes(session, watchdog(executor, metrics=metrics), metrics=metrics)
     lanes.start()
     await feed(lanes, 20)
     assert await lanes.wait_idle(5)
@@ -485,14 +495,14 @@ async def test_frames_and_model_times_are_counted_in_metrics(
 
 
 async def test_frames_over_the_sessions_rate_reach_no_model_and_are_counted(
-    executor: ThreadPoolExecutor,
+    executor: WorkerPool,
 ) -> None:
     from framebroker.runtime.metrics import Metrics
 
     metrics = Metrics()
     session = Session("s1", Pipeline([Fast()]), transport="webrtc",
                       backpressure=Backpressure.LATEST, client="10.0.0.1", max_fps=5)  # fmt: skip
-    lanes = ModelLanes(session, executor, metrics=metrics)
+    lanes = ModelLanes(session, watchdog(executor, metrics=metrics), metrics=metrics)
     lanes.start()
     start = time.time()
     offered = [lanes.offer(Frame(received_at=start + i / 50)) for i in range(20)]  # 50 fps

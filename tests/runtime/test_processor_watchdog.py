@@ -70,7 +70,7 @@ async def make_broker(**config: Any) -> Broker:
         "max_workers": 1,  # one stuck call would stop every session without a replacement
         "processor_timeout_s": LIMIT_S,
         "default_pipeline": ("hang", "tally"),
-        "lanes": LaneLimits(frame_timeout_s=LIMIT_S, end_timeout_s=0.2),
+        "lanes": LaneLimits(end_timeout_s=0.2),
         **config,
     }
     broker = Broker(registry(), config=BrokerConfig(**settings))

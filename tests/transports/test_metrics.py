@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from framebroker.server import Services
 
@@ -22,6 +23,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 BOXES = {"boxes": [[20, 23, 12, 24, 89, 0], [12, 34, 45, 56, 78, 1]]}
 
 
+@pytest.mark.broker_only  # the broker's own counters of frames and processor times
 async def test_frames_sessions_processors_and_errors_are_counted(
     client: httpx.AsyncClient, services: Services
 ) -> None:

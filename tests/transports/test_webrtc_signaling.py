@@ -18,8 +18,9 @@ import websockets
 
 from framebroker.config import Settings, load_settings
 from framebroker.core import Frame, ProcessContext, Processor
-from framebroker.runtime.broker import Broker
+from framebroker.errors import SessionNotFound
 from framebroker.server import Services, build_app, build_compat_app
+from framebroker.sessions import Sessions
 
 from ..in_process import free_port, serving
 from .webrtc_client import (
@@ -101,14 +102,14 @@ async def listening(app: Any) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
 
 
-def settings_with(tmp_path: Path, **webrtc: Any) -> Settings:
+def settings_with(tmp_path: Path, limits: dict[str, Any] | None = None, **webrtc: Any) -> Settings:
     options: dict[str, Any] = {
         "models": ["colour", "later"],
         "connect_timeout_s": 5.0,
         "media_timeout_s": 3.0,
         **webrtc,
     }
-    return load_settings(data_dir=tmp_path, webrtc=options)
+    return load_settings(data_dir=tmp_path, webrtc=options, limits=limits)
 
 
 @pytest.fixture(autouse=True)
@@ -145,16 +146,19 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[Services, str]]:
         yield services, f"ws://{hosts[0]}/webrtc/ws"
 
 
-async def stored(broker: Broker, session_id: str) -> dict[str, Any]:
-    assert broker.store is not None
+async def stored(sessions: Sessions, session_id: str) -> dict[str, Any]:
+    """The ended session's record, read back through the interface (from the store, on the
+    broker's side of it)."""
     for _ in range(100):
-        record = await broker.run_blocking(broker.store.get_session, session_id)
-        if record is not None and record.get("state") == "ended":
-            return dict(record)
+        with contextlib.suppress(SessionNotFound):
+            info = await sessions.info(session_id)
+            if info.state == "ended":
+                return {"state": info.state, "summary": info.summary}
         await asyncio.sleep(0.05)
     raise AssertionError(f"session {session_id} was not stored as ended")
 
 
+@pytest.mark.broker_only  # per-model counters come from the broker's lanes
 async def test_predictions_over_the_socket_and_the_data_channel_then_the_final_result(
     live: tuple[Services, str],
 ) -> None:
@@ -366,13 +370,14 @@ async def test_closing_the_socket_ends_the_session_and_persists_it(
     assert record["summary"]["results"]["later_end"] is True
 
 
+@pytest.mark.broker_only  # timeouts and lanes are the broker's
 async def test_a_model_that_raises_or_hangs_is_reported_and_the_others_go_on(
     tmp_path: Path,
 ) -> None:
     settings = settings_with(
         tmp_path,
         models=["colour", "boom", "hang", "later"],
-        frame_timeout_s=0.3,
+        limits={"processor_timeout_s": 0.3},
         max_model_failures=2,
     )
     async with server(settings) as (_, hosts):

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 
+from framebroker.config import load_settings
 from framebroker.core.manager import SESSION_ID_RE
 from framebroker.errors import CapacityExceeded, InvalidInput, SessionConflict, SessionNotFound
+from framebroker.video_analysis.service import signing_key
 from framebroker.video_analysis.session_ids import SessionIds
 
 KEY = b"k" * 32
@@ -92,3 +97,23 @@ def test_construction_is_checked() -> None:
         SessionIds(b"short")
     with pytest.raises(ValueError, match="positive"):
         SessionIds(KEY, ttl_s=0)
+
+
+def test_processes_on_one_data_directory_share_the_signing_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "data" / "secret.key"
+    settings = load_settings(data_dir=tmp_path).analysis
+    first = signing_key(settings, key_file)
+    assert len(first) == 32
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert signing_key(settings, key_file) == first  # a second worker, or a restart
+    handed_out = SessionIds(first).issue()
+    assert SessionIds(signing_key(settings, key_file)).claim(handed_out) == handed_out
+    key_file.write_bytes(b"short")
+    with pytest.raises(ValueError, match="expected a 32-byte key"):
+        signing_key(settings, key_file)
+
+
+def test_a_configured_secret_key_wins_over_the_key_file(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, analysis={"secret_key": "k" * 32}).analysis
+    assert signing_key(settings, tmp_path / "secret.key") == b"k" * 32
+    assert not (tmp_path / "secret.key").exists()

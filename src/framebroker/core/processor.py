@@ -185,6 +185,8 @@ class Processor(ABC):
         """Called once per server process before it serves, in a worker thread.
 
         Compile kernels or load model files here, so the first session does not wait for it.
+        A subclass may take keyword parameters: those of the server's defaults for it (see
+        :class:`~framebroker.plugins.ProcessorRegistry`) that it names are passed.
         """
 
     def setup(self, ctx: ProcessContext) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .boxes import DetectorOutput, Image, empty_output, fit_input_size, letterbox, select
-from .runtime import SharedModel, load_model
+from .runtime import InferenceRuntime, SharedModel, default_runtime
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -74,8 +74,8 @@ COCO_CLASSES: tuple[str, ...] = tuple(bundled_manifest()["classes"])
 conversion script wrote, so the list exists in one place."""
 
 
-def load_bundled() -> SharedModel:
-    """The process-wide session of the bundled NanoDet-g.
+def load_bundled(runtime: InferenceRuntime | None = None) -> SharedModel:
+    """The session of the bundled NanoDet-g in ``runtime`` (default: the library's).
 
     Raises ``ValueError`` if the model file is missing from the installed package.
     """
@@ -87,7 +87,8 @@ def load_bundled() -> SharedModel:
         )
     # A plain install has the file on disk; only a zipped one needs reading into memory.
     source = resource if isinstance(resource, Path) else resource.read_bytes()
-    return load_model(f"bundled:{BUNDLED_MODEL}", source, name=BUNDLED_MODEL)
+    loader = runtime if runtime is not None else default_runtime()
+    return loader.load_model(f"bundled:{BUNDLED_MODEL}", source, name=BUNDLED_MODEL)
 
 
 @functools.lru_cache(maxsize=16)

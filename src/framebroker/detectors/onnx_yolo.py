@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .boxes import DetectorOutput, Image, empty_output, letterbox, select
-from .runtime import SharedModel, load_model
+from .runtime import InferenceRuntime, SharedModel, default_runtime
 
 __all__ = ["FORMATS", "Format", "OnnxYolo", "yolox_grid"]
 
@@ -79,6 +79,7 @@ class OnnxYolo:
         classes: tuple[int, ...] = (0,),
         max_detections: int = 100,
         input_size: int = 640,
+        runtime: InferenceRuntime | None = None,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -98,7 +99,8 @@ class OnnxYolo:
         self.path = resolved
         # The key changes when the file is replaced, so a new model is loaded, not the old.
         key = f"file:{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
-        self.model: SharedModel = load_model(key, resolved, name=str(path))
+        loader = runtime if runtime is not None else default_runtime()
+        self.model: SharedModel = loader.load_model(key, resolved, name=str(path))
         self.height, self.width = self._input_size(input_size)
 
         grey = np.full((self.height, self.width, 3), PAD_VALUE, np.uint8)

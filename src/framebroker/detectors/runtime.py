@@ -6,8 +6,8 @@ onnxruntime allows concurrent ``run`` calls on one session; :class:`SharedModel`
 runs in at once as there are cores for them (cores // threads per run) and the others wait
 their turn instead of thrashing the same cores.
 
-Threads per run are one by default (:func:`configure` sets another number), without
-spinning. On two cores, two single-threaded NanoDet runs side by side handle about 40% more
+Threads per run are one by default (:meth:`InferenceRuntime.configure` sets another number),
+without spinning. On two cores, two single-threaded NanoDet runs side by side handle about 40% more
 frames per second than one run on two threads (48 against 34, ``benchmarks/bench_people.py``
 prints both): each operator of a small network is too short for two threads to share well,
 and a two-thread run stalls whenever the other work of the server takes one of its cores. A
@@ -34,10 +34,12 @@ from numpy.typing import NDArray
 __all__ = [
     "MAX_CACHED_MODELS",
     "RUN_TIMEOUT_S",
+    "InferenceRuntime",
     "SharedModel",
     "clear_cache",
     "concurrent_runs",
     "configure",
+    "default_runtime",
     "intra_op_threads",
     "load_model",
     "session_options",
@@ -50,36 +52,10 @@ RUN_TIMEOUT_S = 60.0
 """How long a run waits for its turn before raising ``TimeoutError``."""
 
 
-_threads_per_run = [1]  # a cell, set by configure()
-
-
-def configure(threads_per_run: int) -> None:
-    """Threads each inference run uses from now on (sessions loaded before are dropped from
-    the cache). Raises ``ValueError`` below 1."""
-    ok = isinstance(threads_per_run, int) and not isinstance(threads_per_run, bool)
-    if not ok or threads_per_run < 1:
-        raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run!r}")
-    with _lock:
-        _threads_per_run[0] = threads_per_run
-        _cache.clear()
-
-
-def intra_op_threads(cpu_count: int | None = None) -> int:
-    """Threads for one run: as configured (one by default), never more than the cores."""
-    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    return max(1, min(_threads_per_run[0], cpus))
-
-
-def concurrent_runs(cpu_count: int | None = None) -> int:
-    """How many runs of one model may go at once: a core for each of their threads."""
-    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    return max(1, cpus // intra_op_threads(cpus))
-
-
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int) -> ort.SessionOptions:
     """Options for every detector session: few threads, no spinning, sequential execution."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads if threads is not None else intra_op_threads()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -126,38 +102,102 @@ class SharedModel:
         return f"SharedModel({self.name!r})"
 
 
-_lock = threading.Lock()
-_cache: OrderedDict[str, SharedModel] = OrderedDict()
+class InferenceRuntime:
+    """The models one process has loaded, and how many threads each run of them gets.
+
+    The server makes one per process (:class:`~framebroker.server.Services`) and hands it to
+    its detectors; code that makes a detector without one (a notebook, a script) shares
+    :func:`default_runtime`. Safe to use from any thread. Raises ``ValueError`` for
+    ``threads_per_run`` below 1.
+    """
+
+    def __init__(self, threads_per_run: int = 1) -> None:
+        self._threads_per_run = 1
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, SharedModel] = OrderedDict()
+        self.configure(threads_per_run)
+
+    def configure(self, threads_per_run: int) -> None:
+        """Threads each inference run uses from now on (sessions loaded before are dropped
+        from the cache). Raises ``ValueError`` below 1."""
+        ok = isinstance(threads_per_run, int) and not isinstance(threads_per_run, bool)
+        if not ok or threads_per_run < 1:
+            raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run!r}")
+        with self._lock:
+            self._threads_per_run = threads_per_run
+            self._cache.clear()
+
+    def intra_op_threads(self, cpu_count: int | None = None) -> int:
+        """Threads for one run: as configured (one by default), never more than the cores."""
+        cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+        return max(1, min(self._threads_per_run, cpus))
+
+    def concurrent_runs(self, cpu_count: int | None = None) -> int:
+        """How many runs of one model may go at once: a core for each of their threads."""
+        cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+        return max(1, cpus // self.intra_op_threads(cpus))
+
+    def load_model(self, key: str, source: Path | bytes, *, name: str | None = None) -> SharedModel:
+        """The session for ``key``, created from ``source`` (a path or model bytes).
+
+        Raises ``ValueError`` naming the model when onnxruntime cannot load it. Loading
+        happens under a lock, so two sessions starting together load a model once.
+        """
+        with self._lock:
+            model = self._cache.get(key)
+            if model is not None:
+                self._cache.move_to_end(key)
+                return model
+            label = name or key
+            try:
+                session = ort.InferenceSession(
+                    str(source) if isinstance(source, Path) else source,
+                    sess_options=session_options(self.intra_op_threads()),
+                    providers=["CPUExecutionProvider"],
+                )
+            except Exception as exc:  # onnxruntime raises its own, undocumented exceptions
+                raise ValueError(f"{label}: onnxruntime cannot load this model: {exc}") from exc
+            model = SharedModel(label, session, self.concurrent_runs())
+            self._cache[key] = model
+            while len(self._cache) > MAX_CACHED_MODELS:
+                self._cache.popitem(last=False)
+            return model
+
+    def clear(self) -> None:
+        """Forget every cached session (tests; a server reloading models)."""
+        with self._lock:
+            self._cache.clear()
+
+
+_default: list[InferenceRuntime] = []
+_default_lock = threading.Lock()
+
+
+def default_runtime() -> InferenceRuntime:
+    """The runtime of detectors made without one (library use; the server makes its own)."""
+    with _default_lock:
+        if not _default:
+            _default.append(InferenceRuntime())
+        return _default[0]
+
+
+def configure(threads_per_run: int) -> None:
+    """:meth:`InferenceRuntime.configure` of :func:`default_runtime`."""
+    default_runtime().configure(threads_per_run)
+
+
+def intra_op_threads(cpu_count: int | None = None) -> int:
+    return default_runtime().intra_op_threads(cpu_count)
+
+
+def concurrent_runs(cpu_count: int | None = None) -> int:
+    return default_runtime().concurrent_runs(cpu_count)
 
 
 def load_model(key: str, source: Path | bytes, *, name: str | None = None) -> SharedModel:
-    """The process-wide session for ``key``, created from ``source`` (a path or model bytes).
-
-    Raises ``ValueError`` naming the model when onnxruntime cannot load it. Loading happens
-    under a lock, so two sessions starting together load a model once.
-    """
-    with _lock:
-        model = _cache.get(key)
-        if model is not None:
-            _cache.move_to_end(key)
-            return model
-        label = name or key
-        try:
-            session = ort.InferenceSession(
-                str(source) if isinstance(source, Path) else source,
-                sess_options=session_options(),
-                providers=["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # onnxruntime raises its own, undocumented exception types
-            raise ValueError(f"{label}: onnxruntime cannot load this model: {exc}") from exc
-        model = SharedModel(label, session, concurrent_runs())
-        _cache[key] = model
-        while len(_cache) > MAX_CACHED_MODELS:
-            _cache.popitem(last=False)
-        return model
+    """:meth:`InferenceRuntime.load_model` of :func:`default_runtime`."""
+    return default_runtime().load_model(key, source, name=name)
 
 
 def clear_cache() -> None:
-    """Forget every cached session (tests; a server reloading models)."""
-    with _lock:
-        _cache.clear()
+    default_runtime().clear()

@@ -20,6 +20,7 @@ from ..detectors.boxes import DetectorOutput
 from ..detectors.nanodet import BUNDLED_MODEL, DEFAULT_SCORE_THRESH, NanoDet, load_bundled
 from ..detectors.nanodet import INPUT_SIZE as NANODET_INPUT_SIZE
 from ..detectors.onnx_yolo import FORMATS, Format, OnnxYolo
+from ..detectors.runtime import InferenceRuntime
 
 __all__ = ["DEFAULT_SCORE_THRESH", "PersonDetector"]
 
@@ -56,6 +57,8 @@ class PersonDetector(Processor):
     - ``classes``: class ids kept, COCO order for the bundled model (0 is person);
     - ``nms_iou``: overlap above which the weaker of two boxes of one class is dropped;
     - ``max_detections``: at most this many boxes a frame, best first;
+    - ``runtime``: the :class:`~framebroker.detectors.runtime.InferenceRuntime` that loads
+      and runs the model (the server's, per process; default: the library's);
     - ``input_size``: a multiple of 32. For the bundled model the longer side of the network
       input (default 416, its training size; 352 is about a quarter faster and misses more
       small or half-hidden people); for a file with a dynamic input its square size (default
@@ -67,7 +70,7 @@ class PersonDetector(Processor):
 
     name = "detect"
     reentrant = True  # the model session is shared and thread-safe; nothing is kept per frame
-    config_only = frozenset({"model", "format"})  # a request must not make us open files
+    config_only = frozenset({"model", "format", "runtime"})  # a request must not open files
     needs_image = True
 
     def __init__(
@@ -79,6 +82,7 @@ class PersonDetector(Processor):
         nms_iou: float = 0.5,
         max_detections: int = 100,
         input_size: int | None = None,
+        runtime: InferenceRuntime | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be {BUNDLED_MODEL!r} or an ONNX file path, got {model!r}")
@@ -92,6 +96,7 @@ class PersonDetector(Processor):
                     f"format={fmt!r} applies to ONNX files; {BUNDLED_MODEL} has its own"
                 )
             self.detector = NanoDet(
+                load_bundled(runtime),
                 score_thresh=score_thresh,
                 nms_iou=nms_iou,
                 classes=ids,
@@ -112,14 +117,14 @@ class PersonDetector(Processor):
                 classes=ids,
                 max_detections=max_detections,
                 input_size=640 if input_size is None else input_size,
+                runtime=runtime,
             )
 
     @classmethod
-    def warm_up(cls) -> None:
+    def warm_up(cls, runtime: InferenceRuntime | None = None) -> None:
         # Loads the bundled model and runs it once at the most common input size, so the first
         # session pays neither the load nor onnxruntime's first-run allocations.
-        load_bundled()
-        NanoDet().detect(np.zeros((480, 640, 3), np.uint8))
+        NanoDet(load_bundled(runtime)).detect(np.zeros((480, 640, 3), np.uint8))
 
     def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
         found = self.detector.detect(frame.image)

@@ -222,7 +222,7 @@ class Broker:
         if session.backpressure is Backpressure.NEWEST:
             lane.models = ModelLanes(
                 session,
-                self.executor,
+                self._watchdog,
                 self.config.lanes,
                 on_prediction=functools.partial(self._predicted, session.id),
                 metrics=self.metrics,

@@ -115,8 +115,7 @@ class Metrics:
         )
         self.processor_timeouts = Counter(
             "framebroker_processor_timeouts",
-            "Calls of a processor that ran past its time limit (limits.processor_timeout_s; "
-            "webrtc.frame_timeout_s for WebRTC models)",
+            "Calls of a processor that ran past its time limit (limits.processor_timeout_s)",
             ["processor"],
             registry=self.registry,
         )

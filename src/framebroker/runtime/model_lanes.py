@@ -9,10 +9,12 @@ pool. A model that takes a second per frame thus processes about one frame a sec
 fast model beside it processes all of them, and the track is never waited on.
 
 Faults stay inside their lane. A model that raises gets the error reported with its frame and
-goes on with the next one. A model that runs longer than ``frame_timeout_s`` on one frame is
-reported as timed out (and counted in ``framebroker_processor_timeouts_total``); its late
-answer is discarded, and it is given no new frame until the call returns (a processor is never
-called concurrently, and a worker thread cannot be interrupted). Meanwhile a
+goes on with the next one. Calls run under the broker's one
+:class:`~framebroker.runtime.watchdog.Watchdog`, with the one processor time limit
+(``limits.processor_timeout_s``): a model that runs past it on one frame is reported as timed
+out (and counted in ``framebroker_processor_timeouts_total``); its late answer is discarded,
+and it is given no new frame until the call returns (a processor is never called
+concurrently, and a worker thread cannot be interrupted). Meanwhile the
 :class:`~framebroker.runtime.workers.WorkerPool` runs another thread in place of the stuck one.
 After ``max_failures`` failures in a row (errors or timeouts) the model is disabled for the
 rest of the session, which is reported too.
@@ -32,21 +34,19 @@ switch only itself, not the other models (they run in other lanes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.frame import Frame
-from ..core.pipeline import FrameResult, Pipeline
+from ..core.pipeline import FrameResult, Pipeline, ProcessorCall
 from ..core.processor import ProcessContext, Processor
 from ..core.session import Session, SessionStats
 from ..errors import FrameRateExceeded
-from .workers import WorkerPool
+from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -65,21 +65,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class LaneLimits:
-    """Bounds on one session's model lanes.
+    """Bounds on one session's model lanes (how long one call may take is the watchdog's).
 
-    ``frame_timeout_s``: longest a model may run on one frame, counted from when a worker
-    thread starts it (time spent waiting for a free worker is not the model's fault).
     ``max_failures``: failures in a row (errors or timeouts) that disable a model; 0 never
     disables. ``end_timeout_s``: how long ending waits for frames still being processed.
     Raises ``ValueError`` for a value out of range.
     """
 
-    frame_timeout_s: float = 5.0
     max_failures: int = 3
     end_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("frame_timeout_s", "end_timeout_s"):
+        for name in ("end_timeout_s",):
             value: object = getattr(self, name)
             if (
                 not isinstance(value, int | float)
@@ -225,7 +222,7 @@ class ModelLanes:
     def __init__(
         self,
         session: Session,
-        executor: Executor,
+        watchdog: Watchdog,
         limits: LaneLimits | None = None,
         *,
         on_prediction: Callable[[Prediction], None] | None = None,
@@ -233,7 +230,7 @@ class ModelLanes:
     ) -> None:
         self.session = session
         self.metrics = metrics
-        self.executor = executor
+        self.watchdog = watchdog
         self.limits = limits or LaneLimits()
         self.on_prediction = on_prediction
         old = session.stats
@@ -394,7 +391,6 @@ class ModelLanes:
             lane.slot = None
 
     async def _run_one(self, lane: _ModelLane, shared: Frame) -> None:
-        loop = asyncio.get_running_loop()
         # Each lane gets its own Frame (its own meta and results) over the shared image
         # source, so models running at the same time never write to one object.
         frame = Frame(
@@ -404,40 +400,32 @@ class ModelLanes:
             received_at=shared.received_at,
             index=shared.index,
         )
-        started: asyncio.Future[float] = loop.create_future()
+        overran = False
 
-        def call() -> FrameResult:
-            loop.call_soon_threadsafe(_resolve, started, time.monotonic())
-            return lane.pipeline.run(frame, lane.ctx)
+        def stuck(call: ProcessorCall) -> None:
+            nonlocal overran
+            overran = True
+            self._timed_out(lane, shared)
 
-        work = self.executor.submit(call)
-        fut = asyncio.wrap_future(work, loop=loop)
-        # The clock starts when a worker picks the call up, not while it queues for one.
-        either: set[asyncio.Future[Any]] = {fut, started}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if not fut.done():
-            t0 = started.result()
-            remaining = self.limits.frame_timeout_s - (time.monotonic() - t0)
-            await asyncio.wait({fut}, timeout=max(remaining, 0.0))
-        if not fut.done():
-            await self._timed_out(lane, shared, fut, work)
-            return
         try:
-            result = fut.result()
+            # The watchdog waits for the call however long it takes: the model gets no new
+            # frame until it returns; stop() bounds that wait.
+            result = await self.watchdog.call(
+                lambda: lane.pipeline.run(frame, lane.ctx),
+                lane.pipeline,
+                0,
+                on_stuck=stuck,
+                on_return=_ignore,
+            )
         except Exception as exc:  # Pipeline.run catches processors' errors; this is a bug
             log.exception("model lane %s failed outside its processor", lane.name)
             self._failed(lane, shared, {"processor": lane.name, "error": repr(exc)})
             return
-        self._record(lane, shared, result)
+        if not overran:  # else its answer is stale, and the failure was reported
+            self._record(lane, shared, result)
 
-    async def _timed_out(
-        self,
-        lane: _ModelLane,
-        frame: Frame,
-        fut: asyncio.Future[FrameResult],
-        work: Future[FrameResult],
-    ) -> None:
-        limit = self.limits.frame_timeout_s
+    def _timed_out(self, lane: _ModelLane, frame: Frame) -> None:
+        limit = self.watchdog.timeout_s
         lane.stats.timeouts += 1
         log.warning(
             "session %s: model %s has run for over %g s on frame %d; its answer will be dropped",
@@ -446,21 +434,11 @@ class ModelLanes:
             limit,
             frame.index,
         )
-        if self.metrics is not None:
-            self.metrics.processor_timed_out(lane.name)
-        pool = self.executor
-        if isinstance(pool, WorkerPool):
-            pool.lose()
-            work.add_done_callback(lambda _: pool.regain())
         self._failed(
             lane,
             frame,
             {"processor": lane.name, "error": f"timed out: no answer within {limit:g} s"},
         )
-        # The processor is still running in its worker thread: wait for it before giving it
-        # another frame. Its late answer is stale and is dropped; stop() bounds this wait.
-        with contextlib.suppress(Exception):
-            await fut
 
     def _record(self, lane: _ModelLane, frame: Frame, result: FrameResult) -> None:
         name = lane.name
@@ -562,6 +540,5 @@ def without(pipeline: Pipeline, names: Sequence[str]) -> Pipeline:
     return Pipeline(procs, disabled=pipeline.disabled)
 
 
-def _resolve(fut: asyncio.Future[float], value: float) -> None:
-    if not fut.done():
-        fut.set_result(value)
+def _ignore(call: ProcessorCall, seconds: float) -> None:
+    """A late return needs nothing more: the lane was waiting for it anyway."""

@@ -14,7 +14,7 @@ from .. import __version__
 from ..config import Settings
 from ..core.manager import SessionPolicy
 from ..core.store import Store
-from ..detectors import runtime as inference
+from ..detectors.runtime import InferenceRuntime
 from ..plugins import ProcessorRegistry, spec_name
 from ..processors.annotate import Annotator
 from ..processors.bytetrack.processor import ByteTrackProcessor
@@ -42,12 +42,18 @@ __all__ = ["build_app", "build_broker", "build_compat_app", "build_registry"]
 log = logging.getLogger(__name__)
 
 
-def build_registry(settings: Settings) -> ProcessorRegistry:
-    """Built-in processors with the server's defaults; plugins come from entry points."""
+def build_registry(
+    settings: Settings, runtime: InferenceRuntime | None = None
+) -> ProcessorRegistry:
+    """Built-in processors with the server's defaults; plugins come from entry points.
+    Detectors run in ``runtime`` (a new one, with ``inference_threads``, when not given)."""
+    if runtime is None:
+        runtime = InferenceRuntime(settings.inference_threads)
     registry = ProcessorRegistry(
         defaults={
             "bytetrack": settings.tracker.model_dump(),
             "annotate": {"quality": settings.jpeg_quality},
+            "detect": {"runtime": runtime},
         }
     )
     registry.register("bytetrack", ByteTrackProcessor)
@@ -61,9 +67,9 @@ def build_registry(settings: Settings) -> ProcessorRegistry:
 
 
 def build_broker(settings: Settings, store: Store | None = None) -> Broker:
-    """The broker of one process, over ``store`` (default: the one ``settings`` name)."""
+    """The broker of one process, over ``store`` (default: the one ``settings`` name), with
+    a detector runtime of its own."""
     limits = settings.limits
-    inference.configure(settings.inference_threads)
     return Broker(
         build_registry(settings),
         store=store if store is not None else open_store(settings.sqlalchemy_url),
@@ -83,7 +89,6 @@ def build_broker(settings: Settings, store: Store | None = None) -> Broker:
             memory_sample_every=settings.processor_memory_sample_every,
             parallel_frames=settings.parallel_frames,
             lanes=LaneLimits(
-                frame_timeout_s=settings.webrtc.frame_timeout_s,
                 max_failures=settings.webrtc.max_model_failures,
                 end_timeout_s=settings.webrtc.end_timeout_s,
             ),

@@ -11,12 +11,16 @@ compatibility port get an ASGI app over the same ``Services``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from ..config import Settings
+from ..core.store import Store
 from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
 from ..people.live import LiveFeedConfig
-from ..runtime.broker import Broker
+from ..runtime.metrics import Metrics
+from ..sessions import Sessions
 from ..storage import FaceFolder, PeopleRecords, open_store
 from ..transports.context import ServerContext
 from ..transports.people_ws import LiveHub
@@ -24,9 +28,35 @@ from ..transports.video_analysis_socketio import SocketIOTransport
 from ..transports.webrtc_signaling import WebRTCTransport
 from ..video_analysis.service import VideoAnalysis
 
-__all__ = ["Services"]
+__all__ = ["Services", "SessionHost"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class SessionHost(Sessions, Protocol):
+    """:class:`~framebroker.sessions.Sessions` plus what the process needs to host them: a
+    life cycle, its metrics and its worker pool. The broker is one; a test's in-memory fake
+    is another, and a cluster will be a third."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def session_count(self) -> int: ...
+
+    @property
+    def stuck_threads(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
 @dataclass(eq=False)
@@ -38,7 +68,7 @@ class Services:
     """
 
     settings: Settings
-    broker: Broker
+    broker: SessionHost
     ctx: ServerContext
     hub: LiveHub
     records: PeopleRecords | None
@@ -46,17 +76,20 @@ class Services:
     socketio: SocketIOTransport
     webrtc: WebRTCTransport
     feeds: list[SourceFeed] = field(default_factory=list)
+    store: Store | None = None
+    """The store, when this ``Services`` (not the broker) is the one to close it."""
     started: bool = field(default=False, init=False)
     listening: bool = field(default=True, init=False)
     """False while a server is still opening its listeners; /healthz answers 503 meanwhile."""
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
-        """Every part, once: the store, the broker over it, and what serves clients."""
+    def build(cls, settings: Settings, sessions: SessionHost | None = None) -> Services:
+        """Every part, once: the store, the broker over it (or ``sessions``), and what
+        serves clients."""
         from .app import build_broker
 
         store = open_store(settings.sqlalchemy_url)
-        broker = build_broker(settings, store)
+        broker = sessions if sessions is not None else build_broker(settings, store)
         ctx = ServerContext(sessions=broker, telemetry=broker.metrics, offload=broker.run_blocking)
         records = PeopleRecords(store)
         hub = LiveHub(
@@ -98,10 +131,16 @@ class Services:
                 )
             )  # fmt: skip
         hub.known_sources = lambda: [feed.name for feed in feeds]
-        analysis = VideoAnalysis(settings.analysis, broker, broker.run_blocking)
+        analysis = VideoAnalysis(
+            settings.analysis,
+            broker,
+            broker.run_blocking,
+            key_file=settings.data_dir / "secret.key",
+        )
         socketio = SocketIOTransport(ctx, analysis, settings.limits, settings.auth)
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
-        return cls(settings, broker, ctx, hub, records, analysis, socketio, webrtc, feeds)
+        own = store if sessions is not None else None
+        return cls(settings, broker, ctx, hub, records, analysis, socketio, webrtc, feeds, own)
 
     async def start(self) -> None:
         await self.broker.start()
@@ -135,3 +174,5 @@ class Services:
                 log.exception("source %s did not stop cleanly", feed.name)
         await self.hub.stop()
         await self.broker.stop()
+        if self.store is not None:
+            self.store.close()

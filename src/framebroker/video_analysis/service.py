@@ -8,7 +8,9 @@ stopped with the server.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import time
 from collections.abc import AsyncGenerator, Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,53 @@ from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
 from .session_ids import SessionIds
 from .streams import Emit, RunBlocking, StreamConfig, VideoStream, VideoStreams
 
-__all__ = ["VideoAnalysis"]
+__all__ = ["VideoAnalysis", "signing_key"]
 
 log = logging.getLogger(__name__)
 
 Image = NDArray[np.uint8]
+
+
+def signing_key(settings: AnalysisSettings, key_file: Path | None) -> bytes:
+    """The key that signs handed-out session ids: ``SECRET_KEY`` when set; else the one kept
+    in ``key_file`` (made on first use, readable by its owner only), which every process on
+    the same data directory shares, so an id one worker handed out is good on another and
+    across restarts; with neither, a random key for this process alone."""
+    if settings.secret_key is not None:
+        key = settings.secret_key.get_secret_value().encode("utf-8")
+        return key if len(key) >= 16 else key.ljust(16, b"\0")  # dev_mode allows short keys
+    if key_file is None:
+        log.info(
+            "SECRET_KEY is not set: session ids are signed with a random key for this process "
+            "only (they do not survive a restart)"
+        )
+        return secrets.token_bytes(32)
+    return read_or_make_key(key_file)
+
+
+def read_or_make_key(path: Path, size: int = 32) -> bytes:
+    """The random key stored at ``path``, made there first (mode 0600) if there is none.
+
+    Two processes starting together agree: the file is created exclusively, and the loser
+    of that race reads the winner's key. Raises ``ValueError`` for a file of another size
+    (a key cut short must not silently weaken every signature).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the winner may not have written it yet
+            key = path.read_bytes()
+            if len(key) == size:
+                return key
+            time.sleep(0.01)
+        raise ValueError(f"{path}: expected a {size}-byte key, found {len(key)} bytes") from None
+    key = secrets.token_bytes(size)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+        out.flush()
+        os.fsync(out.fileno())
+    return key
 
 
 class VideoAnalysis:
@@ -43,22 +87,14 @@ class VideoAnalysis:
         sessions: Sessions,
         offload: RunBlocking,
         *,
+        key_file: Path | None = None,
         transport: Any = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.offload = offload
-        if settings.secret_key is None:
-            key = secrets.token_bytes(32)
-            log.debug(
-                "SECRET_KEY is not set: session ids are signed with a random key for this run "
-                "only (they do not survive a restart)"
-            )
-        else:
-            key = settings.secret_key.get_secret_value().encode("utf-8")
-            key = key if len(key) >= 16 else key.ljust(16, b"\0")  # dev_mode allows short keys
         self.ids = SessionIds(
-            key,
+            signing_key(settings, key_file),
             allowed=settings.allowed_session_ids,
             ttl_s=settings.issued_id_ttl_s,
             max_ids=settings.max_issued_ids,
