@@ -153,6 +153,19 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     store.close()
 
 
+async def test_a_restart_shows_the_days_counts_before_its_first_frame(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'restart.sqlite3'}")
+    records = PeopleRecords(store)
+    live = LiveFeed("cam", "s1", sessions(), inline, records, LiveFeedConfig(max_fps=0))
+    records.save_counts("cam", live.day, {"door": {"in": 4, "out": 1}, "gate": {"in": 2, "out": 0}})
+    await live.start()
+    try:
+        assert (live.stats["count_in"], live.stats["count_out"]) == (6, 1)
+    finally:
+        await live.stop()
+        store.close()
+
+
 async def test_nothing_is_shown_before_it_is_stored(
     feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:

@@ -144,6 +144,9 @@ class LiveFeed:
             # hours already stored are kept.
             self._lines = await self._run_blocking(records.load_counts, self.source, self.day)
             self._hours = await self._run_blocking(records.load_hourly, self.source, self.day)
+            # Stats go out before the first frame is counted: they show today's totals too.
+            self.stats["count_in"] = sum(int(c.get("in", 0)) for c in self._lines.values())
+            self.stats["count_out"] = sum(int(c.get("out", 0)) for c in self._lines.values())
         self._tasks = [
             asyncio.create_task(self._follow(), name=f"live-{self.source}"),
             asyncio.create_task(self._tick(), name=f"live-stats-{self.source}"),
