@@ -41,8 +41,8 @@ import orjson
 from numpy.typing import NDArray
 
 from _server import framebroker_server, free_port
+from framebroker.client.poster import FramePoster
 from framebroker.tools.extract_frames import frame_document, relative_timestamp_str
-from framebroker.tools.poster import FramePoster
 
 WIDTH, HEIGHT = 1920, 1080
 FRAME_BYTES = WIDTH * HEIGHT * 3

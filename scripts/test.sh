@@ -3,7 +3,7 @@
 # ruff lint, ruff format, mypy --strict on the package, the whole pytest suite, and the deadline
 # tests once more on the newest uvicorn allowed.
 source "$(dirname "$0")/_venv.sh"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+pip_install -e '.[test]'
 install_model_packages
 echo "== ruff check" && .venv/bin/ruff check src tests benchmarks examples
 echo "== ruff format --check" && .venv/bin/ruff format --check src tests benchmarks examples

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__
+from .client.errors import ClientError
 from .errors import ConfigError, FramebrokerError
 
 if TYPE_CHECKING:
@@ -30,8 +31,13 @@ _T = TypeVar("_T")
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
-        help="run the server",
-        description="Run framebroker: every transport on one port.",
+        help="run the server: every API on one port",
+        description="Run framebroker, every API on one port: the tracking API (boxes in, "
+        "tracks out; /v1/sessions and POST /), the live people counter (WebSocket /ws/live, "
+        "on the video sources given with --source), the frame server for plugins "
+        "(multipart POST /, running --processor), video analysis over Socket.IO "
+        "(/socket.io, POST /batch) and the WebRTC model broker (/webrtc/ws, POST /offer, "
+        "running --model). The web console is at /ui/.",
         argument_default=argparse.SUPPRESS,
     )
     _server_flags(p)
@@ -98,8 +104,9 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compat",
         action="store_true",
-        help="also open each original API's own listener (people_ws 8765, frames 5000, "
-        "webrtc_http 8083, webrtc_ws 8084)",
+        help="also listen on each API's original port: the live people counter "
+        "(people_ws 8765), the frame server for plugins (frames 5000), the WebRTC model "
+        "broker's offers (webrtc_http 8083) and signaling (webrtc_ws 8084)",
     )
     p.add_argument(
         "--compat-port",
@@ -122,9 +129,11 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser(
         "demo",
         help="serve the people counter on the bundled clip",
-        description="Serve framebroker with the people counter running on a bundled clip of "
-        "pedestrians (looped, in real time), besides any --source given. Watch "
-        "ws://HOST:PORT/ws/live. Takes every option of serve.",
+        description="Serve framebroker with the live people counter running on a bundled "
+        "clip of pedestrians (looped, in real time), besides any --source given: open "
+        "http://HOST:PORT/ui/live.html (the start-up log prints the address) to watch it "
+        "count, or listen on ws://HOST:PORT/ws/live. Takes every option of serve, and every "
+        "other API is served as by 'serve'.",
         argument_default=argparse.SUPPRESS,
     )
     _server_flags(p)
@@ -446,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_extract_frames(args)
         if args.command == "stream":
             return _run_stream(args)
-    except FramebrokerError as exc:
+    except (FramebrokerError, ClientError) as exc:
         print(f"framebroker: {exc.message}", file=sys.stderr)
         return 2
     return 1

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .compat import COMPAT_PORTS
 from .errors import ConfigError
 from .processors.line_counter import parse_lines
 
@@ -550,10 +551,6 @@ class WebRTCSettings(BaseModel):
             if isinstance(spec, dict) and not isinstance(spec.get("name"), str):
                 raise ValueError(f"models[{i}]: a model table needs a string 'name'")
         return self
-
-
-COMPAT_PORTS = {"people_ws": 8765, "frames": 5000, "webrtc_http": 8083, "webrtc_ws": 8084}
-"""Each original API's own listener (``serve --compat``); ``--compat-port NAME=PORT`` moves one."""
 
 
 class Settings(BaseSettings):

@@ -85,4 +85,4 @@ def test_demo_takes_the_options_of_serve(tmp_path: Path) -> None:
         assert post_frame(f"http://127.0.0.1:{frames}", 1)["framebroker"]["ran"] == []
         sessions = httpx.get(f"{server.url}/v1/sessions", timeout=30).json()["sessions"]
         assert "demo" in [s["id"] for s in sessions]
-    assert f"compatibility listener frames on http://127.0.0.1:{frames}/" in server.output()
+    assert f"http://127.0.0.1:{frames}/ (--compat frames)" in server.output()

@@ -9,7 +9,7 @@ import simplejpeg
 
 from framebroker.core import Detections, Frame, ProcessContext
 from framebroker.media import RawBGRImage, open_image
-from framebroker.processors.annotate import Annotator
+from framebroker.processors.annotate import CLASS_NAMES_META, Annotator
 
 CTX = ProcessContext(session_id="s")
 ASTRONAUT = (
@@ -98,3 +98,28 @@ def test_counting_lines_and_counts_are_drawn() -> None:
     assert np.abs(out[5:20, 5:60].astype(int) - 90).max() > 60
     assert np.abs(out[200, 300].astype(int) - 90).max() < 12
     assert img.min() == img.max() == 90  # the frame itself is untouched
+
+
+def label_ink(out: np.ndarray) -> int:
+    """Pixels of the label band above a box at (60, 60): more text, more ink."""
+    return int((np.abs(out[30:60, 55:160].astype(int) - 255).sum(axis=2) > 60).sum())
+
+
+def test_boxes_are_labelled_with_the_detectors_names_unless_given_names() -> None:
+    img = np.full((160, 200, 3), 255, np.uint8)
+    dets = Detections.from_arrays([[60, 60, 120, 140]], [0.9], [0], [7])
+
+    def drawn(annotator: Annotator, meta: dict[str, object]) -> int:
+        frame = Frame.from_array(img, detections=dets)
+        frame.meta.update(meta)
+        return label_ink(decoded(annotator.process(frame, CTX)))
+
+    numbers = drawn(Annotator(), {})
+    coco = ("person", "bicycle")
+    named = drawn(Annotator(), {CLASS_NAMES_META: coco})
+    assert named > numbers * 1.5  # "#7 person" against "#7 0"
+    annotator = Annotator()
+    assert drawn(annotator, {CLASS_NAMES_META: coco}) == named
+    assert annotator._names_from(coco) is annotator._names_from(coco)  # made once
+    own = drawn(Annotator(class_names={0: "p"}), {CLASS_NAMES_META: coco})
+    assert own < named  # the pipeline's own names win

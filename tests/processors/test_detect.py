@@ -13,6 +13,7 @@ from framebroker.core.processor import ProcessContext
 from framebroker.detectors.nanodet import NanoDet
 from framebroker.errors import ProcessorLoadError
 from framebroker.plugins import ProcessorRegistry
+from framebroker.processors.annotate import CLASS_NAMES_META
 from framebroker.processors.bytetrack.processor import ByteTrackProcessor
 from framebroker.processors.detect import DEFAULT_SCORE_THRESH, PersonDetector
 
@@ -55,6 +56,7 @@ def test_an_empty_frame_gives_empty_detections() -> None:
     assert PersonDetector().process(frame, CTX) == {"detections": 0}
     assert frame.detections is not None
     assert len(frame.detections) == 0
+    assert frame.meta[CLASS_NAMES_META][0] == "person"  # annotate draws names, not numbers
 
 
 def test_a_user_onnx_file(tmp_path: Path) -> None:
@@ -65,6 +67,7 @@ def test_a_user_onnx_file(tmp_path: Path) -> None:
     assert detector.process(frame, CTX) == {"detections": 2}
     assert frame.detections is not None
     assert frame.detections.class_id.tolist() == [0, 1]
+    assert CLASS_NAMES_META not in frame.meta  # a file's classes have no names we know
     np.testing.assert_allclose(frame.detections.xyxy[0], [270, 140, 370, 340], atol=1e-4)
 
 

@@ -24,6 +24,7 @@ import trustme
 from numpy.typing import NDArray
 
 from framebroker.cli import main
+from framebroker.client.poster import FramePoster, multipart_envelope
 from framebroker.media.sources import SourceError
 from framebroker.tools import extract_frames
 from framebroker.tools.extract_frames import (
@@ -31,7 +32,6 @@ from framebroker.tools.extract_frames import (
     relative_timestamp_str,
     timestamp_str,
 )
-from framebroker.tools.poster import FramePoster, multipart_envelope
 
 from ..e2e.server import running_server
 from .clips import SWATCHES, index_of, swatches, write_clip
@@ -347,8 +347,8 @@ def free_port() -> int:
         ("missing.mp4", "http://127.0.0.1:{port}/", "source 'missing.mp4': no such file"),
         ("{clip}", "http://127.0.0.1:{port}/", "cannot connect to http://127.0.0.1:{port}/: "
          "connection refused"),
-        ("{clip}", "ftp://127.0.0.1/", "destination must be an http:// or https:// URL"),
-        ("{clip}", "localhost:5000", "destination must be an http:// or https:// URL"),
+        ("{clip}", "ftp://127.0.0.1/", "expected a URL starting http:// or https://"),
+        ("{clip}", "localhost:5000", "expected a URL starting http:// or https://"),
         ("{clip}", "http://127.0.0.1:port/", "the port is not a number"),
         ("{notvideo}", "http://127.0.0.1:{port}/", "not a video file FFmpeg can read"),
     ],
@@ -380,7 +380,7 @@ def test_seek_past_the_end_is_status_2(clip: Path, capsys: pytest.CaptureFixture
 
 def test_a_reserved_header_is_refused(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert extract(clip, "http://127.0.0.1:9/", "-H", "Content-Type: text/plain") == 2
-    assert "is set by extract-frames itself" in one_line(capsys.readouterr().err)
+    assert "is set by the frames client itself" in one_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(

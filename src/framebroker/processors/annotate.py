@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.frame import Frame
@@ -10,7 +10,11 @@ from ..core.processor import ProcessContext, Processor
 from ..media.draw import draw_banner, draw_counting_lines, draw_detections
 from ..media.image import encode_jpeg_base64
 
-__all__ = ["Annotator"]
+__all__ = ["CLASS_NAMES_META", "Annotator"]
+
+CLASS_NAMES_META = "class_names"
+"""``frame.meta`` key under which a detector names its classes (a sequence indexed by class
+id); :class:`Annotator` draws those names when it was given none of its own."""
 
 
 def _class_names(names: Mapping[Any, Any]) -> dict[int, str]:
@@ -36,8 +40,11 @@ class Annotator(Processor):
 
     The frame's image is never modified (later processors see the original pixels). A frame
     without detections is encoded as it is; a frame without an image produces nothing (a
-    boxes-only request has nothing to draw on). The constructor raises ``ValueError`` for a
-    quality outside 1..100 or class names whose keys are not class numbers.
+    boxes-only request has nothing to draw on). Boxes are labelled with ``class_names`` (from
+    the session's pipeline, say the tracking API's), else with the names the frame's
+    detector gave (:data:`CLASS_NAMES_META`), else with class numbers. The constructor
+    raises ``ValueError`` for a quality outside 1..100 or class names whose keys are not
+    class numbers.
     """
 
     name = "annotate"
@@ -48,6 +55,7 @@ class Annotator(Processor):
             raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
         self.quality = quality
         self.class_names = _class_names(class_names) if class_names else None
+        self._detector_names: tuple[Sequence[str], dict[int, str]] | None = None
 
     def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
         if not frame.has_image:
@@ -56,7 +64,8 @@ class Annotator(Processor):
         lines = frame.meta.get("counting_lines")
         counted = "count_in" in frame.results
         if frame.detections is not None and len(frame.detections) > 0:
-            image = draw_detections(image, frame.detections, class_names=self.class_names)
+            names = self.class_names or self._names_from(frame.meta.get(CLASS_NAMES_META))
+            image = draw_detections(image, frame.detections, class_names=names)
         elif lines or counted:
             image = image.copy()
         if lines:
@@ -68,3 +77,12 @@ class Annotator(Processor):
                 text += f"  EVENT +{r.get('current_event_count_in', 0)}"
             draw_banner(image, text)
         return {"annotated_image": encode_jpeg_base64(image, self.quality)}
+
+    def _names_from(self, names: Any) -> dict[int, str] | None:
+        """A detector's names as a mapping, made once per list (they come every frame)."""
+        if not isinstance(names, Sequence) or isinstance(names, str):
+            return None
+        cached = self._detector_names
+        if cached is None or cached[0] is not names:
+            cached = self._detector_names = (names, dict(enumerate(map(str, names))))
+        return cached[1]

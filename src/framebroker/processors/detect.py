@@ -17,10 +17,17 @@ from ..core.detections import Detections
 from ..core.frame import Frame, Image
 from ..core.processor import ProcessContext, Processor
 from ..detectors.boxes import DetectorOutput
-from ..detectors.nanodet import BUNDLED_MODEL, DEFAULT_SCORE_THRESH, NanoDet, load_bundled
+from ..detectors.nanodet import (
+    BUNDLED_MODEL,
+    COCO_CLASSES,
+    DEFAULT_SCORE_THRESH,
+    NanoDet,
+    load_bundled,
+)
 from ..detectors.nanodet import INPUT_SIZE as NANODET_INPUT_SIZE
 from ..detectors.onnx_yolo import FORMATS, Format, OnnxYolo
 from ..detectors.runtime import InferenceRuntime
+from .annotate import CLASS_NAMES_META
 
 __all__ = ["DEFAULT_SCORE_THRESH", "PersonDetector"]
 
@@ -45,6 +52,8 @@ def _class_ids(classes: Sequence[int] | int) -> tuple[int, ...]:
 
 class PersonDetector(Processor):
     """Sets ``frame.detections`` to the objects found in the frame; returns their count.
+    With the bundled model it also names the COCO classes in ``frame.meta["class_names"]``,
+    so that ``annotate`` labels a box ``person`` rather than ``0``.
 
     Keyword arguments:
 
@@ -129,4 +138,8 @@ class PersonDetector(Processor):
     def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
         found = self.detector.detect(frame.image)
         frame.detections = Detections.from_arrays(found.xyxy, found.score, found.class_id)
+        if self.model == BUNDLED_MODEL:
+            # Later steps (annotate) label boxes "person", not "0"; an ONNX file's classes
+            # have no names we know.
+            frame.meta[CLASS_NAMES_META] = COCO_CLASSES
         return {"detections": len(found.score)}

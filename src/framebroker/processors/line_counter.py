@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
+import numpy as np
+
+from ..core.detections import Detections
 from ..core.frame import Frame
 from ..core.processor import ProcessContext, Processor
 from .checks import is_count, is_number, parse_day, parse_zone
@@ -262,6 +265,33 @@ class _Track:
         return tid, cls(float(x), float(y), seen, [int(s) for s in sides], parsed)
 
 
+_LIBRARY = ProcessContext(session_id="library")
+
+
+def _tracked(detections: Any) -> Detections:
+    """framebroker ``Detections`` as they are; supervision's with ``tracker_id`` as track ids."""
+    if isinstance(detections, Detections):
+        return detections
+    xyxy = getattr(detections, "xyxy", None)
+    if xyxy is None:
+        raise TypeError(
+            f"expected framebroker or supervision Detections, got {type(detections).__name__}"
+        )
+    tracker_id = getattr(detections, "tracker_id", None)
+    if tracker_id is None and len(xyxy):
+        raise ValueError(
+            "supervision Detections need tracker_id to be counted: run a tracker first "
+            "(framebroker.ByteTrack().track(detections))"
+        )
+    confidence = getattr(detections, "confidence", None)
+    return Detections.from_arrays(
+        xyxy,
+        np.ones(len(xyxy)) if confidence is None else np.clip(confidence, 0, 1),
+        getattr(detections, "class_id", None),
+        tracker_id,
+    )
+
+
 class LineCounter(Processor):
     """Counts tracks crossing one or more lines; outputs the day's counts on every frame.
 
@@ -476,6 +506,35 @@ class LineCounter(Processor):
             if tracks[tid].seen >= oldest:
                 break
             del tracks[tid]
+
+    # -- as a library -----------------------------------------------------------------------
+
+    def count(
+        self,
+        detections: Any,
+        *,
+        timestamp: float | None = None,
+        frame_size: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
+        """Count one frame of tracked detections outside a pipeline; the same output as
+        :meth:`process`.
+
+        Takes supervision ``Detections`` (``xyxy``, ``tracker_id``, ``class_id``; duck-typed,
+        so supervision stays optional: the output of a supervision tracker, or of
+        :meth:`ByteTrack.track <framebroker.ByteTrack.track>`) or framebroker's
+        :class:`~framebroker.core.Detections`. ``timestamp`` is the frame's time in seconds
+        since 1970 (now when ``None``); ``frame_size`` ``(width, height)`` places the default
+        line when the counter was built without lines. Raises ``TypeError`` for anything
+        else, ``ValueError`` for detections without track ids.
+        """
+        frame = Frame(detections=_tracked(detections))
+        if timestamp is not None:
+            frame.meta["timestamp"] = timestamp
+        if frame_size is not None:
+            frame.meta["width"], frame.meta["height"] = frame_size
+        out = self.process(frame, _LIBRARY)
+        assert out is not None
+        return out
 
     # -- reporting and resuming -------------------------------------------------------------
 

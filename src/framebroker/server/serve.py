@@ -13,12 +13,14 @@ import socket
 import sys
 from collections.abc import Callable, Generator
 from typing import Any, Literal
+from urllib.parse import quote
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
+from ..people.feed import parse_source_arg
 from ..transports.auth import is_loopback
 from ..transports.ws_limits import hard_cap
 from .app import build_app, build_compat_app, build_registry
@@ -29,7 +31,7 @@ from .startup_checks import check_startup
 from .uvicorn_hooks import check_uvicorn
 from .ws_protocol import PreframedWebSocketProtocol
 
-__all__ = ["loop_factory", "run_serve", "serve", "uvicorn_config"]
+__all__ = ["loop_factory", "run_serve", "serve", "startup_lines", "uvicorn_config"]
 
 log = logging.getLogger("framebroker")
 
@@ -96,7 +98,9 @@ def uvicorn_config(
         ),
         ssl_certfile=str(settings.ssl_certfile) if ssl and settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if ssl and settings.ssl_keyfile else None,
-        log_level=settings.log_level,
+        # uvicorn's own start and stop lines ("Waiting for application startup", ...) say
+        # nothing framebroker's do not; they show with --log-level debug.
+        log_level="warning" if settings.log_level == "info" else settings.log_level,
         lifespan=lifespan,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
@@ -121,6 +125,39 @@ def warn_if_open(settings: Settings) -> bool:
         settings.host,
     )
     return True
+
+
+_COMPAT_ROLES = {
+    "people_ws": "live people counter",
+    "frames": "frame server for plugins",
+    "webrtc_http": "WebRTC model broker (offers)",
+    "webrtc_ws": "WebRTC model broker (signaling)",
+}
+
+
+def startup_lines(settings: Settings) -> list[str]:
+    """What the start-up log says: where each API is, by what it does, and the one page to
+    open (the live view of the first source, when the server reads one)."""
+    scheme, ws = ("https", "wss") if settings.ssl else ("http", "ws")
+    base = f"{scheme}://{settings.host}:{settings.port}"
+    ws_base = f"{ws}://{settings.host}:{settings.port}"
+    lines = [
+        f"framebroker listening on {base}",
+        f"  tracking API: {base}/v1/sessions (POST / as the original ByteTrack server; "
+        f"docs {base}/docs)",
+        f"  live people counter: {ws_base}/ws/live",
+        f"  frame server for plugins: multipart POST {base}/",
+        f"  video analysis over Socket.IO: {base}/socket.io (whole videos: POST {base}/batch)",
+        f"  WebRTC model broker: {ws_base}/webrtc/ws"
+        + ("" if settings.webrtc.websocket_only else f" (or POST {base}/offer)"),
+        f"  metrics: {base}/metrics (Prometheus); health: {base}/healthz",
+    ]
+    if settings.sources:
+        name, _ = parse_source_arg(settings.sources[0], 0)
+        lines.append(f"open {base}/ui/live.html?source={quote(name)} to watch the people counter")
+    else:
+        lines.append(f"open {base}/ui/ for the web console")
+    return lines
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -255,17 +292,8 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
     if main_task.done():  # failed to start: report it
         await main_task
         return
-    base = f"{scheme}://{settings.host}:{port}"
-    log.info("framebroker listening on %s (API docs %s/docs)", base, base)
-    log.info("REST API: %s/v1/sessions; metrics: %s/metrics", base, base)
-    log.info("web console: %s/ui/", base)
-    log.info("live people-counter push: %s://%s:%d/ws/live", ws, settings.host, port)
-    log.info("frame server for plugins: POST multipart image + frame to %s/", base)
-    log.info("video analysis: Socket.IO at %s/socket.io, POST %s/batch", base, base)
-    offer = "" if settings.webrtc.websocket_only else f", HTTP POST {base}/offer"
-    log.info(
-        "WebRTC model broker: signaling %s://%s:%d/webrtc/ws%s", ws, settings.host, port, offer
-    )
+    for line in startup_lines(settings):
+        log.info("%s", line)
     tasks = []
     for name, compat_port, sock, server in companions:
         tasks.append(asyncio.create_task(server.serve_quietly(sockets=[sock])))
@@ -276,7 +304,14 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
             await asyncio.gather(main_task, *tasks, return_exceptions=True)
             raise ConfigError(f"compatibility listener {name} did not start")
         kind = ws if name in ("people_ws", "webrtc_ws") else scheme
-        log.info("compatibility listener %s on %s://%s:%d/", name, kind, settings.host, compat_port)
+        log.info(
+            "  %s on its original port: %s://%s:%d/ (--compat %s)",
+            _COMPAT_ROLES.get(name, name),
+            kind,
+            settings.host,
+            compat_port,
+            name,
+        )
     services.listening = True
     try:
         await main_task

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
-import ssl
 import sys
 import threading
 import time
@@ -56,10 +55,12 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from .. import __version__
+from ..client.connection import Verify
+from ..client.errors import ApiError, ClientError, ProtocolError
+from ..client.frames import FramesClient
 from ..errors import FramebrokerError
 from ..media.container import open_source
 from ..media.sampling import read_frames
-from .poster import DestinationError, FramePoster, Reply
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -351,20 +352,13 @@ def _expected_frames(info: VideoInfo, options: ExtractOptions) -> int | None:
     return max(1, math.ceil(span * min(rates) - 1e-9))
 
 
-def _check_reply(reply: Reply) -> tuple[dict[str, Any] | None, str | None]:
-    """(the reply's JSON object, None), or (None, why the frame counts as refused)."""
-    if not reply.ok:
-        body = reply.body[:_BODY_SHOWN].decode("utf-8", "replace")
-        body = " ".join(body.split()) or "(empty body)"
-        more = " ..." if len(reply.body) > _BODY_SHOWN else ""
-        return None, f"HTTP {reply.status} {reply.reason}: {body}{more}"
-    try:
-        document = orjson.loads(reply.body)
-    except orjson.JSONDecodeError:
-        return None, f"HTTP 200 but the reply is not JSON ({reply.content_type or 'no type'})"
-    if not isinstance(document, dict):
-        return None, f"HTTP 200 but the reply is JSON {type(document).__name__}, not an object"
-    return document, None
+def _refusal(error: ApiError | ProtocolError) -> str:
+    """Why a frame counts as refused, in one line: the status and the start of the body."""
+    if not isinstance(error, ApiError):
+        return error.message
+    text = " ".join(error.text[:_BODY_SHOWN].split()) or "(empty body)"
+    more = " ..." if len(error.text) > _BODY_SHOWN else ""
+    return f"HTTP {error.status} {error.reason}: {text}{more}"
 
 
 @contextlib.contextmanager
@@ -384,21 +378,10 @@ def _output(path: str | None) -> Iterator[IO[bytes] | None]:
         yield stream
 
 
-def _ssl_context(options: ExtractOptions) -> ssl.SSLContext | None:
-    if not options.destination.lower().startswith("https:"):
-        return None
+def _verify(options: ExtractOptions) -> Verify:
     if options.insecure:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    try:
-        return ssl.create_default_context(cafile=options.cafile)
-    except (OSError, ssl.SSLError) as exc:
-        raise DestinationError(
-            f"cannot load the certificates in --cafile {options.cafile!r}: {exc}",
-            field="cafile",
-        ) from None
+        return False
+    return options.cafile if options.cafile is not None else True
 
 
 def run(options: ExtractOptions, *, stderr: TextIO | None = None) -> int:
@@ -412,16 +395,21 @@ def extract(options: ExtractOptions, *, stderr: TextIO | None = None) -> Extract
     Progress and the closing summary go to ``stderr`` (standard error when ``None``): a
     progress bar only when it is a terminal, neither with ``options.quiet``. Each refused
     frame is reported there in one line. Raises
-    :class:`~framebroker.media.sources.SourceError`,
-    :class:`DestinationError` or :class:`OutputError` when the run cannot start; once frames
-    are flowing, such errors are reported in one line with the summary and give status 2.
+    :class:`~framebroker.media.sources.SourceError`, a
+    :class:`~framebroker.client.errors.ClientError` or :class:`OutputError` when the run
+    cannot start; once frames are flowing, such errors are reported in one line with the
+    summary and give status 2.
+
+    Frames go through :class:`~framebroker.client.FramesClient`, without retries: the
+    first refusal is reported as the server gave it.
     """
     err = stderr if stderr is not None else sys.stderr
-    poster = FramePoster(
+    poster = FramesClient(
         options.destination,
         headers=dict(options.headers),
         timeout=options.timeout_s,
-        ssl_context=_ssl_context(options),
+        verify=_verify(options),
+        retries=0,
     )
     with poster:
         info = probe(options.source)
@@ -532,7 +520,7 @@ def _send_all(
     options: ExtractOptions,
     info: VideoInfo,
     frames: Iterable[_Sample],
-    poster: FramePoster,
+    poster: FramesClient,
     out: IO[bytes] | None,
     summary: ExtractSummary,
     err: TextIO,
@@ -550,12 +538,13 @@ def _send_all(
     try:
         for image, pts, index in frames:
             document = frame_document(start, pts, index, source)
-            reply = poster.post(orjson.dumps(document), image)
-            accepted, why = _check_reply(reply)
-            if accepted is None:
+            try:
+                accepted = poster.post(image, orjson.dumps(document))
+            except (ApiError, ProtocolError) as refused:
                 summary.failed += 1
                 progress.report(
-                    f"framebroker: frame {index} at {relative_timestamp_str(pts)}: {why}"
+                    f"framebroker: frame {index} at {relative_timestamp_str(pts)}: "
+                    f"{_refusal(refused)}"
                 )
                 status = 1
                 if not options.keep_going:
@@ -565,7 +554,7 @@ def _send_all(
                 if out is not None:
                     _write_reply(out, accepted, options.out)
             progress.advance(summary.failed)
-    except FramebrokerError as exc:  # the source, the destination or --out failed midway
+    except (FramebrokerError, ClientError) as exc:  # the source, server or --out failed
         print(f"framebroker: {exc.message}", file=err)
         status = 2
     except av.FFmpegError as exc:

@@ -322,7 +322,12 @@ async function init() {
             m.label,
           ),
         )
-      : [el("span", { class: "status", text: "This server runs no models for cameras." })]),
+      : [
+          el("span", {
+            class: "status",
+            text: "No models for cameras: serve with --model heart_rate.",
+          }),
+        ]),
   );
   drawHeart();
   startButton.disabled = false;

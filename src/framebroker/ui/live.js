@@ -270,7 +270,7 @@ async function start() {
   if (wanted && !names.includes(wanted)) names.unshift(wanted); // one added since start-up
   if (!names.length) {
     select.replaceChildren(el("option", { value: "", text: "none" }));
-    setText(placeholder, "This server reads no video source: start it with --source NAME=URI.");
+    setText(placeholder, "No video source: run framebroker demo, or serve --source NAME=URI.");
     setStatus(status, "bad", "No source to show");
     refreshHourly().catch((err) => console.warn("counts per hour:", err));
     refreshEvents().catch((err) => console.warn("events:", err));

@@ -51,7 +51,9 @@ Image = NDArray[np.uint8]
 
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _ERROR_BODY_CHARS = 200
-_TRANSPORT = "socketio"
+_TRANSPORT = "analysis"
+"""The label of the pipelines' own sessions (frames analysed in process), apart from the
+streams' (``socketio``: frames received)."""
 
 
 def jsonable(value: Any) -> Any:

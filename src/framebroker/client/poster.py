@@ -1,8 +1,9 @@
 """POST frames as ``multipart/form-data`` over one kept-alive HTTP/1.1 connection.
 
-This is the wire end of ``framebroker extract-frames``: each frame is one request with two
-parts, ``frame`` (its JSON) and ``image`` (raw BGR bytes, or any encoded image), the way the
-the original plugin servers read them (``request.files['image']``, ``request.files['frame']``).
+This is the wire end of :class:`~framebroker.client.FramesClient`, and so of
+``framebroker extract-frames``: each frame is one request with two parts, ``frame`` (its
+JSON) and ``image`` (raw BGR bytes, or any encoded image), the way the original plugin
+servers read them (``request.files['image']``, ``request.files['frame']``).
 
 The body is never assembled in memory: the request head, the ``frame`` part and the
 ``image`` part's header go out in one write, then the image straight from the array's own
@@ -28,10 +29,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import FramebrokerError
+from .errors import ConnectionFailed, ConnectionLost, InvalidURL, Timeout
 
 __all__ = [
-    "DestinationError",
     "FramePoster",
     "Reply",
     "multipart_envelope",
@@ -43,18 +43,6 @@ _HEADER_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-
 _RESERVED_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "connection"})
 
 
-class DestinationError(FramebrokerError):
-    """The destination cannot be used: not an ``http(s)://`` URL, a host that does not
-    resolve, a refused or dropped connection, a TLS failure, or no reply in time. Raised by
-    :class:`FramePoster`; ``extract-frames`` reports it in one line and exits with status 2.
-    """
-
-    code = "destination_error"
-
-    def __init__(self, message: str, *, field: str | None = "destination") -> None:
-        super().__init__(message, field=field)
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     """The server's answer to one frame."""
@@ -63,6 +51,7 @@ class Reply:
     reason: str
     content_type: str
     body: bytes
+    retry_after: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,11 +101,13 @@ def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     checked: dict[str, str] = {}
     for name, value in headers.items():
         if not name or not set(name) <= _HEADER_NAME_CHARS:
-            raise DestinationError(f"header name must be an HTTP token, got {name!r}")
+            raise InvalidURL(f"header name must be an HTTP token, got {name!r}", field="headers")
         if name.lower() in _RESERVED_HEADERS:
-            raise DestinationError(f"header {name!r} is set by extract-frames itself")
+            raise InvalidURL(f"header {name!r} is set by the frames client itself", field="headers")
         if any(c in value for c in "\r\n\0"):
-            raise DestinationError(f"header {name!r}: value must be one line, got {value!r}")
+            raise InvalidURL(
+                f"header {name!r}: value must be one line, got {value!r}", field="headers"
+            )
         checked[name] = value
     return checked
 
@@ -131,8 +122,9 @@ class FramePoster:
 
     The connection opens on :meth:`connect` or the first :meth:`post` and is opened again only
     when the server closes it (``Connection: close``, HTTP/1.0, or an idle keep-alive timeout);
-    :attr:`connections` counts how often. Raises :class:`DestinationError` for a bad URL or
-    header here, and from :meth:`connect` and :meth:`post` for a connection that fails.
+    :attr:`connections` counts how often. Raises :class:`~.errors.InvalidURL` for a bad URL
+    or header here; :meth:`connect` and :meth:`post` raise :class:`~.errors.ConnectionFailed`,
+    :class:`~.errors.ConnectionLost` or :class:`~.errors.Timeout`.
     """
 
     def __init__(
@@ -146,15 +138,15 @@ class FramePoster:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.netloc:
-            raise DestinationError(f"destination must be an http:// or https:// URL, got {url!r}")
+            raise InvalidURL(f"expected an http:// or https:// URL, got {url!r}", field="url")
         try:
             host, port = parts.hostname, parts.port
         except ValueError:
-            raise DestinationError(f"destination {url!r}: the port is not a number") from None
+            raise InvalidURL(f"{url!r}: the port is not a number", field="url") from None
         if not host:
-            raise DestinationError(f"destination {url!r}: no host")
+            raise InvalidURL(f"{url!r}: no host", field="url")
         if parts.username is not None:
-            raise DestinationError(f"destination {url!r}: user names in the URL are not sent")
+            raise InvalidURL(f"{url!r}: user names in the URL are not sent", field="url")
         if not (timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.url = url
@@ -185,7 +177,7 @@ class FramePoster:
 
     def connect(self) -> None:
         """Open the connection now (a no-op when it is open), so a bad destination fails
-        before any work is done. Raises :class:`DestinationError`.
+        before any work is done. Raises :class:`~.errors.ConnectionFailed`.
         """
         if self._conn.sock is not None:
             return
@@ -193,19 +185,24 @@ class FramePoster:
             self._conn.connect()
         except ssl.SSLCertVerificationError as exc:
             self._conn.close()
-            raise DestinationError(
+            raise ConnectionFailed(
                 f"cannot connect to {self.url}: the server's certificate is not trusted "
-                f"({exc.verify_message}); pass --cafile or --insecure"
+                f"({exc.verify_message})"
+            ) from None
+        except TimeoutError:
+            self._conn.close()
+            raise ConnectionFailed(
+                f"cannot connect to {self.url}: no answer within {self._conn.timeout:g} s"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()
-            raise DestinationError(f"cannot connect to {self.url}: {_reason(exc)}") from None
+            raise ConnectionFailed(f"cannot connect to {self.url}: {_reason(exc)}") from None
         self.connections += 1
 
     def post(
         self,
         frame_json: bytes,
-        image: NDArray[np.uint8] | bytes,
+        image: NDArray[np.uint8] | bytes | bytearray | memoryview,
         *,
         image_type: str = "application/octet-stream",
     ) -> Reply:
@@ -213,7 +210,8 @@ class FramePoster:
 
         ``image`` is sent as it lies in memory (a C-contiguous array is not copied). A
         connection the server had closed while idle is opened again and the frame sent once
-        more; any other failure raises :class:`DestinationError`.
+        more; any other failure raises :class:`~.errors.ConnectionLost` (or
+        :class:`~.errors.Timeout` for a reply that did not come in time).
         """
         data = (
             np.ascontiguousarray(image).data if isinstance(image, np.ndarray) else memoryview(image)
@@ -230,7 +228,7 @@ class FramePoster:
         except (ConnectionError, http.client.RemoteDisconnected) as exc:
             self._conn.close()
             if not reused:
-                raise DestinationError(
+                raise ConnectionLost(
                     f"{self.url}: the connection was lost: {_reason(exc)}"
                 ) from None
         # A kept-alive connection the server closed between two frames: once more, fresh.
@@ -238,7 +236,7 @@ class FramePoster:
             return self._exchange(prefix, data, trailer, length)
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()
-            raise DestinationError(f"{self.url}: the connection was lost: {_reason(exc)}") from None
+            raise ConnectionLost(f"{self.url}: the connection was lost: {_reason(exc)}") from None
 
     def _exchange(self, prefix: bytes, data: memoryview, trailer: bytes, length: int) -> Reply:
         self.connect()
@@ -260,12 +258,12 @@ class FramePoster:
             body = response.read()
         except TimeoutError:
             conn.close()
-            raise DestinationError(f"{self.url}: no reply within {conn.timeout:g} s") from None
+            raise Timeout(f"{self.url}: no reply within {conn.timeout:g} s") from None
         except (ConnectionError, http.client.RemoteDisconnected):
             raise
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise DestinationError(f"{self.url}: {_reason(exc)}") from None
+            raise ConnectionLost(f"{self.url}: {_reason(exc)}") from None
         if response.will_close:
             conn.close()
         return Reply(
@@ -273,6 +271,7 @@ class FramePoster:
             response.reason,
             response.getheader("Content-Type", ""),
             body,
+            response.getheader("Retry-After"),
         )
 
     def close(self) -> None:

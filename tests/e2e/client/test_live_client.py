@@ -1,0 +1,151 @@
+"""LiveClient against the real people counter (the bundled clip, looped), including a
+server that is killed and started again under the client's feet."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from framebroker.client import (
+    Backoff,
+    ConnectionFailed,
+    ConnectionLost,
+    InvalidRequest,
+    LiveClient,
+    LiveFrame,
+    LiveStats,
+    NotFound,
+    TrackingClient,
+    Unauthorized,
+)
+from framebroker.media.sources import demo_clip
+
+from ...in_process import free_port
+from ..server import RunningServer
+from .conftest import KEY, Keyed, server_on
+
+FAST = Backoff(initial_s=0.2, max_s=1.0)
+
+
+class Live:
+    def __init__(self, port: int, data: Path) -> None:
+        self.port = port
+        self.data = data
+        self.url = f"ws://127.0.0.1:{port}/ws/live"
+
+    def serve(self):  # type: ignore[no-untyped-def]
+        return server_on(self.port, self.data, "--source", f"door={demo_clip()}", "--loop")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, RunningServer]]:
+    setup = Live(free_port(), tmp_path_factory.mktemp("live"))
+    with setup.serve() as running:
+        yield setup, running
+
+
+async def first_of(client: LiveClient, kind: type, limit: int = 200) -> object:
+    for _ in range(limit):
+        message = await asyncio.wait_for(anext(client), 30)
+        if isinstance(message, kind):
+            return message
+    raise AssertionError(f"no {kind.__name__} in {limit} messages")
+
+
+async def test_frames_stats_and_faces(live: tuple[Live, RunningServer]) -> None:
+    setup, _ = live
+    async with LiveClient(setup.url, source="door") as client:
+        frame = await first_of(client, LiveFrame)
+        assert isinstance(frame, LiveFrame)
+        assert frame.image().shape == (480, 640, 3)
+        stats = await first_of(client, LiveStats)
+        assert isinstance(stats, LiveStats)
+        assert stats.count_in >= 0
+        assert stats.timestamp
+        faces = await client.get_all_faces(limit=5)
+        assert len(faces) <= 5
+        for face in faces:
+            assert face.jpeg.startswith(b"\xff\xd8")
+            assert (await client.get_face(face.face_id)).jpeg == face.jpeg
+        with pytest.raises(NotFound) as missing:
+            await client.get_face(10**9)
+        assert (missing.value.code, missing.value.field) == ("face_not_found", "face_id")
+        with pytest.raises(InvalidRequest) as bad:
+            await client.get_all_faces(limit=10_000)
+        assert bad.value.status == 400
+        # The socket is still good after the refusals.
+        assert isinstance(await first_of(client, LiveStats), LiveStats)
+
+
+def test_the_example_prints_the_counts(live: tuple[Live, RunningServer]) -> None:
+    setup, _ = live
+    example = Path(__file__).resolve().parents[3] / "examples" / "count_people.py"
+    assert len(example.read_text().splitlines()) < 30
+    proc = subprocess.Popen(
+        [sys.executable, str(example), setup.url, "door"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first counts come within half a second
+        assert re.fullmatch(r"in \d+  out \d+\n", line), (line, proc.stderr)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+async def test_reconnects_after_the_server_is_killed_and_restarted(
+    live: tuple[Live, RunningServer],
+) -> None:
+    setup, running = live
+    async with LiveClient(setup.url, backoff=FAST) as client:
+        await first_of(client, LiveStats)
+        running.stop(signal.SIGKILL)
+        # While it is down: the others cannot connect, and a listener that may not
+        # reconnect ends with the lost connection.
+        with (
+            TrackingClient(setup.url.replace("ws://", "http://"), retries=1) as tracking,
+            pytest.raises(ConnectionFailed, match="connection refused"),
+        ):
+            tracking.list_sessions()
+        with pytest.raises(ConnectionFailed):
+            await LiveClient(setup.url, retries=0).connect()
+        with setup.serve():
+            stats = await first_of(client, LiveStats)
+            assert isinstance(stats, LiveStats)
+            assert client.reconnects == 1
+
+
+async def test_a_listener_that_may_not_reconnect_raises_connection_lost(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with server_on(port, tmp_path) as running:
+        client = LiveClient(f"ws://127.0.0.1:{port}/ws/live", max_reconnects=1, backoff=FAST)
+        await client.connect()
+        try:
+            running.stop(signal.SIGKILL)
+            with pytest.raises(ConnectionLost):
+                await asyncio.wait_for(anext(client), 30)
+            with pytest.raises(ConnectionLost):
+                await client.get_all_faces()
+        finally:
+            await client.close()
+
+
+async def test_the_key_goes_first_and_a_wrong_one_is_told_at_once(keyed: Keyed) -> None:
+    async with LiveClient(keyed.url, api_key=KEY, verify=keyed.cafile) as client:
+        assert isinstance(await client.get_all_faces(), list)
+    wrong = LiveClient(keyed.url, api_key="wrong-" + "x" * 20, verify=keyed.cafile)
+    with pytest.raises(Unauthorized) as refused:
+        await asyncio.wait_for(wrong.connect(), 5)
+    assert refused.value.status == 401

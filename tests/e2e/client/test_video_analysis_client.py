@@ -1,0 +1,102 @@
+"""VideoAnalysisClient against the real Socket.IO server over HTTPS (custom CA, API key),
+windows of 2 frames."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from framebroker.client import (
+    ConnectionLost,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+    VideoAnalysisClient,
+)
+from framebroker.media.sources import demo_clip
+
+from ...transports.images import scene
+from .conftest import KEY, MAX_SESSIONS, Keyed
+
+
+def client(keyed: Keyed, **kwargs: object) -> VideoAnalysisClient:
+    kwargs.setdefault("api_key", KEY)
+    return VideoAnalysisClient(keyed.url, verify=keyed.cafile, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_frames_in_windows_out(keyed: Keyed) -> None:
+    async with client(keyed) as analysis:
+        assert analysis.session_id
+        echoed = await analysis.test({"hello": 1})
+        assert echoed == {"data": {"hello": 1}, "session_id": analysis.session_id}
+        acks = [await analysis.process(scene(64, 48)) for _ in range(3)]
+        assert [(a.frame, a.window) for a in acks] == [(0, 0), (1, 0), (2, 1)]
+        assert acks[0].size == [64, 48]
+        result = await analysis.next_result(10)
+        assert (result.session_id, result.window, result.frames) == (analysis.session_id, 0, 2)
+        assert result.result == {}  # no services or pipelines configured
+        assert (await analysis.options())["processes"] == []
+        assert await analysis.batch(demo_clip()) == {}
+    with pytest.raises(ConnectionLost):
+        await analysis.process(scene(64, 48))
+
+
+async def test_a_wrong_key_is_401_and_an_unknown_session_404(keyed: Keyed) -> None:
+    with pytest.raises(Unauthorized) as refused:
+        await client(keyed, api_key="wrong-" + "x" * 20, session_id="whatever").connect()
+    assert refused.value.code == "unauthorized"
+    with pytest.raises(Unauthorized):  # the HTTP side asks for the key too
+        await client(keyed, api_key=None).connect()
+    with pytest.raises(NotFound) as unknown:
+        await client(keyed, session_id="not-a-session-id").connect()
+    assert unknown.value.code == "session_not_found"
+
+
+async def test_a_frame_over_the_limit_is_413_and_the_session_goes_on(keyed: Keyed) -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    async with client(keyed) as analysis:
+        with pytest.raises(PayloadTooLarge) as big:
+            await analysis.process(noise)
+        assert (big.value.status, big.value.field) == (413, "image")
+        assert (await analysis.process(scene(32, 24))).frame == 0
+
+
+async def burst(analysis: VideoAnalysisClient) -> None:
+    for _ in range(10):
+        await analysis.process(scene(32, 24))
+
+
+async def test_429_is_waited_out_or_raised(keyed: Keyed) -> None:
+    async with client(keyed, retries=0) as eager:
+        with pytest.raises(RateLimited) as limited:  # a burst of 4, then 4 a second
+            await burst(eager)
+        assert limited.value.code == "frame_rate_exceeded"
+        assert limited.value.retry_after_s is not None
+    async with client(keyed) as patient:
+        started = time.monotonic()
+        for _ in range(6):
+            await patient.process(scene(32, 24))
+        assert time.monotonic() - started >= 0.2
+
+
+async def test_503_when_the_server_holds_its_streams(keyed: Keyed) -> None:
+    """Socket.IO streams count against ``max_sessions`` on their own."""
+    held = []
+    try:
+        for _ in range(MAX_SESSIONS):
+            analysis = client(keyed, retries=0)
+            try:
+                await analysis.connect()
+            except ServiceUnavailable:
+                break
+            held.append(analysis)
+        with pytest.raises(ServiceUnavailable) as full:
+            await client(keyed, retries=0).connect()
+        assert full.value.code == "capacity_exceeded"
+    finally:
+        for analysis in held:
+            await analysis.close()

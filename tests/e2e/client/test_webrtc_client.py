@@ -1,0 +1,67 @@
+"""WebRTCClient against the real model broker over WSS and HTTPS (custom CA, API key): the
+test model reads back the frame number drawn into each picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from framebroker.client import (
+    Prediction,
+    ServiceUnavailable,
+    StreamResult,
+    TrackingClient,
+    Unauthorized,
+    WebRTCClient,
+)
+
+from ...tools.clips import picture, write_clip
+from .conftest import KEY, Keyed
+from .test_tracking_client import server_full
+
+
+async def test_arrays_over_the_websocket_predictions_then_the_result(keyed: Keyed) -> None:
+    client = WebRTCClient(f"{keyed.ws}/webrtc/ws", api_key=KEY, verify=keyed.cafile)
+    frames = (picture(i) for i in range(20))
+    async with client.stream(frames, fps=20) as stream:
+        assert stream.session_id
+        messages = [message async for message in stream]
+    predictions = [m for m in messages if isinstance(m, Prediction)]
+    assert predictions
+    assert all(p.model == "frame_number" for p in predictions)
+    drawn = [p.data["drawn_index"] for p in predictions]
+    assert drawn == sorted(drawn)
+    assert isinstance(messages[-1], StreamResult)
+    assert stream.result is messages[-1]
+    assert stream.result.data["frames_seen"] >= len(predictions)
+    assert stream.result.data["last_drawn"] <= 19
+
+
+async def test_a_file_with_the_offer_over_https(keyed: Keyed, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", seconds=1, fps=10)
+    client = WebRTCClient(keyed.url, api_key=KEY, verify=keyed.cafile, timeout=20)
+    async with client.stream(str(clip)) as stream:
+        async for message in stream:
+            if isinstance(message, Prediction):
+                assert message.data["drawn_index"] >= 0
+    assert stream.result is not None
+    assert stream.result.reason == "client_ended"
+
+
+async def test_a_wrong_key_is_401_over_either_signaling(keyed: Keyed) -> None:
+    for url in (f"{keyed.ws}/webrtc/ws", keyed.url):
+        client = WebRTCClient(url, api_key="wrong-" + "x" * 20, verify=keyed.cafile)
+        with pytest.raises(Unauthorized) as refused:
+            async with client.stream(picture(i) for i in range(5)):
+                pass
+        assert refused.value.status == 401
+
+
+async def test_503_when_the_server_is_full(keyed: Keyed) -> None:
+    client = WebRTCClient(f"{keyed.ws}/webrtc/ws", api_key=KEY, verify=keyed.cafile, retries=0)
+    tracking = TrackingClient(keyed.url, api_key=KEY, verify=keyed.cafile, retries=0)
+    with tracking, server_full(tracking), pytest.raises(ServiceUnavailable) as full:
+        async with client.stream(picture(i) for i in range(5)):
+            pass
+    assert full.value.status == 503
