@@ -29,7 +29,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .compat import COMPAT_PORTS
 from .errors import ConfigError
-from .processors.line_counter import parse_lines
 
 __all__ = [
     "COMPAT_PORTS",
@@ -161,15 +160,6 @@ class PeopleCounterSettings(BaseModel):
     faces: bool = Field(True, description="save the best face crop of each person")
     max_faces: int = Field(10_000, ge=1)
     face_retention_days: int = Field(30, ge=1)
-
-    @field_validator("lines", mode="after")
-    @classmethod
-    def _usable_lines(cls, lines: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        # Checked here, with or without a --source to use them: a mistake found only when a
-        # source starts would stop a server that has run fine without one.
-        if lines is not None:
-            parse_lines(lines)
-        return lines
 
     @model_validator(mode="after")
     def _known_zone(self) -> PeopleCounterSettings:

@@ -48,8 +48,9 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
          "cannot import module 'nosuch_mod'"),
         (["--cert-file", "notes.txt", "--key-file", "notes.txt"],
          "framebroker: --ssl-certfile notes.txt / --ssl-keyfile notes.txt: not a PEM certificate"),
-        (["--config", "bad-side.toml"], "framebroker: invalid configuration: people.lines: "
-         "Value error, lines[0]: line 'door' in side must be 'left' or 'right', got 'up'"),
+        (["--config", "bad-side.toml"],
+         "framebroker: people.lines: lines[0]: line 'door' in side must be 'left' or 'right', "
+         "got 'up'"),
         (["--database-url", "nosuchdb://x"], "framebroker: --database-url: cannot open the store"),
         (["--record-to", "notes.txt/recordings"], "framebroker: --record-to notes.txt/recordings: "
          "cannot make the folder: Not a directory"),

@@ -20,6 +20,7 @@ from ..media.container import open_source
 from ..media.sources import SourceError, parse_source
 from ..people.feed import parse_source_arg
 from ..plugins import ProcessorRegistry, spec_name
+from ..processors.line_counter import parse_lines
 
 __all__ = ["check_startup"]
 
@@ -31,6 +32,13 @@ def check_startup(settings: Settings, registry: ProcessorRegistry) -> None:
     _check_processors(registry, "--model", "webrtc.models", settings.webrtc.models)
     for name, specs in settings.analysis.pipelines.items():
         _check_processors(registry, None, f"analysis.pipelines.{name}", specs)
+    if settings.people.lines is not None:
+        # With or without a --source to use them: a mistake found only when a source starts
+        # would stop a server that has run fine without one.
+        try:
+            parse_lines(settings.people.lines)
+        except ValueError as exc:
+            raise ConfigError(f"people.lines: {exc}") from None
     detector = settings.people.detector
     if settings.sources and detector != BUNDLED_MODEL and not Path(detector).is_file():
         raise ConfigError(
