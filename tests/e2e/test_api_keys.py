@@ -69,6 +69,7 @@ def test_a_wrong_key_is_told_it_was_refused_and_a_missing_one_that_one_is_needed
         errors = []
         url = f"{server.url.replace('http', 'ws')}/ws/live"
         async with await _live(url, {"X-API-Key": wrong}) as ws:
+            await ws.send(json.dumps({"type": "get_all_faces"}))
             errors.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["error"])
         async with await _live(url) as ws:
             await ws.send(json.dumps({"type": "auth", "api_key": wrong}))

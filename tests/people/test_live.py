@@ -158,9 +158,11 @@ async def test_a_restart_shows_the_days_counts_before_its_first_frame(tmp_path: 
     records = PeopleRecords(store)
     live = LiveFeed("cam", "s1", sessions(), inline, records, LiveFeedConfig(max_fps=0))
     records.save_counts("cam", live.day, {"door": {"in": 4, "out": 1}, "gate": {"in": 2, "out": 0}})
+    records.event_started(source="cam", day=live.day, started_at=1.0, start_time="09:00:00")
     await live.start()
     try:
         assert (live.stats["count_in"], live.stats["count_out"]) == (6, 1)
+        assert live.stats["daily_event_count"] == 1
     finally:
         await live.stop()
         store.close()

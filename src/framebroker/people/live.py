@@ -147,6 +147,8 @@ class LiveFeed:
             # Stats go out before the first frame is counted: they show today's totals too.
             self.stats["count_in"] = sum(int(c.get("in", 0)) for c in self._lines.values())
             self.stats["count_out"] = sum(int(c.get("out", 0)) for c in self._lines.values())
+            events = await self._run_blocking(records.events_on, self.source, self.day)
+            self.stats["daily_event_count"] = len(events)
         self._tasks = [
             asyncio.create_task(self._follow(), name=f"live-{self.source}"),
             asyncio.create_task(self._tick(), name=f"live-stats-{self.source}"),

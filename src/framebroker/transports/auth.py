@@ -7,7 +7,7 @@ is accepted, and its first message must then be ``{"type": "auth", "api_key": "K
 (answered ``{"type": "auth", "ok": true}``); anything else closes it with 1008 before the
 endpoint sees a byte or sends one. A key that matches none is answered "the API key was
 refused" (never echoed back), apart from a missing one ("an API key is required"); a socket
-whose handshake carried a wrong key is refused at once. Socket.IO clients put
+whose handshake carried a wrong key may still send the right one first. Socket.IO clients put
 ``{"api_key": KEY}`` in their connection ``auth`` (see :mod:`.video_analysis_socketio`).
 Every comparison runs in constant time over every key, so timing says nothing about which
 key, or how much of one, was right.
@@ -152,10 +152,10 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
         elif kind == "http":
             await self._refuse_http(scope, send, KEY_REQUIRED if presented is None else KEY_REFUSED)
-        elif presented is not None:
-            await self._refuse_socket(receive, send)
         else:
-            await self._first_message(scope, receive, send)
+            # A wrong key in the headers still leaves the first message to bring a right one
+            # (clients send both); if it does not, the refusal says the key was refused.
+            await self._first_message(scope, receive, send, refused=presented is not None)
 
     def _refused(self, kind: str) -> None:
         if self.on_refused is not None:
@@ -177,16 +177,9 @@ class ApiKeyMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _refuse_socket(self, receive: Receive, send: Send) -> None:
-        """A socket whose handshake carried a wrong key: told so, then closed with 1008."""
-        if (await receive()).get("type") != "websocket.connect":
-            return
-        self._refused("websocket")
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": _error_body(KEY_REFUSED).decode()})
-        await send({"type": "websocket.close", "code": AUTH_CLOSE_CODE, "reason": "api key"})
-
-    async def _first_message(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _first_message(
+        self, scope: Scope, receive: Receive, send: Send, *, refused: bool = False
+    ) -> None:
         """Accept the socket here, take the key from its first message, then hand the socket
         to the endpoint as if it had just connected; its own ``accept`` is swallowed."""
         connect = await receive()
@@ -209,7 +202,7 @@ class ApiKeyMiddleware:
             self._refused("websocket")
             reason = (
                 KEY_REFUSED
-                if presented is not None
+                if refused or presented is not None
                 else (
                     'the first message must be {"type": "auth", "api_key": KEY} '
                     "(or send the key as a header)"
