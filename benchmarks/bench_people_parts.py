@@ -23,7 +23,8 @@ from framebroker.config import Settings
 from framebroker.core import Detections, Frame, Pipeline, ProcessContext
 from framebroker.detectors import runtime
 from framebroker.media.sampling import read_frames
-from framebroker.people.feed import PeopleCounterConfig, people_pipeline
+from framebroker.people.config import PeopleCounterSettings
+from framebroker.people.feed import people_pipeline
 from framebroker.processors.line_counter import LineCounter
 from framebroker.server.app import build_registry
 
@@ -88,7 +89,7 @@ def main() -> None:
 
     runtime.configure(1)
     line = {"name": "middle", "start": [320, 480], "end": [320, 0], "in": "right"}
-    config = PeopleCounterConfig(lines=[line])
+    config = PeopleCounterSettings(lines=[line])
     registry = build_registry(Settings())
     # One thread here: the stage boundary the server puts after the detector is left out.
     processors = [

@@ -19,6 +19,7 @@ BENCHMARKS = [
     "bench_frames.py",
     "bench_socketio.py",
     "bench_webrtc.py",
+    "bench_store.py",
 ]
 
 

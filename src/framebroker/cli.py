@@ -65,7 +65,23 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="SQLite database and face crops (default ./data); one server per directory",
     )
-    p.add_argument("--database-url", "--database_url", dest="database_url")
+    p.add_argument(
+        "--database-url",
+        "--database_url",
+        dest="database_url",
+        help="SQLAlchemy URL (default: SQLite in the data directory); postgresql://... for a "
+        "database several servers share",
+    )
+    p.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade a database made by an older framebroker before serving",
+    )
+    p.add_argument(
+        "--node-id",
+        dest="node_id",
+        help="this server to a shared database (default: kept in the data directory)",
+    )
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-format",
@@ -339,6 +355,25 @@ def _stream_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
 
 
+def _db_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "db",
+        help="show or upgrade the database's schema",
+        description="The store's schema: 'current' says which revision the database is at, "
+        "'upgrade' brings it to the newest this framebroker knows (back it up first). The "
+        "database is the one serve would use: --database-url, else the SQLite file in the "
+        "data directory.",
+    )
+    p.add_argument("action", choices=["current", "upgrade"])
+    p.add_argument("--config", type=Path, help="TOML settings file", default=argparse.SUPPRESS)
+    p.add_argument(
+        "--data-dir", "--data_dir", dest="data_dir", type=Path, default=argparse.SUPPRESS
+    )
+    p.add_argument(
+        "--database-url", "--database_url", dest="database_url", default=argparse.SUPPRESS
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="framebroker", description="Real-time vision stream server."
@@ -349,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _extract_frames_parser(sub)
     _stream_parser(sub)
+    _db_parser(sub)
     return parser
 
 
@@ -398,6 +434,35 @@ def _run_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         run_serve(settings)
+    return 0
+
+
+def _run_db(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .storage import database_url, head, inspect_database, upgrade_database
+
+    settings = load_settings(
+        getattr(args, "config", None),
+        data_dir=getattr(args, "data_dir", None),
+        database_url=getattr(args, "database_url", None),
+    )
+    url = settings.sqlalchemy_url
+    shown = database_url(url).render_as_string(hide_password=True)
+    if args.action == "upgrade":
+        before, after = upgrade_database(url)
+        if before.status == "current":
+            print(f"{shown}: already at {after}, the newest")
+        else:
+            print(f"{shown}: upgraded from {before.describe()} to {after}")
+        return 0
+    state = inspect_database(url)
+    notes = {
+        "current": "the newest",
+        "older": f"older than {head()}: run `framebroker db upgrade`",
+        "newer": f"newer than {head()}, the newest this framebroker knows",
+        "empty": f"made at {head()} when the server starts",
+    }
+    print(f"{shown}: {state.describe()} ({notes[state.status]})")
     return 0
 
 
@@ -455,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_extract_frames(args)
         if args.command == "stream":
             return _run_stream(args)
+        if args.command == "db":
+            return _run_db(args)
     except (FramebrokerError, ClientError) as exc:
         print(f"framebroker: {exc.message}", file=sys.stderr)
         return 2

@@ -9,9 +9,12 @@ configuration and the docs read it.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["COMPAT_PORTS", "ORIGINAL_APIS", "OriginalApi"]
+__all__ = ["COMPAT_PORTS", "ORIGINAL_APIS", "OriginalApi", "original_env"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +67,16 @@ ORIGINAL_APIS: tuple[OriginalApi, ...] = (
 
 COMPAT_PORTS: dict[str, int] = {name: port for api in ORIGINAL_APIS for name, port in api.listeners}
 """Each original API's own listener (``serve --compat``) and its default port."""
+
+
+def original_env(name: str, default: Any) -> Callable[[], Any]:
+    """A default read from the original API's bare environment variable ``name`` when it is set.
+
+    A default, not a value: anything set explicitly beats it, and it is not counted as set
+    (``load_settings`` merges only what was set).
+    """
+
+    def factory() -> Any:
+        return os.environ.get(name, default)
+
+    return factory

@@ -7,14 +7,11 @@ names the setting, rather than surfacing later as a 500. Every limit lives in :c
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -27,8 +24,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .compat import COMPAT_PORTS
+from .compat import COMPAT_PORTS, original_env
 from .errors import ConfigError
+from .people.config import LiveSettings, PeopleCounterSettings
 
 __all__ = [
     "COMPAT_PORTS",
@@ -128,6 +126,22 @@ class Limits(BaseModel):
         description="a connection with no request under way (fresh or kept alive) is closed "
         "after this; WebSockets, once open, are not subject to any of these timeouts",
     )
+    db_pool_size: int = Field(
+        5, ge=1, le=1000, description="database connections each server process keeps open"
+    )
+    db_pool_overflow: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="more connections a process may open under load, closed when returned",
+    )
+    db_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="longest wait for a database connection, from the pool or from the "
+        "database server; past it the request is answered 503 store_unavailable",
+    )
 
 
 class TrackerSettings(BaseModel):
@@ -139,48 +153,6 @@ class TrackerSettings(BaseModel):
     match_thresh: float = Field(0.8, gt=0, le=1)
     track_buffer: int = Field(30, ge=1)
     frame_rate: float = Field(30.0, gt=0)
-
-
-class PeopleCounterSettings(BaseModel):
-    """The people counter run on ``--source`` feeds."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    timezone: str = Field("UTC", description="IANA zone for the daily reset and timestamps")
-    lines: list[dict[str, Any]] | None = Field(
-        None,
-        description='counting lines {"name", "start": [x, y], "end": [x, y], "in": "left"}; '
-        "default: a horizontal line through the middle, in = below",
-    )
-    min_frames: int = Field(3, ge=1, description="frames on the new side before a crossing counts")
-    detector: str = Field("nanodet-g", description="bundled model name or a path to an ONNX file")
-    event_window_s: float = Field(60.0, gt=0)
-    event_threshold: int = Field(10, ge=1, description="count_in within the window that starts one")
-    event_cooldown_s: float = Field(30.0, ge=0)
-    faces: bool = Field(True, description="save the best face crop of each person")
-    max_faces: int = Field(10_000, ge=1)
-    face_retention_days: int = Field(30, ge=1)
-
-    @model_validator(mode="after")
-    def _known_zone(self) -> PeopleCounterSettings:
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone: unknown IANA time zone {self.timezone!r}") from None
-        return self
-
-
-def _original_env(name: str, default: Any) -> Callable[[], Any]:
-    """A default read from the original API's bare environment variable ``name`` when it is set.
-
-    A default, not a value: anything set explicitly beats it, and it is not counted as set
-    (``load_settings`` merges only what was set).
-    """
-
-    def factory() -> Any:
-        return os.environ.get(name, default)
-
-    return factory
 
 
 class AuthSettings(BaseModel):
@@ -209,25 +181,6 @@ class AuthSettings(BaseModel):
             if len(key.get_secret_value()) < 16:
                 raise ValueError(f"key {name!r} is shorter than 16 characters")
         return keys
-
-
-class LiveSettings(BaseModel):
-    """The WebSocket push of the live people counter."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    jpeg_quality: int = Field(
-        default_factory=_original_env("WEBSOCKET_STREAM_QUALITY", 70),
-        validate_default=True,
-        ge=1,
-        le=100,
-        description="JPEG quality of pushed frames; the original API's WEBSOCKET_STREAM_QUALITY "
-        "environment variable is read as the default",
-    )
-    max_fps: float = Field(15.0, ge=0, description="frames pushed per second at most; 0: all")
-    stats_interval_s: float = Field(0.5, gt=0)
-    client_queue: int = Field(8, ge=1, description="frames kept for a slow client")
-    send_timeout_s: float = Field(10.0, gt=0, description="a client not reading is dropped")
 
 
 class FramesSettings(BaseModel):
@@ -302,36 +255,36 @@ class AnalysisSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     secret_key: SecretStr | None = Field(
-        default_factory=_original_env("SECRET_KEY", None),
+        default_factory=original_env("SECRET_KEY", None),
         validate_default=True,
         description="signs the session ids /get_session_id hands out; unset: a random key "
         "per process (ids do not survive a restart); a placeholder is refused unless dev_mode",
     )
     dev_mode: bool = Field(False, description="accept a placeholder or short secret_key")
     allowed_session_ids: list[str] = Field(
-        default_factory=_original_env("ALLOWED_SESSION_IDS", ()),
+        default_factory=original_env("ALLOWED_SESSION_IDS", ()),
         validate_default=True,
         description="ids a client may connect with besides those handed out; each is "
         "used up when its client disconnects (comma-separated or a JSON list in the env)",
     )
     max_buffer_size: int = Field(
-        default_factory=_original_env("MAX_BUFFER_SIZE", 500 * MiB),
+        default_factory=original_env("MAX_BUFFER_SIZE", 500 * MiB),
         validate_default=True,
         ge=1024,
         description="largest POST /batch upload, in bytes",
     )
     emit_result: bool = Field(
-        default_factory=_original_env("EMIT_RESULT", True),
+        default_factory=original_env("EMIT_RESULT", True),
         validate_default=True,
         description="emit each window's merged answers to its client as 'result'",
     )
     session_id_name: str = Field(
-        default_factory=_original_env("SESSION_ID_NAME", "session_id"),
+        default_factory=original_env("SESSION_ID_NAME", "session_id"),
         validate_default=True,
         description="query parameter of the Socket.IO connection that carries the session id",
     )
     generate_session_id_on_connect: bool = Field(
-        default_factory=_original_env("GENERATE_SESSION_ID_ON_CONNECT", False),
+        default_factory=original_env("GENERATE_SESSION_ID_ON_CONNECT", False),
         validate_default=True,
         description="make an id for a client that connects without a known one, instead of "
         "refusing it; the id is sent to it in a 'session' event",
@@ -378,6 +331,14 @@ class AnalysisSettings(BaseModel):
     )
     max_answer_bytes: int = Field(
         4 * MiB, ge=1024, description="largest answer read from an analysis service"
+    )
+    reconnect_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="how long a session waits for its client to reconnect with the same id "
+        "(python-socketio reconnects by itself) before it ends and its id is used up; 0: at "
+        "once, as the original API does",
     )
     issued_id_ttl_s: float = Field(
         600.0, gt=0, description="a handed-out session id must connect within this time"
@@ -579,7 +540,23 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path("data")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file in data_dir"
+        None,
+        description="SQLAlchemy URL (sqlite:///..., postgresql://user@host/db); default: "
+        "SQLite file in data_dir",
+    )
+    migrate: bool = Field(
+        False,
+        description="upgrade a database made by an older framebroker before serving "
+        "(else the server refuses it and says how)",
+    )
+    node_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="this server to a shared database: its sessions' owner; default: an id "
+        "made at the data directory's first start and kept in data_dir/node_id. Two servers "
+        "on one database need different ones",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -17,8 +17,10 @@ The tree::
     │   └── HeadersTooLarge           431  headers_too_large  (max_header_bytes, 8 KiB lines)
     ├── SessionNotFound               404  session_not_found
     ├── SessionConflict               409  session_conflict
+    │   └── StaleOwner                409  stale_owner        (a newer owner holds the session)
     ├── CapacityExceeded              503  capacity_exceeded  (too many sessions, inbox full)
     │   └── TooManyConnections        503  too_many_connections (a listener's max_connections)
+    ├── StoreUnavailable              503  store_unavailable  (the database cannot be reached now)
     ├── RequestTimeout                408  request_timeout    (a request arrived too slowly)
     │   ├── HeaderTimeout             408  header_timeout     (header_timeout_s)
     │   └── BodyTimeout               408  body_timeout       (body_timeout_s)
@@ -53,6 +55,8 @@ __all__ = [
     "RequestTimeout",
     "SessionConflict",
     "SessionNotFound",
+    "StaleOwner",
+    "StoreUnavailable",
     "TooManyConnections",
     "TooManyRequests",
     "UnsupportedMediaType",
@@ -144,6 +148,13 @@ class SessionConflict(FramebrokerError):
     code = "session_conflict"
 
 
+class StaleOwner(SessionConflict):
+    """A write to a session that another owner, or a later life of this one, now holds
+    (see :mod:`framebroker.core.store`): this process must not write for it any more."""
+
+    code = "stale_owner"
+
+
 class CapacityExceeded(FramebrokerError):
     """A server-wide bound (sessions, queued frames) is reached; retry later."""
 
@@ -156,6 +167,15 @@ class TooManyConnections(CapacityExceeded):
     """A listener already holds ``limits.max_connections`` open connections."""
 
     code = "too_many_connections"
+
+
+class StoreUnavailable(FramebrokerError):
+    """The database cannot be reached or used right now (restarting, unreachable, its pool
+    exhausted). Nothing was written; retry later: the store reconnects by itself."""
+
+    http_status = 503
+    ws_close_code = 1013
+    code = "store_unavailable"
 
 
 class RequestTimeout(FramebrokerError):

@@ -100,3 +100,6 @@ def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
     # connection that say nothing to an operator unless ICE fails (then it warns).
     for chatty in _CHATTY:
         logging.getLogger(chatty).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # Alembic narrates each migration run ("Context impl ...") at INFO; the store logs one
+    # line of its own when it upgrades a database.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

@@ -25,7 +25,7 @@ import pytest
 
 from framebroker.config import load_settings
 from framebroker.media.sources import demo_clip
-from framebroker.storage import PeopleRecords, face_filename, open_store
+from framebroker.storage import SQLPeopleRecords, face_filename, open_store
 
 from ..transports.images import scene
 from .browser import CHROMIUM, TRACK_SOCKETS, chromium
@@ -51,7 +51,7 @@ def seed_face(data: Path) -> int:
     settings = load_settings(data_dir=data)
     store = open_store(settings.sqlalchemy_url)
     try:
-        face_id, name = PeopleRecords(store).add_face(
+        face_id, name = SQLPeopleRecords(store).add_face(
             source="demo", track_id=3, day="2026-01-01", quality=0.9, score=0.9
         )
     finally:

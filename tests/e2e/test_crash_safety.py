@@ -2,9 +2,10 @@
 
 The real server counts people on the bundled clip and saves faces from a clip of a portrait,
 while REST sessions come and go; it is killed at once after pushing a fresh count. The store
-it leaves must be intact (SQLite's own check), every indexed face must have a whole JPEG, and
-a restart on the same data directory must report at least every count, event, face and ended
-session's summary that any client was shown before the kill.
+it leaves must be intact (SQLite's own check), every indexed face must have a whole JPEG (a
+file beside SQLite, a row in PostgreSQL), and a restart on the same data directory and
+database must report at least every count, event, face and ended session's summary that any
+client was shown before the kill. It runs on SQLite and on a real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,11 @@ import httpx
 import pytest
 import simplejpeg
 import websockets
+from sqlalchemy import create_engine, text
 from websockets.exceptions import ConnectionClosed
 
 from framebroker.media.sources import demo_clip
+from framebroker.storage import database_url
 
 from .portrait import PORTRAIT, write_portrait_clip
 from .server import RunningServer, running_server
@@ -135,32 +137,43 @@ class Stored:
     faces: dict[str, int]  # source: how many
 
 
-def check_store(data: Path) -> Stored:
-    """Check the database and the faces folder as the kill left them."""
-    db = sqlite3.connect(data / "framebroker.sqlite3")
+def check_store(data: Path, url: str) -> Stored:
+    """Check the database and the face crops as the kill left them."""
+    engine = create_engine(database_url(url))
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = db.execute("SELECT face_id, filename FROM faces").fetchall()
-        stored = Stored(
-            face_ids=[face_id for face_id, _ in rows],
-            counts={
-                source: (int(cin), int(cout))
-                for source, cin, cout in db.execute(
-                    "SELECT source, SUM(count_in), SUM(count_out) FROM daily_counts GROUP BY source"
-                )
-            },
-            events=dict(db.execute("SELECT source, COUNT(*) FROM traffic_events GROUP BY source")),
-            event_ids=[
-                i for (i,) in db.execute("SELECT id FROM traffic_events WHERE source = 'demo'")
-            ],
-            faces=dict(db.execute("SELECT source, COUNT(*) FROM faces GROUP BY source")),
-        )
+        with engine.connect() as db:
+
+            def rows(sql: str) -> list[Any]:
+                return list(db.execute(text(sql)).all())
+
+            if sqlite:
+                assert rows("PRAGMA integrity_check") == [("ok",)]
+            faces = rows("SELECT face_id, filename FROM faces")
+            stored = Stored(
+                face_ids=[face_id for face_id, _ in faces],
+                counts={
+                    source: (int(cin), int(cout))
+                    for source, cin, cout in rows(
+                        "SELECT source, SUM(count_in), SUM(count_out) FROM daily_counts "
+                        "GROUP BY source"
+                    )
+                },
+                events=dict(rows("SELECT source, COUNT(*) FROM traffic_events GROUP BY source")),
+                event_ids=[
+                    i for (i,) in rows("SELECT id FROM traffic_events WHERE source = 'demo'")
+                ],
+                faces=dict(rows("SELECT source, COUNT(*) FROM faces GROUP BY source")),
+            )
+            crops = {} if sqlite else dict(rows("SELECT face_id, jpeg FROM face_crops"))
     finally:
-        db.close()
-    for face_id, name in rows:
+        engine.dispose()
+    for face_id, name in faces:
         assert name == f"face_{face_id}.jpg"
-        jpeg = (data / "faces" / name).read_bytes()  # the row's file is there, and whole
+        # The row's crop is there, and whole.
+        jpeg = (data / "faces" / name).read_bytes() if sqlite else bytes(crops.pop(face_id))
         assert simplejpeg.decode_jpeg(jpeg, strict=True).size > 0
+    assert crops == {}  # no crop without its face
     for path in (data / "faces").glob("face_*.jpg"):  # none is half-written, indexed or not
         simplejpeg.decode_jpeg(path.read_bytes(), strict=True)
     return stored
@@ -186,13 +199,14 @@ def portrait_clip(tmp_path: Path) -> Path:
 
 
 def test_a_killed_server_restarts_with_everything_it_had_reported(
-    tmp_path: Path, portrait_clip: Path
+    tmp_path: Path, portrait_clip: Path, empty_database: str
 ) -> None:
     data = tmp_path / "data"
     config = tmp_path / "framebroker.toml"
     config.write_text(CONFIG)
     args = ("--config", str(config), "--source", f"demo={demo_clip()}",
-            "--source", f"face={portrait_clip}", "--no-source-realtime")  # fmt: skip
+            "--source", f"face={portrait_clip}", "--no-source-realtime",
+            "--database-url", empty_database)  # fmt: skip
 
     with running_server(data, *args) as server, httpx.Client(base_url=server.url) as client:
         ended, running = rest_sessions(client)
@@ -200,7 +214,7 @@ def test_a_killed_server_restarts_with_everything_it_had_reported(
     assert server.proc.returncode == -signal.SIGKILL
 
     # Whatever a client was shown had been committed: the store holds at least as much.
-    stored = check_store(data)
+    stored = check_store(data, empty_database)
     for source in ("demo", "face"):
         shown = seen.stats[source]
         stored_in, stored_out = stored.counts.get(source, (0, 0))

@@ -13,8 +13,8 @@ import pytest
 from framebroker.config import load_settings
 from framebroker.core.inbox import Backpressure
 from framebroker.media.sources import demo_clip
-from framebroker.people.feed import PeopleCounterConfig, SourceFeed, people_pipeline
-from framebroker.people.live import LiveFeedConfig
+from framebroker.people.config import LiveSettings, PeopleCounterSettings
+from framebroker.people.feed import SourceFeed, people_pipeline
 from framebroker.runtime import Broker, BrokerConfig
 from framebroker.server.app import build_registry
 
@@ -29,7 +29,7 @@ async def demo_feed(
     await broker.start()
     feed = SourceFeed(
         "demo", str(demo_clip()), broker, broker.run_blocking, None,
-        PeopleCounterConfig(faces=False), LiveFeedConfig(),
+        PeopleCounterSettings(faces=False), LiveSettings(),
         realtime=realtime, loop=True,
     )  # fmt: skip
     try:
@@ -66,7 +66,7 @@ async def test_failing_frames_are_counted_and_reported_a_line_per_interval(
     broker = Broker(build_registry(settings), config=BrokerConfig(max_workers=1))
     feed = SourceFeed(
         "cam", "unused.mp4", broker, broker.run_blocking, None,
-        PeopleCounterConfig(faces=False), LiveFeedConfig(),
+        PeopleCounterSettings(faces=False), LiveSettings(),
         realtime=False, loop=False,
     )  # fmt: skip
 
@@ -126,17 +126,17 @@ async def test_a_reader_paced_under_latest_has_room_for_the_first_stage_and_one_
     await broker.start()
     feed = SourceFeed(
         "net", "http://127.0.0.1:9/clip.mp4", broker, broker.run_blocking, None,
-        PeopleCounterConfig(faces=False), LiveFeedConfig(), realtime=False,
+        PeopleCounterSettings(faces=False), LiveSettings(), realtime=False,
     )  # fmt: skip
     try:
         latest = await broker.create(
             transport="source",
-            pipeline=people_pipeline(PeopleCounterConfig(faces=False), day="2026-11-22"),
+            pipeline=people_pipeline(PeopleCounterSettings(faces=False), day="2026-11-22"),
             backpressure=Backpressure.LATEST,
         )
         waiting = await broker.create(
             transport="source",
-            pipeline=people_pipeline(PeopleCounterConfig(faces=False), day="2026-11-22"),
+            pipeline=people_pipeline(PeopleCounterSettings(faces=False), day="2026-11-22"),
             backpressure=Backpressure.WAIT,
         )
         assert broker.stage_widths(broker.get(latest.id)) == [3, 1]

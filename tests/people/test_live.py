@@ -9,16 +9,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from framebroker.people.config import LiveSettings, PeopleCounterSettings
 from framebroker.people.live import (
     LiveFeed,
-    LiveFeedConfig,
     end_interrupted_events,
     live_timestamp,
     local_day,
 )
+from framebroker.people.records import StagedCrop
 from framebroker.plugins import ProcessorRegistry
 from framebroker.sessions import FrameOut
-from framebroker.storage import FaceFolder, PeopleRecords, SQLStore
+from framebroker.storage import FaceFolder, SQLPeopleRecords, SQLStore
 
 from ..fake_sessions import FakeSessions
 
@@ -28,13 +29,14 @@ async def inline(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @pytest.fixture
-async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, PeopleRecords, FakeSessions]]:
+async def feed(tmp_path: Path) -> AsyncIterator[tuple[LiveFeed, SQLPeopleRecords, FakeSessions]]:
     store = SQLStore(f"sqlite:///{tmp_path / 'live.sqlite3'}")
-    records = PeopleRecords(store)
+    records = SQLPeopleRecords(store)
     bus = sessions()
     live = LiveFeed(
         "cam", "s1", bus, inline, records,
-        LiveFeedConfig(max_fps=0, stats_interval_s=0.05, faces_dir=tmp_path / "faces"),
+        PeopleCounterSettings(), LiveSettings(max_fps=0, stats_interval_s=0.05),
+        crops=FaceFolder(tmp_path / "faces"),
     )  # fmt: skip
     await live.start()
     yield live, records, bus
@@ -51,7 +53,7 @@ def result(**outputs: Any) -> FrameOut:
 
 
 async def test_frames_events_and_stats_are_published(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions],
 ) -> None:
     live, records, bus = feed
     sub = bus.subscribe("live/cam/*")
@@ -89,7 +91,7 @@ async def test_frames_events_and_stats_are_published(
 
 
 async def test_faces_are_written_once_per_track_and_updated_in_place(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:
     live, records, _ = feed
     await live.handle(result(faces=[{"track_id": 7, "jpeg": b"first", "quality": 1.0}]))
@@ -107,7 +109,7 @@ async def test_faces_are_written_once_per_track_and_updated_in_place(
 
 
 async def test_frame_rate_is_capped(tmp_path: Path) -> None:
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=5))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=5))
     for _ in range(20):
         await live.handle(result(annotated_image="QQ=="))
     assert live.frames_published == 1
@@ -124,8 +126,9 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     tmp_path: Path,
 ) -> None:
     store = SQLStore(f"sqlite:///{tmp_path / 'hours.sqlite3'}")
-    records = PeopleRecords(store)
-    config = LiveFeedConfig(timezone="Europe/Paris", max_fps=0, stats_interval_s=60)
+    records = SQLPeopleRecords(store)
+    people = PeopleCounterSettings(timezone="Europe/Paris")
+    live_settings = LiveSettings(max_fps=0, stats_interval_s=60)
     nine = datetime(2026, 11, 21, 9, 30, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
     day = "2026-11-21"
 
@@ -133,7 +136,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
         outputs = {"day": day, "lines": {"door": {"in": cin, "out": cout}}}
         return FrameOut("s1", 0, outputs=outputs, timestamp=t)
 
-    live = LiveFeed("cam", "s1", sessions(), inline, records, config)
+    live = LiveFeed("cam", "s1", sessions(), inline, records, people, live_settings)
     live.day = day
     await live.start()
     await live.handle(at(nine, 2, 0))
@@ -143,7 +146,7 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     assert records.load_hourly("cam", day) == {(9, "door"): (3, 1), (10, "door"): (2, 0)}
 
     # A restart the same day: the counter resumes from 5/1, so only growth past it is new.
-    again = LiveFeed("cam", "s2", sessions(), inline, records, config)
+    again = LiveFeed("cam", "s2", sessions(), inline, records, people, live_settings)
     again.day = day
     await again.start()
     await again.handle(at(nine + 3700, 6, 1))
@@ -153,23 +156,8 @@ async def test_crossings_are_kept_per_hour_and_a_restart_does_not_count_them_twi
     store.close()
 
 
-async def test_a_restart_shows_the_days_counts_before_its_first_frame(tmp_path: Path) -> None:
-    store = SQLStore(f"sqlite:///{tmp_path / 'restart.sqlite3'}")
-    records = PeopleRecords(store)
-    live = LiveFeed("cam", "s1", sessions(), inline, records, LiveFeedConfig(max_fps=0))
-    records.save_counts("cam", live.day, {"door": {"in": 4, "out": 1}, "gate": {"in": 2, "out": 0}})
-    records.event_started(source="cam", day=live.day, started_at=1.0, start_time="09:00:00")
-    await live.start()
-    try:
-        assert (live.stats["count_in"], live.stats["count_out"]) == (6, 1)
-        assert live.stats["daily_event_count"] == 1
-    finally:
-        await live.stop()
-        store.close()
-
-
 async def test_nothing_is_shown_before_it_is_stored(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions], tmp_path: Path
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions], tmp_path: Path
 ) -> None:
     """Each message is checked against the store at the moment it is published: a crash
     right after it could not take back what it showed."""
@@ -210,13 +198,13 @@ async def test_nothing_is_shown_before_it_is_stored(
 
 
 async def test_a_face_whose_file_cannot_be_placed_is_not_indexed(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     live, records, _ = feed
 
-    def full_disk(self: FaceFolder, staged: Path, name: str) -> None:
+    def full_disk(self: FaceFolder, staged: StagedCrop, name: str) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(FaceFolder, "place", full_disk)
@@ -231,7 +219,7 @@ def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
     tmp_path: Path,
 ) -> None:
     store = SQLStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    records = PeopleRecords(store)
+    records = SQLPeopleRecords(store)
     tz = ZoneInfo("Europe/Paris")
     assert end_interrupted_events(records, "cam", tz) == 0
     started = datetime(2026, 11, 21, 9, 0, tzinfo=tz).timestamp()
@@ -249,7 +237,7 @@ def test_events_a_crash_left_running_end_when_the_source_was_last_counted(
 
 
 async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
-    feed: tuple[LiveFeed, PeopleRecords, FakeSessions],
+    feed: tuple[LiveFeed, SQLPeopleRecords, FakeSessions],
 ) -> None:
     live, records, bus = feed
     day = local_day(1_763_700_000.0, live.tz)
@@ -277,14 +265,14 @@ async def test_a_feed_that_falls_behind_skips_frames_but_not_events(
 def test_frames_go_out_at_the_cap_on_average(
     pipeline_fps: float, cap: float, expected: float
 ) -> None:
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=cap))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=cap))
     sent = sum(live._frame_due(1000.0 + k / pipeline_fps) for k in range(int(10 * pipeline_fps)))
     assert sent == pytest.approx(10 * expected, abs=2)
 
 
 def test_frames_that_come_in_pairs_still_go_out_near_the_cap() -> None:
     # A 38 fps pipeline whose frames come two at a time, 5 ms apart.
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=30))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=30))
     times = [1000.0 + k * 2 / 38 + d for k in range(190) for d in (0.0, 0.005)]
     sent = [t for t in times if live._frame_due(t)]
     assert len(sent) / 10 == pytest.approx(30, abs=1.5)
@@ -293,10 +281,98 @@ def test_frames_that_come_in_pairs_still_go_out_near_the_cap() -> None:
 
 
 def test_a_pause_does_not_release_a_burst() -> None:
-    live = LiveFeed("cam", "s", sessions(), inline, None, LiveFeedConfig(max_fps=10))
+    live = LiveFeed("cam", "s", sessions(), inline, None, live=LiveSettings(max_fps=10))
     assert [live._frame_due(t) for t in (0.0, 0.05, 0.1)] == [True, False, True]
     # Five seconds without frames, then a fast pipeline: one frame, then the cap again.
     assert [live._frame_due(5.0 + k / 100) for k in range(12)] == [True] + [False] * 9 + [
         True,
         False,
     ]
+
+
+async def test_a_restarted_feed_shows_the_days_totals_before_its_first_frame(
+    tmp_path: Path,
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'restart.sqlite3'}")
+    records = SQLPeopleRecords(store)
+    sessions_ = sessions()
+    live = LiveFeed(
+        "cam", "s1", sessions_, inline, records, live=LiveSettings(stats_interval_s=0.05)
+    )
+    records.save_counts("cam", live.day, {"door": {"in": 4, "out": 2}, "gate": {"in": 1, "out": 0}})
+    records.event_started(source="cam", day=live.day, started_at=1.0, start_time="09:00:00")
+    watch = sessions_.subscribe("live/cam/stats")
+    await live.start()
+    try:
+        await asyncio.wait_for(watch.wait(), 5)
+        first = watch.drain()[0].payload["data"]
+        assert (first["count_in"], first["count_out"], first["daily_event_count"]) == (5, 2, 1)
+    finally:
+        await live.stop()
+        store.close()
+
+
+async def test_while_the_database_is_away_nothing_new_is_shown_and_nothing_shown_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A real PostgreSQL stopped (``pg_ctl stop -m immediate``) under the feed: it keeps
+    counting but shows only what is stored; started again, the held-back crossings and the
+    event are stored, then shown, with no restart of the feed."""
+    from ..postgres import running_postgres
+
+    day = local_day(1_763_700_000.0, ZoneInfo("UTC"))
+    with running_postgres() as pg:
+        store = SQLStore(pg.url())
+        records = SQLPeopleRecords(store)
+        bus = sessions()
+        sub = bus.subscribe("live/cam/*")
+        live = LiveFeed(
+            "cam", "s1", bus, inline, records,
+            PeopleCounterSettings(), LiveSettings(max_fps=0, stats_interval_s=0.05),
+        )  # fmt: skip
+        await live.start()
+        shown: list[tuple[str, Any]] = []
+
+        async def tick_and_read() -> None:
+            await asyncio.sleep(0.15)
+            shown.extend((m.topic.rsplit("/", 1)[1], m.payload) for m in sub.drain())
+
+        def counted(n: int, **more: Any) -> FrameOut:
+            lines = {"door": {"in": n, "out": 0}}
+            return result(annotated_image="QUJD", count_in=n, count_out=0, day=day,
+                          lines=lines, **more)  # fmt: skip
+
+        try:
+            await live.handle(counted(1))
+            await tick_and_read()
+            assert live.stats["count_in"] == 1
+            pg.stop("immediate")
+            shown.clear()
+            started = {"status": "started", "start_time": "09:00:00"}
+            await live.handle(counted(2, daily_event_count=1, event_active=True, event=started))
+            await live.handle(counted(3, daily_event_count=1, event_active=True))
+            await tick_and_read()
+            assert live.holding_back
+            assert [kind for kind, _ in shown if kind != "stats"] == []  # no frame, no event
+            assert {p["data"]["count_in"] for kind, p in shown if kind == "stats"} == {1}
+            assert live.stats["daily_event_count"] == 0
+
+            pg.start(pg.port)
+            shown.clear()
+            for _ in range(40):
+                await tick_and_read()
+                if not live.holding_back:
+                    break
+            assert not live.holding_back
+            assert records.load_counts("cam", day) == {"door": {"in": 3, "out": 0}}
+            assert [e["start_time"] for e in records.events_on("cam", day)] == ["09:00:00"]
+            assert ("event", {"data": {"status": "started", "start_time": "09:00:00"}}) in [
+                (kind, {"data": p["data"]}) for kind, p in shown
+            ]
+            assert live.stats["count_in"] == 3
+            assert live.stats["daily_event_count"] == 1
+            await live.handle(counted(4))  # frames go out again
+            assert "live/cam/frame" in {m.topic for m in sub.drain()}
+        finally:
+            await live.stop()
+            store.close()

@@ -403,3 +403,48 @@ async def test_a_session_over_its_frame_rate_is_refused_and_another_goes_on() ->
         assert 'framebroker_frames_total{outcome="dropped",transport="cam"} 1.0' in text
     finally:
         await b.stop()
+
+
+async def test_a_start_ends_only_the_sessions_of_this_servers_earlier_life(
+    tmp_path: Any,
+) -> None:
+    """Two servers share a store: a restart of one (a new epoch of its owner) ends the
+    sessions its crash left, never the other's; and every session it records is its own."""
+    from framebroker.storage import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+
+    async def server(owner: str) -> Broker:
+        reg = ProcessorRegistry()
+        reg.register("counter", Counter)
+        started = Broker(
+            reg,
+            store=SQLStore(url),
+            config=BrokerConfig(default_pipeline=("counter",), owner_id=owner),
+        )
+        await started.start()
+        return started
+
+    a = await server("a")
+    b = await server("b")
+    from_a = (await a.create(transport="rest")).id
+    from_b = (await b.create(transport="rest")).id
+    await asyncio.sleep(0.1)  # the starts are recorded in the background
+    # a crashes (its store is dropped without ending anything) and starts again.
+    assert a.store is not None
+    a.store.close()
+    a_again = await server("a")
+    try:
+        crashed = await a_again.info(from_a)
+        assert (crashed.state, crashed.summary["reason"]) == ("ended", "server_restarted")
+        assert (await a_again.info(from_b)).state == "active"  # b is alive
+        record = await a_again.run_blocking(a_again.store.get_session, from_b)  # type: ignore[union-attr]
+        assert (record["owner"], record["epoch"]) == ("b", 1)
+        mine = (await a_again.create(transport="rest")).id
+        await a_again.end(mine)
+        record = await a_again.run_blocking(a_again.store.get_session, mine)  # type: ignore[union-attr]
+        assert (record["owner"], record["epoch"], record["state"]) == ("a", 2, "ended")
+    finally:
+        await b.stop()
+        await a_again.stop()
+        a.executor.shutdown(wait=True)

@@ -10,12 +10,17 @@ from framebroker.storage import FaceFolder
 def test_a_staged_crop_is_whole_on_disk_before_it_gets_its_name(tmp_path: Path) -> None:
     folder = FaceFolder(tmp_path / "faces")
     staged = folder.stage(b"jpeg bytes")
-    assert staged.parent == folder.path
-    assert staged.read_bytes() == b"jpeg bytes"
+    assert staged.path is not None
+    assert staged.path.parent == folder.path
+    assert staged.path.read_bytes() == b"jpeg bytes"
     assert not (folder.path / "face_1.jpg").exists()
+    assert folder.read("face_1.jpg") is None
     folder.place(staged, "face_1.jpg")
-    assert not staged.exists()
+    assert not staged.path.exists()
     assert (folder.path / "face_1.jpg").read_bytes() == b"jpeg bytes"
+    assert folder.read("face_1.jpg") == b"jpeg bytes"
+    assert folder.present(["face_1.jpg", "face_2.jpg", "../face_1.jpg"]) == {"face_1.jpg"}
+    assert folder.read("../face_1.jpg") is None
 
 
 def test_write_replaces_a_crop_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -1,21 +1,21 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from framebroker.storage import PeopleRecords, SQLStore, face_filename
+from framebroker.storage import SQLPeopleRecords, SQLStore, face_filename
+
+from .conftest import OpenStore
 
 
 @pytest.fixture
-def records(tmp_path: Path) -> Iterator[PeopleRecords]:
-    store = SQLStore(f"sqlite:///{tmp_path / 'people.sqlite3'}")
-    yield PeopleRecords(store)
-    store.close()
+def records(store: SQLStore) -> SQLPeopleRecords:
+    return SQLPeopleRecords(store)
 
 
-def test_faces_get_server_made_ids_and_names(records: PeopleRecords) -> None:
+def test_faces_get_server_made_ids_and_names(records: SQLPeopleRecords) -> None:
     a = records.add_face(source="cam", track_id=4, day="2026-11-21", quality=1.0, score=0.9)
     b = records.add_face(source="cam", track_id=5, day="2026-11-21", quality=2.0, score=0.8)
     assert a == (a[0], f"face_{a[0]}.jpg")
@@ -32,7 +32,7 @@ def test_faces_get_server_made_ids_and_names(records: PeopleRecords) -> None:
     assert updated["quality"] == 3.0
 
 
-def test_faces_page_by_id_newest_first(records: PeopleRecords) -> None:
+def test_faces_page_by_id_newest_first(records: SQLPeopleRecords) -> None:
     ids = [
         records.add_face(source="cam", track_id=k, day="2026-11-21", quality=1, score=1)[0]
         for k in range(5)
@@ -45,7 +45,7 @@ def test_faces_page_by_id_newest_first(records: PeopleRecords) -> None:
         records.faces_page(-1)
 
 
-def test_face_count_per_day_and_retention(records: PeopleRecords) -> None:
+def test_face_count_per_day_and_retention(records: SQLPeopleRecords) -> None:
     for day in ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-21"]:
         records.add_face(source="cam", track_id=1, day=day, quality=1, score=1)
     assert records.count_faces("2026-11-21") == 2
@@ -57,22 +57,19 @@ def test_face_count_per_day_and_retention(records: PeopleRecords) -> None:
     assert len(records.recent_faces()) == 2
 
 
-def test_counts_survive_and_replace(records: PeopleRecords, tmp_path: Path) -> None:
+def test_counts_survive_and_replace(open_url_store: OpenStore) -> None:
+    records = SQLPeopleRecords(open_url_store())
     records.save_counts("cam", "2026-11-21", {"door": {"in": 3, "out": 1}})
     records.save_counts("cam", "2026-11-21", {"door": {"in": 5, "out": 2}, "gate": {"in": 1}})
-    reopened = SQLStore(f"sqlite:///{tmp_path / 'people.sqlite3'}")
-    try:
-        again = PeopleRecords(reopened)
-        assert again.load_counts("cam", "2026-11-21") == {
-            "door": {"in": 5, "out": 2},
-            "gate": {"in": 1, "out": 0},
-        }
-        assert again.load_counts("cam", "2026-11-22") == {}
-    finally:
-        reopened.close()
+    again = SQLPeopleRecords(open_url_store())
+    assert again.load_counts("cam", "2026-11-21") == {
+        "door": {"in": 5, "out": 2},
+        "gate": {"in": 1, "out": 0},
+    }
+    assert again.load_counts("cam", "2026-11-22") == {}
 
 
-def test_events(records: PeopleRecords) -> None:
+def test_events(records: SQLPeopleRecords) -> None:
     eid = records.event_started(
         source="cam", day="2026-11-21", started_at=10.0, start_time="09:00:00"
     )
@@ -91,7 +88,7 @@ def test_file_names_come_from_integers_only() -> None:
         face_filename("../etc/passwd")  # type: ignore[arg-type]
 
 
-def test_hourly_counts_replace_the_day_and_sum_for_a_chart(records: PeopleRecords) -> None:
+def test_hourly_counts_replace_the_day_and_sum_for_a_chart(records: SQLPeopleRecords) -> None:
     records.save_counts(
         "cam", "2026-11-21", {"a": {"in": 3, "out": 1}}, {(9, "a"): (2, 1), (13, "a"): (1, 0)}
     )
@@ -113,13 +110,15 @@ def test_hourly_counts_replace_the_day_and_sum_for_a_chart(records: PeopleRecord
 
 
 def test_a_face_is_indexed_only_once_its_file_is_in_place(
-    records: PeopleRecords, tmp_path: Path
+    records: SQLPeopleRecords, tmp_path: Path
 ) -> None:
     placed: list[str] = []
 
     def place(name: str) -> None:
-        # Inside the transaction: the row exists for this connection, not yet for others.
-        assert records.recent_faces() == []
+        # Inside the transaction: the row exists for this connection, not yet for others
+        # (another thread reads on a connection of its own).
+        with ThreadPoolExecutor(1) as other:
+            assert other.submit(records.recent_faces).result() == []
         placed.append(name)
 
     face_id, name = records.add_face(
@@ -136,7 +135,7 @@ def test_a_face_is_indexed_only_once_its_file_is_in_place(
     assert records.face_filenames() == {name}
 
 
-def test_events_left_open_and_when_counts_were_last_stored(records: PeopleRecords) -> None:
+def test_events_left_open_and_when_counts_were_last_stored(records: SQLPeopleRecords) -> None:
     assert records.last_counted_at("cam") is None
     records.save_counts("cam", "2026-11-21", {"door": {"in": 1, "out": 0}})
     last = records.last_counted_at("cam")

@@ -45,12 +45,15 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve(tmp_path: Path, **analysis: Any) -> AsyncIterator[Served]:
-    """The app with these ``analysis`` settings (plus a test key), until the block ends."""
+    """The app with these ``analysis`` settings (plus a test key), until the block ends.
+
+    A disconnect ends its session at once (``reconnect_grace_s = 0``, as the original API),
+    unless a test asks for a grace period."""
     settings = load_settings(
         data_dir=tmp_path,
         max_workers=2,
         limits={"max_image_pixels": 4_000_000},
-        analysis={"secret_key": KEY, **analysis},
+        analysis={"secret_key": KEY, "reconnect_grace_s": 0, **analysis},
     )
     app = build_app(settings)
     port = free_port()

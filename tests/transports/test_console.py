@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from framebroker.config import Settings, load_settings
 from framebroker.server import Services
-from framebroker.storage import PeopleRecords
+from framebroker.storage import SQLPeopleRecords
 from framebroker.transports import console
 from framebroker.transports.http import install_error_handlers
 
@@ -20,12 +20,12 @@ PAGES = ("index.html", "live.html", "faces.html", "camera.html")
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
 
 
-def records_of(services: Services) -> PeopleRecords:
+def records_of(services: Services) -> SQLPeopleRecords:
     assert services.records is not None
     return services.records
 
 
-def add_faces(settings: Settings, records: PeopleRecords, n: int) -> list[int]:
+def add_faces(settings: Settings, records: SQLPeopleRecords, n: int) -> list[int]:
     """``n`` faces with their files; returns their ids, oldest first."""
     ids = []
     for k in range(n):
@@ -202,3 +202,22 @@ async def test_events_of_a_source(client: httpx.AsyncClient, services: Services)
 async def test_endpoints_are_in_the_openapi_document(client: httpx.AsyncClient, path: str) -> None:
     doc = (await client.get("/openapi.json")).json()
     assert path.replace("/x/", "/{name}/") in doc["paths"]
+
+
+async def test_every_page_comes_in_the_one_frame(client: httpx.AsyncClient) -> None:
+    frame = (console.UI_DIR / "_frame.html").read_text(encoding="utf-8")
+    head = frame.split("{{title}}", 1)[0]
+    for file, title, script in console.PAGES:
+        r = await client.get(f"/ui/{file}")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/html")
+        assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        page = r.text
+        assert page.startswith(head)  # the shared head, not a copy of it
+        assert f"<title>{title} · framebroker</title>" in page
+        assert f'<script type="module" src="{script}"></script>' in page
+        assert page.count('aria-current="page"') == 1
+        assert page.count("<main") == 1
+        assert page.rstrip().endswith("</html>")
+    assert (await client.get("/ui/")).text == (await client.get("/ui/index.html")).text
+    assert (await client.get("/ui/_frame.html")).status_code == 404

@@ -33,7 +33,7 @@ from framebroker.core.manager import SESSION_ID_RE
 from framebroker.media.encode import encode_mp4
 from framebroker.server import build_app
 from framebroker.server.serve import uvicorn_config
-from framebroker.storage import PeopleRecords
+from framebroker.storage import SQLPeopleRecords
 from framebroker.transports.console import UI_DIR
 from framebroker.transports.people_ws import ERR_INTERNAL
 
@@ -139,7 +139,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Site]:
     )
     async with serving(config):
         records = app.state.services.records
-        assert isinstance(records, PeopleRecords)
+        assert isinstance(records, SQLPeopleRecords)
         face_id, filename = records.add_face(
             source="door", track_id=7, day="2026-01-01", quality=0.9, score=0.9
         )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -358,16 +359,78 @@ async def test_a_peer_that_stops_sending_is_ended_after_the_media_timeout(
         await stored(services.broker, answer["session_id"])
 
 
-async def test_closing_the_socket_ends_the_session_and_persists_it(
+async def test_closing_the_socket_leaves_the_session_to_the_peer_connection(
     live: tuple[Services, str],
 ) -> None:
     services, url = live
-    async with peer_and_socket(url) as (peer, ws):
-        answer = await negotiate(peer, ws)
-        await recv_type(ws, "prediction")
+    peer = client_peer()
+    try:
+        async with websockets.connect(url) as ws:
+            answer = await negotiate(peer, ws)
+        # The socket is gone; predictions keep coming on the data channel.
+        await wait_for(lambda: len(peer.channel_messages) >= 3)
+        info = await services.broker.info(answer["session_id"])
+        assert info.state == "active"
+    finally:
+        await peer.close()
     record = await stored(services.broker, answer["session_id"])
-    assert record["summary"]["reason"] == "signaling_closed"
+    assert record["summary"]["reason"] == "disconnected"
     assert record["summary"]["results"]["later_end"] is True
+
+
+async def mock_client_session(
+    signaling: str, base: str, *, predictions: int = 3
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The original API's mock client (its test.py): offer, take the answer and close the
+    signaling socket at once, stream, send ``end session`` on the data channel when the
+    video is over, and wait for the message marked ``"final": true``. Returns that message
+    and every one before it."""
+    peer = client_peer()
+    try:
+        if signaling == "ws":
+            async with websockets.connect(base) as ws:
+                await ws.send(json.dumps({"type": "offer", "data": await peer.offer()}))
+                answer, _ = await recv_type(ws, "answer")
+            await peer.accept(answer["data"])
+        else:
+            async with httpx.AsyncClient(timeout=10) as http:
+                r = await http.post(base, json=await peer.offer())
+            assert r.status_code == 200, r.text
+            await peer.accept(r.json())
+        await wait_for(lambda: len(peer.channel_messages) >= predictions)
+        assert peer.channel is not None
+        peer.channel.send("end session")
+        await wait_for(lambda: any(m.get("final") for m in peer.channel_messages))
+        messages = list(peer.channel_messages)
+    finally:
+        await peer.close()
+    last = next(i for i, m in enumerate(messages) if m.get("final"))
+    return messages[last], messages[:last]
+
+
+@pytest.mark.parametrize("signaling", ["ws", "http"])
+async def test_the_original_mock_client_gets_its_final_result_on_every_port(
+    tmp_path: Path, signaling: str
+) -> None:
+    async with server(settings_with(tmp_path), "webrtc_http", "webrtc_ws") as (services, hosts):
+        main, http_compat, ws_compat = hosts
+        bases = (
+            [f"ws://{main}/webrtc/ws", f"ws://{ws_compat}/"]
+            if signaling == "ws"
+            else [f"http://{main}/offer", f"http://{http_compat}/offer"]
+        )
+        for base in bases:
+            started = time.monotonic()
+            final, before = await mock_client_session(signaling, base)
+            # At once: not after media_timeout_s (3 s here) of no video.
+            assert time.monotonic() - started < 3.0
+            assert final["type"] == "result"
+            assert final["reason"] == "client_ended"
+            assert final["data"]["later_end"] is True  # every model's end ran
+            assert before
+            assert all(m["type"] == "prediction" and m["final"] is False for m in before)
+            record = await stored(services.broker, final["session_id"])
+            assert record["summary"]["reason"] == "client_ended"
 
 
 @pytest.mark.broker_only  # timeouts and lanes are the broker's

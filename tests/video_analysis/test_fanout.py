@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,10 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from framebroker.config import load_settings
 from framebroker.errors import InvalidInput
 from framebroker.media.encode import encode_mp4
+from framebroker.media.sampling import read_frames
+from framebroker.media.sources import demo_clip
 from framebroker.plugins import ProcessorRegistry
 from framebroker.runtime import Broker, BrokerConfig
+from framebroker.server import build_registry
 from framebroker.video_analysis.fanout import (
     Fanout,
     HttpService,
@@ -267,3 +272,29 @@ def test_jsonable() -> None:
         Video()
     with pytest.raises(ValueError, match="timeout_s"):
         HttpService("a", "http://h", timeout_s=0)
+
+
+async def test_a_detecting_pipeline_answers_boxes_class_names_and_track_ids(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    b = Broker(build_registry(settings), config=BrokerConfig(max_workers=2))
+    await b.start()
+    try:
+        pipes = InProcessPipelines(b, {"people": ["detect", "bytetrack"]})
+        clip = [image for image, _, _ in itertools.islice(read_frames(str(demo_clip())), 12)]
+        answer = (await pipes.run("s", clip))["people"]
+        assert answer["frames"] == 12
+        last = answer["results"][-1]
+        assert last["detections"] == len(last["tracks"]) > 0  # the detector's own count too
+        person = last["tracks"][0]
+        assert person["class_id"] == 0
+        assert person["class_name"] == "person"
+        x1, y1, x2, y2 = person["box"]
+        assert 0 <= x1 < x2 <= 640
+        assert 0 <= y1 < y2 <= 480
+        assert 0 < person["score"] <= 1
+        assert any(t["track_id"] is not None for t in last["tracks"])  # confirmed tracks
+        await pipes.end("s")
+    finally:
+        await b.stop()

@@ -11,7 +11,7 @@ from .pipeline import FrameResult, Pipeline, SkipReason
 from .processor import BaseModel, ProcessContext, Processor, Rate
 from .rate import FrameRate
 from .session import Session, SessionStats, SessionSummary
-from .store import Store
+from .store import Owner, Store
 
 __all__ = [
     "Backpressure",
@@ -26,6 +26,7 @@ __all__ = [
     "ImageSource",
     "Inbox",
     "Message",
+    "Owner",
     "Pipeline",
     "ProcessContext",
     "Processor",

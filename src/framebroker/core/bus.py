@@ -10,10 +10,11 @@ threads).
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .mailbox import Mailbox
 
 __all__ = ["Bus", "Message", "Subscription"]
 
@@ -26,21 +27,28 @@ class Message:
 
 @dataclass(eq=False)
 class Subscription:
-    """A subscriber's bounded mailbox for topics matching ``pattern``.
+    """A subscriber's bounded mailbox (:class:`~.mailbox.Mailbox`, in arrival order) for
+    topics matching ``pattern``.
 
     ``pattern`` is a topic or a prefix ending in ``*`` (``"session/abc/*"``, ``"*"``).
-    A message ``keep`` says yes to is never dropped for room: the oldest other one goes
-    instead, and with none to drop the mailbox holds more than ``maxlen`` for a while. For
-    the rare messages a subscriber must see (an event starting), among many it may skip.
+    A message ``keep`` says yes to is never dropped for room: only the others are bounded by
+    ``maxlen``, and the oldest of them goes. For the rare messages a subscriber must see (an
+    event starting), among many it may skip.
     """
 
     pattern: str
     maxlen: int
     wake: Callable[[], object] | None = None
     keep: Callable[[Message], bool] | None = None
-    dropped: int = 0
-    _queue: deque[Message] = field(default_factory=deque)
+    _box: Mailbox[Message] = field(init=False)
     _bus: Bus | None = None
+
+    def __post_init__(self) -> None:
+        self._box = Mailbox(self.maxlen)
+
+    @property
+    def dropped(self) -> int:
+        return self._box.dropped
 
     def matches(self, topic: str) -> bool:
         if self.pattern.endswith("*"):
@@ -48,31 +56,17 @@ class Subscription:
         return topic == self.pattern
 
     def put(self, message: Message) -> None:
-        queue = self._queue
-        if len(queue) >= self.maxlen:
-            keep = self.keep
-            if keep is None:
-                queue.popleft()
-                self.dropped += 1
-            else:
-                for i, old in enumerate(queue):
-                    if not keep(old):
-                        del queue[i]
-                        self.dropped += 1
-                        break
-        queue.append(message)
+        self._box.put(message, keep=self.keep is not None and self.keep(message))
 
     def drain(self) -> list[Message]:
         """Every queued message, oldest first."""
-        out = list(self._queue)
-        self._queue.clear()
-        return out
+        return self._box.drain()
 
     def get_nowait(self) -> Message | None:
-        return self._queue.popleft() if self._queue else None
+        return self._box.take()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._box)
 
     def close(self) -> None:
         if self._bus is not None:

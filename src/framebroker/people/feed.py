@@ -19,7 +19,6 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,10 +30,11 @@ from ..errors import SessionNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
 from ..sessions import FrameIn, SessionInfo, Sessions
-from ..storage.people import PeopleRecords
-from .live import LiveFeed, LiveFeedConfig, Offload, end_interrupted_events, local_day
+from .config import LiveSettings, PeopleCounterSettings
+from .live import LiveFeed, Offload, end_interrupted_events, local_day
+from .records import FaceCrops, PeopleRecords
 
-__all__ = ["PeopleCounterConfig", "SourceFeed", "parse_source_arg", "people_pipeline"]
+__all__ = ["SourceFeed", "parse_source_arg", "people_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +55,10 @@ def parse_source_arg(arg: str, index: int) -> tuple[str, str]:
     return (clean or f"cam{index}"), uri
 
 
-@dataclass(frozen=True, slots=True)
-class PeopleCounterConfig:
-    """What the counting pipeline of a source is built from (see ``PeopleCounterSettings``)."""
-
-    timezone: str = "UTC"
-    lines: list[dict[str, Any]] | None = None
-    min_frames: int = 3
-    detector: str = "nanodet-g"
-    event_window_s: float = 60.0
-    event_threshold: int = 10
-    event_cooldown_s: float = 30.0
-    faces: bool = True
-    jpeg_quality: int = 70
-
-
 def people_pipeline(
-    config: PeopleCounterConfig,
+    config: PeopleCounterSettings,
     *,
+    jpeg_quality: int = 70,
     day: str,
     counts: dict[str, dict[str, int]] | None = None,
     events_today: int = 0,
@@ -99,7 +85,7 @@ def people_pipeline(
     ]
     if config.faces:
         specs.append({"name": "faces"})
-    specs.append({"name": "annotate", "quality": config.jpeg_quality})
+    specs.append({"name": "annotate", "quality": jpeg_quality})
     return specs
 
 
@@ -113,9 +99,10 @@ class SourceFeed:
         sessions: Sessions,
         offload: Offload,
         records: PeopleRecords | None,
-        counter: PeopleCounterConfig,
-        live: LiveFeedConfig,
+        counter: PeopleCounterSettings,
+        live: LiveSettings,
         *,
+        crops: FaceCrops | None = None,
         realtime: bool | None = None,
         loop: bool = False,
     ) -> None:
@@ -125,7 +112,8 @@ class SourceFeed:
         self._offload = offload
         self.records = records
         self.counter = counter
-        self.live_config = live
+        self.live_settings = live
+        self.crops = crops
         self.realtime = realtime
         self.loop = loop
         self.session: SessionInfo | None = None
@@ -166,7 +154,11 @@ class SourceFeed:
             session_id=self.name,
             transport="source",
             pipeline=people_pipeline(
-                self.counter, day=day, counts=counts, events_today=events_today
+                self.counter,
+                jpeg_quality=self.live_settings.jpeg_quality,
+                day=day,
+                counts=counts,
+                events_today=events_today,
             ),
             backpressure=backpressure,
         )
@@ -177,7 +169,9 @@ class SourceFeed:
             self.sessions,
             self._offload,
             self.records,
-            self.live_config,
+            self.counter,
+            self.live_settings,
+            crops=self.crops,
         )
         await self.live.start()
         self.video = VideoSource(

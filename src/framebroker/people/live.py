@@ -11,6 +11,14 @@ that shows them is published (the picture draws the counts too), so a crash, eve
 never takes back a number, an event or a face that a client was shown. Counts change only on
 the frames where someone crosses a line, so this is one small transaction per crossing, not
 per frame; SQLite in WAL mode with ``synchronous=NORMAL`` commits it without an fsync.
+
+While the database is away (:class:`~framebroker.errors.StoreUnavailable`) the counter keeps
+counting, and holds back what it could not store: the stats keep the stored totals, the
+picture (which draws the counts) and the events wait; every stats tick retries, and once the
+counts and events are stored they are shown, in order. So a client is never shown a crossing
+that is not stored; a crash before the database is back loses the crossings held back, none
+of which was shown. A face that could not be stored is dropped, unshown (a later, better crop
+of the same person is saved as a new face).
 """
 
 from __future__ import annotations
@@ -20,22 +28,20 @@ import contextlib
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..core.bus import Message
+from ..errors import StoreUnavailable
 from ..sessions import Feed, FrameOut, Sessions
-from ..storage.face_files import FaceFolder
-from ..storage.people import PeopleRecords, face_filename
+from .config import LiveSettings, PeopleCounterSettings
+from .records import FaceCrops, PeopleRecords, face_filename
 
 __all__ = [
     "LiveFeed",
-    "LiveFeedConfig",
     "Offload",
     "end_interrupted_events",
     "live_timestamp",
@@ -75,16 +81,6 @@ def _carries_record(message: Message) -> bool:
     return isinstance(out.get("event"), dict) or bool(out.get("faces"))
 
 
-@dataclass(frozen=True, slots=True)
-class LiveFeedConfig:
-    timezone: str = "UTC"
-    max_fps: float = 15.0
-    stats_interval_s: float = 0.5
-    faces_dir: Path | None = None
-    max_faces: int = 10_000
-    face_retention_days: int = 30
-
-
 class LiveFeed:
     """Follows one session's results; start it on the event loop, stop it before the broker.
 
@@ -98,17 +94,20 @@ class LiveFeed:
         sessions: Sessions,
         run_blocking: Offload,
         records: PeopleRecords | None,
-        config: LiveFeedConfig | None = None,
+        people: PeopleCounterSettings | None = None,
+        live: LiveSettings | None = None,
+        *,
+        crops: FaceCrops | None = None,
     ) -> None:
         self.source = source
         self.session_id = session_id
         self.sessions = sessions
-        self.config = config or LiveFeedConfig()
-        self.tz = ZoneInfo(self.config.timezone)
+        self.people = people or PeopleCounterSettings()
+        self.live = live or LiveSettings()
+        self.tz = ZoneInfo(self.people.timezone)
         self._run_blocking = run_blocking
         self._records = records
-        folder = self.config.faces_dir
-        self._faces = None if folder is None else FaceFolder(folder)
+        self._faces = crops
         self.stats: dict[str, Any] = dict.fromkeys(STATS_FIELDS, 0)
         self.stats["event_active"] = False
         self.day = local_day(time.time(), self.tz)
@@ -117,10 +116,21 @@ class LiveFeed:
         self._lines: dict[str, dict[str, int]] = {}
         # Crossings per (hour, line) today, from the growth of the line totals between frames.
         self._hours: dict[tuple[int, str], tuple[int, int]] = {}
-        # True while counts are not stored (a write failed): the stats tick retries.
-        self._counts_dirty = False
+        # Versions of the counts: changed by frames, stored by saves. They differ while a
+        # save is under way or failed (the stats tick retries); a flag cleared before the
+        # save's end would let a frame show counts not stored yet.
+        self._counts_changed = 0
+        self._counts_stored = 0
         # One save at a time, so an older snapshot of the counts never commits after a newer.
         self._saving = asyncio.Lock()
+        # Events not stored yet (the database was away), oldest first, with their frame's
+        # time and day; stored, then published, in order. Bounded: one left out was never
+        # shown.
+        self._events_unstored: deque[tuple[dict[str, Any], float, str]] = deque(maxlen=256)
+        self._storing_events = asyncio.Lock()
+        # The stats of the newest frame, shown once everything they count is stored.
+        self._latest: dict[str, Any] = {}
+        self._away = False  # the database was away at the last write: logged once
         self._event_id: int | None = None
         self._face_ids: OrderedDict[int, int] = OrderedDict()  # track id -> face id, bounded
         self._faces_added = 0
@@ -144,7 +154,8 @@ class LiveFeed:
             # hours already stored are kept.
             self._lines = await self._run_blocking(records.load_counts, self.source, self.day)
             self._hours = await self._run_blocking(records.load_hourly, self.source, self.day)
-            # Stats go out before the first frame is counted: they show today's totals too.
+            # Listeners see the day's totals from the first stats on, not zeros until the
+            # first frame is through the pipeline (a detector warming up takes seconds).
             self.stats["count_in"] = sum(int(c.get("in", 0)) for c in self._lines.values())
             self.stats["count_out"] = sum(int(c.get("out", 0)) for c in self._lines.values())
             events = await self._run_blocking(records.events_on, self.source, self.day)
@@ -176,7 +187,7 @@ class LiveFeed:
         if not isinstance(event, dict) or event.get("status") != "ended":
             return
         now = time.time()
-        await self._record_event(event, now)
+        await self._record_event(event, now, self.day)
         self.stats["event_active"] = False
         self.stats["current_event_count_in"] = 0
         self.sessions.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
@@ -211,27 +222,52 @@ class LiveFeed:
         if isinstance(lines, dict) and lines != self._lines:
             self._add_to_hours(lines, result.timestamp)
             self._lines = {k: dict(v) for k, v in lines.items()}
-            self._counts_dirty = True
+            self._counts_changed += 1
             await self._flush_counts()
         event = out.get("event")
         if isinstance(event, dict):
-            await self._record_event(event, result.timestamp)
+            self._events_unstored.append((dict(event), result.timestamp, self.day))
+        await self._store_events()  # publishes each event once it is stored
         faces = out.get("faces")
         if isinstance(faces, list) and faces and self._records is not None:
             for face in faces:
-                await self._record_face(face)
+                try:
+                    await self._record_face(face)
+                except StoreUnavailable:
+                    self._store_away("a face")
         for key in ("count_in", "count_out", "daily_event_count", "current_event_count_in"):
             if key in out:
-                self.stats[key] = int(out[key])
+                self._latest[key] = int(out[key])
         if "event_active" in out:
-            self.stats["event_active"] = bool(out["event_active"])
-        now = time.time()
-        if isinstance(event, dict):
-            self.sessions.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+            self._latest["event_active"] = bool(out["event_active"])
+        if self.holding_back:
+            return  # nothing it shows is published until what it counts is stored
+        self.stats.update(self._latest)
         image = out.get("annotated_image")
         if isinstance(image, str) and self._frame_due(time.monotonic()):
             self.frames_published += 1
-            self.sessions.publish(f"live/{self.source}/frame", {"jpeg_b64": image, "time": now})
+            self.sessions.publish(
+                f"live/{self.source}/frame", {"jpeg_b64": image, "time": time.time()}
+            )
+
+    @property
+    def holding_back(self) -> bool:
+        """True while counts or events are not stored yet (the database is away)."""
+        return self._counts_dirty or bool(self._events_unstored)
+
+    @property
+    def _counts_dirty(self) -> bool:
+        return self._records is not None and self._counts_changed != self._counts_stored
+
+    def _store_away(self, what: str) -> None:
+        if not self._away:
+            self._away = True
+            log.warning(
+                "source %s: the database is unavailable (storing %s); new counts and events "
+                "are held back until they are stored",
+                self.source,
+                what,
+            )
 
     def _add_to_hours(self, lines: dict[str, dict[str, int]], frame_time: float) -> None:
         hour = datetime.fromtimestamp(frame_time, self.tz).hour
@@ -256,19 +292,26 @@ class LiveFeed:
         other frame of a 40 fps pipeline through a cap of 30. Later than that, as after a
         pause, the schedule starts afresh rather than sending what it missed in a burst.
         """
-        if self.config.max_fps <= 0:
+        if self.live.max_fps <= 0:
             return True
         if now < self._next_frame_at:
             return False
-        interval = 1.0 / self.config.max_fps
+        interval = 1.0 / self.live.max_fps
         late = now - self._next_frame_at
         self._next_frame_at = (self._next_frame_at if late < 2 * interval else now) + interval
         return True
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self.config.stats_interval_s)
-            await self._flush_counts()  # only does something after a failed write
+            await asyncio.sleep(self.live.stats_interval_s)
+            # Only does something after a failed write: the database may be back.
+            await self._flush_counts()
+            await self._store_events()
+            if not self.holding_back:
+                self.stats.update(self._latest)
+                if self._away:
+                    self._away = False
+                    log.info("source %s: the database is back; all is stored", self.source)
             self.sessions.publish(
                 f"live/{self.source}/stats", {"data": dict(self.stats), "time": time.time()}
             )
@@ -278,9 +321,9 @@ class LiveFeed:
     async def _flush_counts(self) -> None:
         """Store the day's counts if they changed since they were last stored."""
         async with self._saving:
+            version = self._counts_changed
             if not self._counts_dirty or self._records is None:
                 return
-            self._counts_dirty = False
             try:
                 await self._run_blocking(
                     self._records.save_counts,
@@ -289,11 +332,35 @@ class LiveFeed:
                     dict(self._lines),
                     dict(self._hours),
                 )
+            except StoreUnavailable:
+                self._store_away("counts")
+                return
             except Exception:
-                self._counts_dirty = True
                 log.exception("could not save the counts of %s", self.source)
+                return
+            self._counts_stored = version
 
-    async def _record_event(self, event: dict[str, Any], frame_time: float) -> None:
+    async def _store_events(self) -> None:
+        """Store the events not stored yet, oldest first, publishing each once it is; stop at
+        the first the database cannot take (the next call retries it)."""
+        async with self._storing_events:
+            while self._events_unstored:
+                event, frame_time, day = self._events_unstored[0]
+                try:
+                    await self._record_event(event, frame_time, day)
+                except StoreUnavailable:
+                    self._store_away("an event")
+                    return
+                except Exception:
+                    log.exception("could not store an event of %s; not shown", self.source)
+                    self._events_unstored.popleft()
+                    continue
+                self._events_unstored.popleft()
+                self.sessions.publish(
+                    f"live/{self.source}/event", {"data": event, "time": time.time()}
+                )
+
+    async def _record_event(self, event: dict[str, Any], frame_time: float, day: str) -> None:
         if self._records is None:
             return
         records = self._records
@@ -301,13 +368,13 @@ class LiveFeed:
             self._event_id = await self._run_blocking(
                 lambda: records.event_started(
                     source=self.source,
-                    day=self.day,
+                    day=day,
                     started_at=frame_time,
                     start_time=str(event.get("start_time", "")),
                 )
             )
         elif event.get("status") == "ended" and self._event_id is not None:
-            event_id, self._event_id = self._event_id, None
+            event_id = self._event_id
             await self._run_blocking(
                 lambda: records.event_ended(
                     event_id,
@@ -316,12 +383,13 @@ class LiveFeed:
                     count_in=int(event.get("count_in", 0)),
                 )
             )
+            self._event_id = None  # only once stored: a failed write is tried again
 
     async def _record_face(self, face: dict[str, Any]) -> None:
         """A new track's face is indexed in the transaction that renames its file into place;
         a better crop of a known one replaces the file, then updates the row."""
-        records, folder = self._records, self._faces
-        if records is None or folder is None:
+        records, crops = self._records, self._faces
+        if records is None or crops is None:
             return
         track_id = int(face["track_id"])
         jpeg = bytes(face["jpeg"])
@@ -329,21 +397,21 @@ class LiveFeed:
         score = float(face.get("score", 0.0))
         known = self._face_ids.get(track_id)
         if known is not None:
-            await self._run_blocking(folder.write, face_filename(known), jpeg)
+            await self._run_blocking(crops.write, face_filename(known), jpeg)
             await self._run_blocking(
                 lambda: records.update_face(known, quality=quality, score=score)
             )
         else:
-            staged = await self._run_blocking(folder.stage, jpeg)
+            staged = await self._run_blocking(crops.stage, jpeg)
             try:
                 face_id, _ = await self._run_blocking(
                     lambda: records.add_face(
                         source=self.source, track_id=track_id, day=self.day, quality=quality,
-                        score=score, place=lambda name: folder.place(staged, name),
+                        score=score, place=lambda name: crops.place(staged, name),
                     )
                 )  # fmt: skip
             except BaseException:
-                await self._run_blocking(folder.discard, staged)
+                await self._run_blocking(crops.discard, staged)
                 raise
             self._face_ids[track_id] = face_id
             while len(self._face_ids) > 4096:
@@ -356,17 +424,17 @@ class LiveFeed:
     async def _apply_retention(self) -> None:
         """Rows go first, then files: a crash in between leaves files that the start-up sweep
         removes, never a row without its file."""
-        records, folder = self._records, self._faces
-        if records is None or folder is None:
+        records, crops = self._records, self._faces
+        if records is None or crops is None:
             return
-        oldest = datetime.now(self.tz) - timedelta(days=self.config.face_retention_days)
+        oldest = datetime.now(self.tz) - timedelta(days=self.people.face_retention_days)
         gone = await self._run_blocking(
             lambda: records.expire_faces(
-                keep=self.config.max_faces, min_day=oldest.strftime("%Y-%m-%d")
+                keep=self.people.max_faces, min_day=oldest.strftime("%Y-%m-%d")
             )
         )
         for name in gone:
-            await self._run_blocking(folder.remove, name)
+            await self._run_blocking(crops.remove, name)
 
 
 def end_interrupted_events(records: PeopleRecords, source: str, tz: ZoneInfo) -> int:

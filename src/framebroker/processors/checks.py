@@ -1,4 +1,8 @@
-"""Argument and state checks shared by the counting processors: numbers, zones, days."""
+"""Argument and state checks shared by the processors: numbers in a range, zones, days.
+
+Each raises ``ValueError`` naming the argument, what it expected and what it got, which the
+registry turns into a load error naming the processor.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from datetime import date
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["is_count", "is_number", "parse_day", "parse_zone"]
+__all__ = ["integer_in", "is_count", "is_number", "number_in", "parse_day", "parse_zone"]
 
 
 def is_number(value: Any) -> TypeGuard[float]:
@@ -17,6 +21,24 @@ def is_number(value: Any) -> TypeGuard[float]:
 
 def is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def number_in(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """``value`` as a float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    ok = is_number(value) and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        bracket = "(" if lo_open else "["
+        raise ValueError(f"{name} must be a number in {bracket}{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def integer_in(name: str, value: Any, lo: int = 1, hi: int | None = None) -> int:
+    """``value`` as an int in ``[lo, hi]`` (no upper bound without ``hi``)."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not (whole and value >= lo and (hi is None or value <= hi)):
+        span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {span}, got {value!r}")
+    return int(value)
 
 
 def parse_zone(name: Any) -> ZoneInfo:

@@ -21,6 +21,7 @@ from ..core.frame import Frame
 from ..core.processor import ProcessContext
 from ..detectors.blazeface import BlazeFace
 from ..media.image import encode_jpeg
+from .checks import integer_in, number_in
 from .face_search import FaceSearchProcessor
 
 __all__ = ["FULL_SIZE_PX", "SHARPNESS_HALF", "FaceGallery", "face_quality"]
@@ -94,26 +95,6 @@ class _Face:
     quality: float
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value > lo if lo_open else value >= lo)
-        and value <= hi
-    )
-    if not ok:
-        bracket = "(" if lo_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
 def _classes(value: Any) -> frozenset[int] | None:
     if value is None:
         return None
@@ -175,23 +156,23 @@ class FaceGallery(FaceSearchProcessor):
         backoff: int = 4,
         detector: BlazeFace | None = None,
     ) -> None:
-        self.min_face_px = _positive_int("min_face_px", min_face_px)
-        self.score_thresh = _number("score_thresh", score_thresh, 0.0, 1.0, lo_open=True)
+        self.min_face_px = integer_in("min_face_px", min_face_px)
+        self.score_thresh = number_in("score_thresh", score_thresh, 0.0, 1.0, lo_open=True)
         if self.score_thresh == 1.0:  # a sigmoid score never reaches 1: nothing would count
             raise ValueError(f"score_thresh must be a number in (0, 1), got {score_thresh!r}")
-        self.every = _positive_int("every", every)
-        self.margin = _number("margin", margin, 0.0, 2.0)
+        self.every = integer_in("every", every)
+        self.margin = number_in("margin", margin, 0.0, 2.0)
         ok_quality = isinstance(jpeg_quality, int) and not isinstance(jpeg_quality, bool)
         if not ok_quality or not 1 <= jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be an integer in 1..100, got {jpeg_quality!r}")
         self.jpeg_quality = jpeg_quality
-        self.improve_ratio = _number("improve_ratio", improve_ratio, 1.0, 1e6)
-        self.max_missing = _positive_int("max_missing", max_missing, minimum=0)
+        self.improve_ratio = number_in("improve_ratio", improve_ratio, 1.0, 1e6)
+        self.max_missing = integer_in("max_missing", max_missing, 0)
         self.classes = _classes(classes)
-        self.upper = _number("upper", upper, 0.0, 1.0, lo_open=True)
-        self.max_per_frame = _positive_int("max_per_frame", max_per_frame)
-        self.max_tracks = _positive_int("max_tracks", max_tracks)
-        self.backoff = _positive_int("backoff", backoff)
+        self.upper = number_in("upper", upper, 0.0, 1.0, lo_open=True)
+        self.max_per_frame = integer_in("max_per_frame", max_per_frame)
+        self.max_tracks = integer_in("max_tracks", max_tracks)
+        self.backoff = integer_in("backoff", backoff)
         self._detector = detector
         self._frame = 0
         self._tracks: dict[int, _Track] = {}
@@ -337,21 +318,21 @@ class FaceGallery(FaceSearchProcessor):
         try:
             if state["version"] != _SNAPSHOT_VERSION:
                 raise ValueError(f"version {state['version']!r}")
-            frame = _positive_int("frame", state["frame"], minimum=0)
-            count = _positive_int("tracks_with_faces", state["tracks_with_faces"], minimum=0)
+            frame = integer_in("frame", state["frame"], 0)
+            count = integer_in("tracks_with_faces", state["tracks_with_faces"], 0)
             tracks: dict[int, _Track] = {}
             for row in state["tracks"]:
                 # Rows written before looks backed off have no next look: look at once.
                 tid_raw, best_raw, seen_raw, *when = row
-                tid = _positive_int("track id", tid_raw, minimum=0)
-                best = _number("best quality", best_raw, 0.0, 1.0, lo_open=True)
-                seen = _positive_int("last_seen", seen_raw, minimum=0)
+                tid = integer_in("track id", tid_raw, 0)
+                best = number_in("best quality", best_raw, 0.0, 1.0, lo_open=True)
+                seen = integer_in("last_seen", seen_raw, 0)
                 if not when:
                     tracks[tid] = _Track(seen, frame + 1, self.every, best=best)
                     continue
                 next_raw, interval_raw = when
-                next_check = _positive_int("next_check", next_raw, minimum=0)
-                interval = _positive_int("interval", interval_raw)
+                next_check = integer_in("next_check", next_raw, 0)
+                interval = integer_in("interval", interval_raw)
                 tracks[tid] = _Track(seen, next_check, interval, best=best)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from ..core.frame import Frame
 from ..core.processor import ProcessContext
 from ..detectors.blazeface import BlazeFace
+from .checks import integer_in, number_in
 from .face_search import FaceSearchProcessor
 from .rppg import estimate_pulse, resample_uniform
 
@@ -44,26 +45,6 @@ _SNAPSHOT_VERSION = 1
 _TIME_SLACK = 1e-3  # frame timestamps may be epoch seconds, whose differences are off by ~1e-7
 _JUMP = 0.08  # a colour change no pulse or lighting drift makes in one frame: the face moved
 _SAME_FACE_IOU = 0.3
-
-
-def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value > lo if lo_open else value >= lo)
-        and value <= hi
-    )
-    if not ok:
-        bracket = "(" if lo_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-def _integer(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -162,27 +143,29 @@ class HeartRate(FaceSearchProcessor):
         max_fps: float = 120.0,
         detector: BlazeFace | None = None,
     ) -> None:
-        self.window_s = _number("window_s", window_s, 4.0, 60.0)
-        self.emit_interval_s = _number("emit_interval_s", emit_interval_s, 0.0, 60.0, lo_open=True)
-        self.fs = _number("fs", fs, 10.0, 240.0)
-        self.pos_window_s = _number("pos_window_s", pos_window_s, 0.5, self.window_s / 2)
-        self.min_bpm = _number("min_bpm", min_bpm, 20.0, 300.0)
-        self.max_bpm = _number("max_bpm", max_bpm, 20.0, 300.0)
+        self.window_s = number_in("window_s", window_s, 4.0, 60.0)
+        self.emit_interval_s = number_in(
+            "emit_interval_s", emit_interval_s, 0.0, 60.0, lo_open=True
+        )
+        self.fs = number_in("fs", fs, 10.0, 240.0)
+        self.pos_window_s = number_in("pos_window_s", pos_window_s, 0.5, self.window_s / 2)
+        self.min_bpm = number_in("min_bpm", min_bpm, 20.0, 300.0)
+        self.max_bpm = number_in("max_bpm", max_bpm, 20.0, 300.0)
         if self.max_bpm <= self.min_bpm:
             raise ValueError(f"max_bpm must be > min_bpm ({min_bpm!r}), got {max_bpm!r}")
         if self.max_bpm / 60.0 >= self.fs / 2:
             raise ValueError(
                 f"fs must be more than twice max_bpm / 60 ({self.max_bpm / 30.0:g} Hz), got {fs!r}"
             )
-        self.min_quality = _number("min_quality", min_quality, 0.0, 1.0)
-        self.detect_every = _integer("detect_every", detect_every, 1, 10_000)
-        self.min_face_px = _integer("min_face_px", min_face_px, 8, 10_000)
-        self.score_thresh = _number("score_thresh", score_thresh, 0.0, 1.0, lo_open=True)
+        self.min_quality = number_in("min_quality", min_quality, 0.0, 1.0)
+        self.detect_every = integer_in("detect_every", detect_every, 1, 10_000)
+        self.min_face_px = integer_in("min_face_px", min_face_px, 8, 10_000)
+        self.score_thresh = number_in("score_thresh", score_thresh, 0.0, 1.0, lo_open=True)
         if self.score_thresh == 1.0:  # a sigmoid score never reaches 1: nothing would count
             raise ValueError(f"score_thresh must be a number in (0, 1), got {score_thresh!r}")
-        self.box_smoothing = _number("box_smoothing", box_smoothing, 0.0, 0.95)
-        self.max_gap_s = _number("max_gap_s", max_gap_s, 0.0, self.window_s / 2, lo_open=True)
-        self.max_fps = _number("max_fps", max_fps, 10.0, 1000.0)
+        self.box_smoothing = number_in("box_smoothing", box_smoothing, 0.0, 0.95)
+        self.max_gap_s = number_in("max_gap_s", max_gap_s, 0.0, self.window_s / 2, lo_open=True)
+        self.max_fps = number_in("max_fps", max_fps, 10.0, 1000.0)
         if detector is not None and not isinstance(detector, BlazeFace):
             raise ValueError(f"detector must be a BlazeFace or None, got {detector!r}")
         self._detector = detector
@@ -363,13 +346,13 @@ class HeartRate(FaceSearchProcessor):
         try:
             if state["version"] != _SNAPSHOT_VERSION:
                 raise ValueError(f"version {state['version']!r}")
-            n = _integer("estimates", state["estimates"], 0, 2**62)
-            low = _integer("low_quality", state["low_quality"], 0, 2**62)
-            sum_bpm = _number("sum_bpm", state["sum_bpm"], 0.0, math.inf)
-            sum_quality = _number("sum_quality", state["sum_quality"], 0.0, float(n))
+            n = integer_in("estimates", state["estimates"], 0, 2**62)
+            low = integer_in("low_quality", state["low_quality"], 0, 2**62)
+            sum_bpm = number_in("sum_bpm", state["sum_bpm"], 0.0, math.inf)
+            sum_quality = number_in("sum_quality", state["sum_quality"], 0.0, float(n))
             if n:
-                lo = _number("min_bpm", state["min_bpm"], 0.0, 1e4)
-                hi = _number("max_bpm", state["max_bpm"], lo, 1e4)
+                lo = number_in("min_bpm", state["min_bpm"], 0.0, 1e4)
+                hi = number_in("max_bpm", state["max_bpm"], lo, 1e4)
             elif state["min_bpm"] is not None or state["max_bpm"] is not None:
                 raise ValueError("min_bpm and max_bpm must be null with no estimates")
             else:

@@ -103,6 +103,9 @@ class BrokerConfig:
     parallel_frames: int = 2
     lanes: LaneLimits = field(default_factory=LaneLimits)
     """Bounds on the per-processor lanes of ``newest`` sessions (see :mod:`.model_lanes`)."""
+    owner_id: str = "local"
+    """Who this process is to the store: its sessions carry this id and the epoch the store
+    gives this start (see :mod:`framebroker.core.store`)."""
 
 
 class Broker:
@@ -140,11 +143,12 @@ class Broker:
         if self.config.warm_up:
             await self.run_blocking(self.registry.warm_up, self.config.warm_up)
         if self.store is not None:
-            recover = getattr(self.store, "recover", None)
-            if callable(recover):
-                n = await self.run_blocking(recover)
-                if n:
-                    log.info("marked %s sessions of a previous run as ended", n)
+            # A new life of this owner; its earlier lives are gone, and only their sessions
+            # are ended (other owners sharing the database keep theirs).
+            me = await self.run_blocking(self.store.begin, self.config.owner_id)
+            n = await self.run_blocking(self.store.recover, [me.earlier])
+            if n:
+                log.info("marked %s sessions of a previous run as ended", n)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="framebroker-sweeper")
 
     async def stop(self) -> None:
@@ -251,6 +255,7 @@ class Broker:
         ``client`` (the creator's address) holds one of its ``max_sessions_per_client``
         slots until the session ends; see :meth:`SessionManager.create` for what it raises.
         """
+        await self._store_answers()
         session = await self.run_blocking(
             lambda: self.manager.create(
                 session_id=session_id,
@@ -261,6 +266,12 @@ class Broker:
             )
         )
         return self._info(self._register(session, pipeline))
+
+    async def _store_answers(self) -> None:
+        """Raise :class:`~framebroker.errors.StoreUnavailable` (503) while the store cannot
+        be written: a session is created or ended only when its record can be kept."""
+        if self.store is not None:
+            await self.run_blocking(self.store.ping)
 
     async def attach(
         self,
@@ -292,6 +303,7 @@ class Broker:
                 return self._info(resumed)
             if not create:
                 raise SessionNotFound(session_id, field="session_id")
+            await self._store_answers()
             session = await self.run_blocking(
                 lambda: self.manager.create(
                     session_id=session_id, transport=transport, pipeline=pipeline, client=client
@@ -418,6 +430,9 @@ class Broker:
         summary's ``errors``), and without its state.
         """
         loop = asyncio.get_running_loop()
+        self.manager.get(session_id)  # SessionNotFound first
+        # While the database is away the session stays, and its client is told 503.
+        await self._store_answers()
         lane = self._lanes.get(session_id)
         if lane is not None and lane.models is not None:
             # Live frames stop first; a model still busy after end_timeout_s is not waited

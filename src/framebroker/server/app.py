@@ -26,7 +26,7 @@ from ..processors.video_window import VideoWindow
 from ..runtime.broker import Broker, BrokerConfig
 from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..runtime.model_lanes import LaneLimits
-from ..storage import open_store
+from ..storage import PoolLimits, SQLStore, open_store
 from ..transports import api_docs, box_tracking, console, frame_upload, rest_v1
 from ..transports.auth import ApiKeyMiddleware, ApiKeys
 from ..transports.box_requests import BoxReader
@@ -35,9 +35,16 @@ from ..transports.http import install_error_handlers, json_response
 from ..transports.origins import OriginMiddleware
 from ..transports.people_ws import live_routes
 from ..transports.video_analysis_http import router as video_analysis_router
+from .node_id import node_id
 from .services import Services
 
-__all__ = ["build_app", "build_broker", "build_compat_app", "build_registry"]
+__all__ = [
+    "build_app",
+    "build_broker",
+    "build_compat_app",
+    "build_registry",
+    "open_configured_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +73,23 @@ def build_registry(
     return registry
 
 
+def open_configured_store(settings: Settings) -> SQLStore:
+    """The store ``settings`` name (``database_url``, ``migrate``, the ``db_*`` limits)."""
+    limits = settings.limits
+    return open_store(
+        settings.sqlalchemy_url,
+        migrate=settings.migrate,
+        pool=PoolLimits(limits.db_pool_size, limits.db_pool_overflow, limits.db_timeout_s),
+    )
+
+
 def build_broker(settings: Settings, store: Store | None = None) -> Broker:
     """The broker of one process, over ``store`` (default: the one ``settings`` name), with
     a detector runtime of its own."""
     limits = settings.limits
     return Broker(
         build_registry(settings),
-        store=store if store is not None else open_store(settings.sqlalchemy_url),
+        store=store if store is not None else open_configured_store(settings),
         config=BrokerConfig(
             max_workers=settings.max_workers,
             max_pending_frames=limits.max_pending_frames,
@@ -92,6 +109,7 @@ def build_broker(settings: Settings, store: Store | None = None) -> Broker:
                 max_failures=settings.webrtc.max_model_failures,
                 end_timeout_s=settings.webrtc.end_timeout_s,
             ),
+            owner_id=node_id(settings),
         ),
     )
 
@@ -126,7 +144,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     post_frame = frame_upload.frame_handler(ctx, settings.frames, settings.limits)
     app.include_router(box_tracking.router(ctx, boxes, post_frame))
     app.include_router(rest_v1.router(ctx, boxes))
-    app.include_router(console.router(ctx, settings, svc.records))
+    app.include_router(console.router(ctx, settings, svc.records, svc.crops))
     app.mount(console.UI_PATH, console.static_files())  # the web console
     app.include_router(api_docs.router(app.title, "/openapi.json"))
     app.mount(api_docs.ASSETS_PATH, api_docs.static_files())

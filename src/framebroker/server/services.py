@@ -17,11 +17,11 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import Settings
 from ..core.store import Store
-from ..people.feed import PeopleCounterConfig, SourceFeed, parse_source_arg
-from ..people.live import LiveFeedConfig
+from ..people.feed import SourceFeed, parse_source_arg
+from ..people.records import FaceCrops, PeopleRecords
 from ..runtime.metrics import Metrics
 from ..sessions import Sessions
-from ..storage import FaceFolder, PeopleRecords, open_store
+from ..storage import SQLPeopleRecords, face_crops_for
 from ..transports.context import ServerContext
 from ..transports.people_ws import LiveHub
 from ..transports.video_analysis_socketio import SocketIOTransport
@@ -72,6 +72,7 @@ class Services:
     ctx: ServerContext
     hub: LiveHub
     records: PeopleRecords | None
+    crops: FaceCrops | None
     analysis: VideoAnalysis
     socketio: SocketIOTransport
     webrtc: WebRTCTransport
@@ -86,47 +87,29 @@ class Services:
     def build(cls, settings: Settings, sessions: SessionHost | None = None) -> Services:
         """Every part, once: the store, the broker over it (or ``sessions``), and what
         serves clients."""
-        from .app import build_broker
+        from .app import build_broker, open_configured_store
 
-        store = open_store(settings.sqlalchemy_url)
+        store = open_configured_store(settings)
         broker = sessions if sessions is not None else build_broker(settings, store)
         ctx = ServerContext(sessions=broker, telemetry=broker.metrics, offload=broker.run_blocking)
-        records = PeopleRecords(store)
+        records = SQLPeopleRecords(store)
+        crops = face_crops_for(store, settings.faces_dir)
         hub = LiveHub(
             broker,
             timezone=settings.people.timezone,
             client_queue=settings.live.client_queue,
             send_timeout_s=settings.live.send_timeout_s,
             records=records,
-            faces_dir=settings.faces_dir,
+            crops=crops,
             run_blocking=broker.run_blocking,
-        )
-        people, live = settings.people, settings.live
-        counter = PeopleCounterConfig(
-            timezone=people.timezone,
-            lines=people.lines,
-            min_frames=people.min_frames,
-            detector=people.detector,
-            event_window_s=people.event_window_s,
-            event_threshold=people.event_threshold,
-            event_cooldown_s=people.event_cooldown_s,
-            faces=people.faces,
-            jpeg_quality=live.jpeg_quality,
-        )
-        feed_config = LiveFeedConfig(
-            timezone=people.timezone,
-            max_fps=live.max_fps,
-            stats_interval_s=live.stats_interval_s,
-            faces_dir=settings.faces_dir,
-            max_faces=people.max_faces,
-            face_retention_days=people.face_retention_days,
         )
         feeds = []
         for i, arg in enumerate(settings.sources):
             name, uri = parse_source_arg(arg, i)
             feeds.append(
                 SourceFeed(
-                    name, uri, broker, broker.run_blocking, records, counter, feed_config,
+                    name, uri, broker, broker.run_blocking, records,
+                    settings.people, settings.live, crops=crops,
                     realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
@@ -140,25 +123,26 @@ class Services:
         socketio = SocketIOTransport(ctx, analysis, settings.limits, settings.auth)
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
         own = store if sessions is not None else None
-        return cls(settings, broker, ctx, hub, records, analysis, socketio, webrtc, feeds, own)
+        return cls(
+            settings, broker, ctx, hub, records, crops, analysis, socketio, webrtc, feeds, own
+        )
 
     async def start(self) -> None:
         await self.broker.start()
         await self.hub.start()
         self.started = True
-        if self.records is not None:
-            await self._sweep_faces(self.records)
+        if self.records is not None and self.crops is not None:
+            await self._sweep_faces(self.records, self.crops)
         for feed in self.feeds:
             await feed.start()
         await self.analysis.start()
         await self.webrtc.start()
 
-    async def _sweep_faces(self, records: PeopleRecords) -> None:
-        """Before any feed writes a face, remove what a crash left in the faces folder."""
-        folder = FaceFolder(self.settings.faces_dir)
-        gone = await self.broker.run_blocking(lambda: folder.sweep(records.face_filenames()))
+    async def _sweep_faces(self, records: PeopleRecords, crops: FaceCrops) -> None:
+        """Before any feed writes a face, remove the crops a crash left unfinished."""
+        gone = await self.broker.run_blocking(lambda: crops.sweep(records.face_filenames()))
         if gone:
-            log.info("removed %d face file(s) a previous run left unfinished", gone)
+            log.info("removed %d face crop(s) a previous run left unfinished", gone)
 
     async def stop(self) -> None:
         if not self.started:

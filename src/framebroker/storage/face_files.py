@@ -1,10 +1,11 @@
-"""Face crops on disk, written so that no reader and no restart after a crash finds half a file.
+"""Face crops as files beside a SQLite database, written so that no reader and no restart after
+a crash finds half a file (:class:`~framebroker.people.records.FaceCrops` on disk).
 
 A crop goes to a temporary name in the faces folder, is flushed to disk, and is renamed over
 its final name ``face_<id>.jpg``: the rename is atomic, so that name always holds a whole crop,
 the old one or the new one. The index row of a new face commits only once its file is in
-place (:meth:`~framebroker.storage.people.PeopleRecords.add_face` takes the rename as a step of
-its transaction), so every indexed face has its file. A crash can only leave the reverse
+place (:meth:`~framebroker.storage.people.SQLPeopleRecords.add_face` takes the rename as a step
+of its transaction), so every indexed face has its file. A crash can only leave the reverse
 behind: a temporary file, or a file whose row never committed (or whose row was expired just
 before). :meth:`FaceFolder.sweep` removes both when the server starts.
 """
@@ -15,8 +16,11 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Final
+
+from ..people.records import StagedCrop
 
 __all__ = ["FaceFolder"]
 
@@ -34,8 +38,8 @@ class FaceFolder:
     def __repr__(self) -> str:
         return f"FaceFolder({str(self.path)!r})"
 
-    def stage(self, jpeg: bytes) -> Path:
-        """Write ``jpeg`` to a new temporary file in the folder, flushed to disk; returns it.
+    def stage(self, jpeg: bytes) -> StagedCrop:
+        """Write ``jpeg`` to a new temporary file in the folder, flushed to disk.
 
         fsync here, once per saved face (never per frame), so that a power cut cannot leave
         an empty file under a name whose index row survived.
@@ -51,21 +55,24 @@ class FaceFolder:
             with contextlib.suppress(OSError):
                 os.unlink(name)
             raise
-        return Path(name)
+        return StagedCrop(jpeg, Path(name))
 
-    def place(self, staged: Path, name: str) -> None:
+    def place(self, staged: StagedCrop, name: str) -> None:
         """Rename a staged file to ``name`` (``face_<id>.jpg``), replacing any file there.
 
         Raises ``ValueError`` for any other name: files are only ever named by the server.
         """
         if not _FACE_NAME.fullmatch(name):
             raise ValueError(f"a face file is named face_<id>.jpg, got {name!r}")
-        os.replace(staged, self.path / name)
+        if staged.path is None:
+            raise ValueError("this crop was not staged in a folder")
+        os.replace(staged.path, self.path / name)
         self._sync_folder()
 
-    def discard(self, staged: Path) -> None:
+    def discard(self, staged: StagedCrop) -> None:
         """Remove a staged file that will not be placed (its row did not commit)."""
-        staged.unlink(missing_ok=True)
+        if staged.path is not None:
+            staged.path.unlink(missing_ok=True)
 
     def write(self, name: str, jpeg: bytes) -> None:
         """Replace the file ``name`` with ``jpeg`` atomically (a better crop of a known face)."""
@@ -75,6 +82,18 @@ class FaceFolder:
         except BaseException:
             self.discard(staged)
             raise
+
+    def read(self, name: str) -> bytes | None:
+        """The crop ``name``, or ``None`` when there is no such file (or no such name)."""
+        if not _FACE_NAME.fullmatch(name):
+            return None
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def present(self, names: Collection[str]) -> set[str]:
+        return {n for n in names if _FACE_NAME.fullmatch(n) and (self.path / n).is_file()}
 
     def remove(self, name: str) -> None:
         """Delete the file ``name`` if it is there."""

@@ -1,9 +1,9 @@
-"""What the people counter keeps: counts per day and per hour for each line, traffic events,
-and the face index.
+"""What the people counter keeps, in SQL: counts per day and per hour for each line, traffic
+events, and the face index.
 
-Face images live as files beside the database (:mod:`~framebroker.storage.face_files` writes
-them); this index maps the server-made ``face_id`` to its file name, so no client string ever
-becomes a path.
+The crops live apart (:mod:`.face_files` beside a SQLite database, :mod:`.face_db` in any
+other); this index maps the server-made ``face_id`` to its crop's name, so no client string
+ever becomes a path.
 
 Each write is its own transaction, committed before the caller goes on: the runtime stores a
 count, an event or a face before any client is shown it, so a crash never takes back what was
@@ -16,88 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Double,
-    Index,
-    Integer,
-    String,
-    Table,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import delete, func, insert, select, update
 
-from .sqlstore import SQLStore, metadata
+from ..people.records import MAX_FACE_ID, face_filename
+from .schema import daily_counts, faces, hourly_counts, traffic_events
+from .sqlstore import SQLStore
 
-__all__ = ["MAX_FACE_ID", "PeopleRecords", "face_filename"]
-
-faces = Table(
-    "faces",
-    metadata,
-    Column("face_id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(255), nullable=False),
-    Column("track_id", Integer, nullable=False),
-    Column("filename", String(64), nullable=False),
-    Column("day", String(10), nullable=False),
-    Column("created_at", Double, nullable=False),
-    Column("updated_at", Double, nullable=False),
-    Column("quality", Double, nullable=False),
-    Column("score", Double, nullable=False),
-    Index("ix_faces_day", "day"),
-    Index("ix_faces_created", "created_at"),
-)
-
-daily_counts = Table(
-    "daily_counts",
-    metadata,
-    Column("source", String(255), primary_key=True),
-    Column("day", String(10), primary_key=True),
-    Column("line", String(255), primary_key=True),
-    Column("count_in", Integer, nullable=False),
-    Column("count_out", Integer, nullable=False),
-    Column("updated_at", Double, nullable=False),
-)
-
-hourly_counts = Table(
-    "hourly_counts",
-    metadata,
-    Column("source", String(255), primary_key=True),
-    Column("day", String(10), primary_key=True),
-    Column("hour", Integer, primary_key=True),  # 0..23, local time of the source's zone
-    Column("line", String(255), primary_key=True),
-    Column("count_in", Integer, nullable=False),
-    Column("count_out", Integer, nullable=False),
-)
-
-traffic_events = Table(
-    "traffic_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(255), nullable=False),
-    Column("day", String(10), nullable=False),
-    Column("started_at", Double, nullable=False),
-    Column("ended_at", Double, nullable=True),
-    Column("start_time", String(8), nullable=False),
-    Column("end_time", String(8), nullable=True),
-    Column("count_in", Integer, nullable=True),
-    Index("ix_traffic_events_day", "source", "day"),
-)
+__all__ = ["MAX_FACE_ID", "SQLPeopleRecords", "face_filename"]
 
 
-MAX_FACE_ID = 2**63 - 1
-"""The largest id a SQL integer column holds: a larger one names no face."""
-
-
-def face_filename(face_id: int) -> str:
-    """The one way a face file is named: from the server's integer id, never client text."""
-    return f"face_{int(face_id)}.jpg"
-
-
-class PeopleRecords:
-    """Counts, events and faces in the same database as the sessions."""
+class SQLPeopleRecords:
+    """The people counter's records (:class:`~framebroker.people.records.PeopleRecords`) in
+    the same database as the sessions."""
 
     def __init__(self, store: SQLStore) -> None:
         self._store = store
@@ -117,9 +47,9 @@ class PeopleRecords:
         """Index a new face; returns its id and its file name.
 
         ``place(name)`` runs inside the transaction once the id is known and must put the
-        face's file in place under ``name``; the row commits only if it returns, so a crash
-        can never leave an indexed face without its file. Whatever ``place`` raises is raised
-        here, with nothing indexed. Without ``place`` the caller writes the file afterwards.
+        face's crop in place under ``name``; the row commits only if it returns, so a crash
+        can never leave an indexed face without its crop. Whatever ``place`` raises is raised
+        here, with nothing indexed. Without ``place`` the caller writes the crop afterwards.
         """
         now = time.time()
         with self._store.transaction() as conn:

@@ -37,8 +37,8 @@ from ..config import Settings
 from ..core.manager import ProcessorSpec
 from ..errors import InvalidInput
 from ..people.feed import parse_source_arg
+from ..people.records import MAX_FACE_ID, FaceCrops, PeopleRecords, face_filename
 from ..plugins import spec_name
-from ..storage.people import MAX_FACE_ID, PeopleRecords, face_filename
 from .context import ServerContext
 from .http import json_response
 
@@ -55,6 +55,9 @@ _SPARE_FACES = 16
 _SOURCE_NAME = r"^[A-Za-z0-9._~-]{1,255}$"
 _DAY = r"^\d{4}-\d{2}-\d{2}$"
 _FACE_ID = re.compile(r"[0-9]{1,19}")
+_STORE_AWAY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the database cannot be reached now (store_unavailable); retry"}
+}
 
 SECURITY_HEADERS = {
     # Everything the pages load comes from this server: no CDN, no inline script.
@@ -70,18 +73,64 @@ SECURITY_HEADERS = {
 }
 
 
+PAGES: tuple[tuple[str, str, str], ...] = (
+    ("index.html", "Overview", "overview.js"),
+    ("live.html", "Live", "live.js"),
+    ("faces.html", "Faces", "faces.js"),
+    ("camera.html", "Camera", "camera.js"),
+)
+"""The console's pages: file, title (and navigation label), script. Each file holds only its
+``<main>``; :func:`render_pages` puts it in the one frame (``_frame.html``: the head, the
+skip link, the brand and the navigation), so the pages share it instead of each keeping a
+copy."""
+
+
+def _link(file: str) -> str:
+    return "./" if file == "index.html" else file
+
+
+def render_pages(directory: Path = UI_DIR) -> dict[str, bytes]:
+    """Every page, framed, by file name; read once, when the console is mounted."""
+    frame = (directory / "_frame.html").read_text(encoding="utf-8")
+    out = {}
+    for file, title, script in PAGES:
+        items = []
+        for other, label, _ in PAGES:
+            current = ' aria-current="page"' if other == file else ""
+            items.append(f'      <li><a href="{_link(other)}"{current}>{label}</a></li>')
+        nav = "\n".join(items)
+        page = (
+            frame.replace("{{title}}", title)
+            .replace("{{script}}", script)
+            .replace("{{nav}}", nav)
+            .replace("{{main}}", (directory / file).read_text(encoding="utf-8").rstrip())
+        )
+        out[file] = page.encode("utf-8")
+    return out
+
+
 class ConsoleFiles(StaticFiles):
-    """The console's files, each sent with :data:`SECURITY_HEADERS`."""
+    """The console's files, each sent with :data:`SECURITY_HEADERS`; pages come framed."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory=directory, html=True)
+        self.pages = render_pages(directory)
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
+        name = "index.html" if path in ("", ".") else path
+        if name == "_frame.html":
+            response: Response = Response(status_code=404)
+        elif name in self.pages:
+            response = Response(self.pages[name], media_type="text/html; charset=utf-8")
+        else:
+            response = await super().get_response(path, scope)
         response.headers.update(SECURITY_HEADERS)
         return response
 
 
 def static_files() -> ConsoleFiles:
     """The ASGI app serving ``framebroker/ui`` (mount it at :data:`UI_PATH`)."""
-    return ConsoleFiles(directory=UI_DIR, html=True)
+    return ConsoleFiles(UI_DIR)
 
 
 # -- response shapes (for the OpenAPI document) ---------------------------------------------
@@ -198,14 +247,18 @@ def _event_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None) -> APIRouter:
-    """The console's JSON endpoints; ``records`` is ``None`` when the store keeps no people
-    records (then the lists are empty). The console describes the whole server, so it reads
-    every settings section it shows."""
+def router(
+    ctx: ServerContext,
+    settings: Settings,
+    records: PeopleRecords | None,
+    crops: FaceCrops | None = None,
+) -> APIRouter:
+    """The console's JSON endpoints; ``records`` (and ``crops``) are ``None`` when the store
+    keeps no people records (then the lists are empty). The console describes the whole
+    server, so it reads every settings section it shows."""
     api = APIRouter(prefix="/v1", tags=["console"])
     offload = ctx.offload
     tz = ZoneInfo(settings.people.timezone)
-    faces_dir = settings.faces_dir
     sources = [parse_source_arg(arg, i)[0] for i, arg in enumerate(settings.sources)]
     models = [_model_label(spec) for spec in settings.webrtc.models]
     keyed = bool(settings.auth.api_keys)
@@ -228,7 +281,7 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
             }
         )
 
-    @api.get("/faces", response_model=FacePageOut)
+    @api.get("/faces", response_model=FacePageOut, responses=_STORE_AWAY)
     async def list_faces(
         limit: int = Query(DEFAULT_FACE_PAGE, ge=1, le=MAX_FACE_PAGE),
         before: int | None = Query(
@@ -236,13 +289,15 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
         ),
     ) -> Response:
         """Saved faces, newest first; ``next_before`` asks for the page after this one."""
-        if records is None:
+        if records is None or crops is None:
             return json_response({"faces": [], "next_before": None})
 
         def page() -> tuple[list[dict[str, Any]], int | None]:
             assert records is not None
+            assert crops is not None
             fetch = limit + _SPARE_FACES
             rows = records.faces_page(fetch, before)
+            there = crops.present([face_filename(int(row["face_id"])) for row in rows])
             kept: list[dict[str, Any]] = []
             last: int | None = None
             scanned = 0
@@ -251,7 +306,7 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
                     break
                 scanned += 1
                 last = int(row["face_id"])
-                if (faces_dir / face_filename(last)).is_file():
+                if face_filename(last) in there:
                     kept.append(_face_out(row, tz))
             # Rows left unread, or a full fetch that may have more behind it.
             more = scanned < len(rows) or len(rows) == fetch
@@ -263,7 +318,11 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
     @api.get(
         "/faces/{face_id}.jpg",
         response_class=FileResponse,
-        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such face"}},
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            404: {"description": "no such face"},
+            **_STORE_AWAY,
+        },
     )
     async def face_image(
         face_id: str = PathParam(description="the integer id the store gave the face"),
@@ -275,15 +334,16 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
             shown = face_id if len(face_id) <= 40 else f"{face_id[:40]}…"
             raise HTTPException(404, f"no face {shown!r}: face ids are the store's integers")
         number = int(face_id)
-        record = None
-        if records is not None:
+        record = jpeg = None
+        if records is not None and crops is not None:
             record = await offload(records.get_face, number)
-        path = faces_dir / face_filename(number)
-        if record is None or not await offload(path.is_file):
+            if record is not None:
+                jpeg = await offload(crops.read, face_filename(number))
+        if jpeg is None:
             raise HTTPException(404, f"face {number} not found")
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
-    @api.get("/sources/{name}/counts/hourly", response_model=HourlyOut)
+    @api.get("/sources/{name}/counts/hourly", response_model=HourlyOut, responses=_STORE_AWAY)
     async def hourly_counts(
         name: str = PathParam(pattern=_SOURCE_NAME),
         day: str | None = Query(None, pattern=_DAY, description="YYYY-MM-DD; default today"),
@@ -296,7 +356,7 @@ def router(ctx: ServerContext, settings: Settings, records: PeopleRecords | None
             hours = await offload(records.hourly_totals, name, the_day)
         return json_response({"source": name, "day": the_day, "hours": hours})
 
-    @api.get("/sources/{name}/events", response_model=EventsOut)
+    @api.get("/sources/{name}/events", response_model=EventsOut, responses=_STORE_AWAY)
     async def traffic_events(
         name: str = PathParam(pattern=_SOURCE_NAME),
         day: str | None = Query(None, pattern=_DAY, description="YYYY-MM-DD; default today"),

@@ -19,10 +19,8 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,10 +29,11 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..core.mailbox import Mailbox
 from ..errors import PayloadTooLarge
 from ..people.live import live_timestamp
+from ..people.records import FaceCrops, PeopleRecords, face_filename
 from ..sessions import Feed, Sessions
-from ..storage.people import PeopleRecords, face_filename
 from .preframed import PREFRAMED_SEND, offers_preframed, text_frame
 from .ws_limits import MessageLimit
 
@@ -60,16 +59,19 @@ Outgoing = tuple[str, bytes | None]
 """A message as text, and as a ready frame when one was made (see :mod:`.preframed`)."""
 
 
+CONTROL_QUEUE = 256
+"""Stats, events and answers kept for one client (they are small, and sent first)."""
+
+
 @dataclass(eq=False)
 class LiveClient:
-    """One connection's mailboxes: frames (bounded, oldest dropped) and everything else
-    (stats, events, answers), which is small, sent first and kept."""
+    """One connection's mailbox: frames may be dropped (``queue`` of them at most, the
+    oldest going); everything else (stats, events, answers) is small, sent first and kept."""
 
     source: str | None  # None: every source
-    frames: deque[Outgoing]
-    control: deque[Outgoing] = field(default_factory=lambda: deque(maxlen=256))
+    queue: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: int = 0
+    box: Mailbox[Outgoing] = field(init=False)
     sent: int = 0
     sending_since: float | None = None
     """Loop time the send in progress began; the hub's reaper drops a client stuck in one."""
@@ -77,20 +79,19 @@ class LiveClient:
     preframed: bool = False
     """Whether its socket takes ready frames (the server offers the extension)."""
 
+    def __post_init__(self) -> None:
+        self.box = Mailbox(self.queue, kept_first=True, max_kept=CONTROL_QUEUE, wake=self.wake.set)
+
+    @property
+    def dropped(self) -> int:
+        return self.box.dropped
+
     def offer(self, text: str, ready: bytes | None = None, *, frame: bool = False) -> None:
         """Queue ``text``; ``ready`` is the same message as a ready WebSocket frame."""
-        box = self.frames if frame else self.control
-        if len(box) == box.maxlen:
-            self.dropped += 1
-        box.append((text, ready))
-        self.wake.set()
+        self.box.put((text, ready), keep=not frame)
 
     def next(self) -> Outgoing | None:
-        if self.control:
-            return self.control.popleft()
-        if self.frames:
-            return self.frames.popleft()
-        return None
+        return self.box.take()
 
 
 class LiveHub:
@@ -104,7 +105,7 @@ class LiveHub:
         client_queue: int = 8,
         send_timeout_s: float = 10.0,
         records: PeopleRecords | None = None,
-        faces_dir: Path | None = None,
+        crops: FaceCrops | None = None,
         run_blocking: Callable[..., Any] | None = None,
         known_sources: Callable[[], Iterable[str]] | None = None,
     ) -> None:
@@ -115,7 +116,7 @@ class LiveHub:
         self.client_queue = client_queue
         self.send_timeout_s = send_timeout_s
         self.records = records
-        self.faces_dir = faces_dir
+        self.crops = crops
         self._run_blocking = run_blocking
         self.clients: set[LiveClient] = set()
         self.frames_formatted = 0
@@ -147,7 +148,7 @@ class LiveHub:
         idle = 0  # checks in a row that found nothing queued: the distributor has run between
         while idle < 2 and loop.time() < deadline:
             await asyncio.sleep(0.01)
-            busy = any(c.control or c.sending_since is not None for c in self.clients)
+            busy = any(len(c.box) or c.sending_since is not None for c in self.clients)
             idle = 0 if busy else idle + 1
 
     def format(self, topic: str, payload: dict[str, Any]) -> str | None:
@@ -200,9 +201,7 @@ class LiveHub:
                 await ws.send_text(_error(f"Unknown source {source!r}; known sources: {listed}"))
                 await ws.close(code=UNKNOWN_SOURCE_CLOSE_CODE, reason="unknown source")
                 return
-        client = LiveClient(
-            source=source, frames=deque(maxlen=self.client_queue), preframed=send is not None
-        )
+        client = LiveClient(source=source, queue=self.client_queue, preframed=send is not None)
         self.clients.add(client)
         sender = client.sender = asyncio.create_task(self._send_loop(ws, client, send))
         try:
@@ -305,22 +304,22 @@ class LiveHub:
         return await self._run_blocking(fn, *args)
 
     async def _face(self, face_id: int) -> dict[str, Any]:
-        if self.records is None or self.faces_dir is None:
+        if self.records is None or self.crops is None:
             return {"type": "face_image", "face_id": face_id, "error": ERR_NO_FACES}
         record = await self._blocking(self.records.get_face, face_id)
         if record is None:
             return {"type": "face_image", "face_id": face_id, "error": ERR_FACE_ID}
         name = face_filename(face_id)
-        data = await self._blocking(_read_or_none, self.faces_dir / name)
+        data = _base64(await self._blocking(self.crops.read, name))
         if data is None:
             return {"type": "face_image", "face_id": face_id, "error": ERR_FACE_FILE}
         return {"type": "face_image", "face_id": face_id, "image_data": data, "filename": name}
 
     async def _all_faces(self, limit: int) -> dict[str, Any]:
-        if self.records is None or self.faces_dir is None:
+        if self.records is None or self.crops is None:
             return {"type": "all_faces", "error": ERR_NO_FACES}
-        folder = self.faces_dir
-        # A few spare records in case some files are gone (being expired, say).
+        crops = self.crops
+        # A few spare records in case some crops are gone (being expired, say).
         records = await self._blocking(self.records.recent_faces, limit + 16)
 
         def load() -> list[dict[str, Any]]:
@@ -329,7 +328,7 @@ class LiveHub:
                 if len(faces) == limit:
                     break
                 name = face_filename(int(r["face_id"]))
-                data = _read_or_none(folder / name)
+                data = _base64(crops.read(name))
                 if data is not None:
                     faces.append({"face_id": r["face_id"], "filename": name, "image_data": data})
             return faces
@@ -337,11 +336,8 @@ class LiveHub:
         return {"type": "all_faces", "faces": await self._blocking(load)}
 
 
-def _read_or_none(path: Path) -> str | None:
-    try:
-        return base64.b64encode(path.read_bytes()).decode("ascii")
-    except FileNotFoundError:
-        return None
+def _base64(jpeg: bytes | None) -> str | None:
+    return None if jpeg is None else base64.b64encode(jpeg).decode("ascii")
 
 
 def _error(text: str) -> str:

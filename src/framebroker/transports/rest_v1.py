@@ -114,7 +114,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "the client holds limits.max_sessions_per_client sessions, or the "
         "session sends over limits.max_fps_per_session (Retry-After says when to retry)",
     },
-    503: {"model": ErrorOut, "description": "server at capacity"},
+    503: {
+        "model": ErrorOut,
+        "description": "server at capacity (capacity_exceeded), or its database cannot be "
+        "reached now (store_unavailable: nothing was changed, retry)",
+    },
 }
 _NOT_JSON: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorOut, "description": "the body was not sent as application/json"},

@@ -19,7 +19,9 @@ Server events: ``session`` (``{"session_id"}``, when the server made the id on c
 ``result`` (``{"session_id", "window", "frames", "first_frame", "size", "closed_by",
 "video_bytes", "seconds", "result": {name: answer or {"error", "code", ...}}}``, when
 ``EMIT_RESULT``), ``error`` (the error body ``{"error", "code", "field"?}`` plus ``"event"``
-or ``"window"``; a failed ``process`` also gets it as its ack).
+or ``"window"``). A failed ``process`` gets its error once, the way the client asked: as the
+ack when it asked for one (``call``, or ``emit`` with a callback), else as an ``error``
+event.
 
 A refused connection gets ``connect_error`` with ``{"message", "data": {"error", "code"}}``:
 ``session_not_found`` for an unknown, expired or used-up id, ``invalid_input`` for none,
@@ -41,6 +43,8 @@ base64) fits that limit.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -116,6 +120,41 @@ def _first(query: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+WANTS_ACK: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "framebroker_socketio_wants_ack", default=None
+)
+"""While a handler runs: whether the client's event asked for an acknowledgement (``None``:
+not known, see :class:`AckAwareServer`)."""
+
+_ACK_HOOK = "_handle_event_internal"
+_ACK_HOOK_PARAMS = ("self", "server", "sid", "eio_sid", "data", "namespace", "id")
+
+
+def ack_hook_fits() -> bool:
+    """Whether python-socketio still runs handlers through the private method
+    :class:`AckAwareServer` wraps, with the parameters it reads. When it does not (a release
+    renamed it), errors go both ways, as an ack and as an event: one too many rather than
+    none."""
+    method = getattr(socketio.AsyncServer, _ACK_HOOK, None)
+    if method is None:
+        return False
+    return tuple(inspect.signature(method).parameters) == _ACK_HOOK_PARAMS
+
+
+class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, telling handlers whether the client wants an ack: it has no
+    public way to, and an error must reach the client once, the way it asked."""
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
+    ) -> Any:
+        token = WANTS_ACK.set(id is not None)
+        try:
+            return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        finally:
+            WANTS_ACK.reset(token)
+
+
 class SocketIOTransport:
     """The Socket.IO server of video analysis and its event handlers; :attr:`app` is its ASGI app
     (mount it at ``/socket.io``)."""
@@ -129,7 +168,14 @@ class SocketIOTransport:
         settings = analysis.settings
         origins = settings.cors_allowed_origins
         max_message = limits.max_ws_message_bytes
-        self.sio: Any = socketio.AsyncServer(
+        server_class = AckAwareServer if ack_hook_fits() else socketio.AsyncServer
+        if server_class is not AckAwareServer:
+            log.warning(
+                "python-socketio's %s is not as expected: errors go to clients both as an "
+                "ack and as an error event",
+                _ACK_HOOK,
+            )
+        self.sio: Any = server_class(
             async_mode="asgi",
             cors_allowed_origins="*" if "*" in origins else (origins or None),
             # Equal to the WebSocket limit, which MessageLimit enforces first (with a
@@ -253,7 +299,8 @@ class SocketIOTransport:
         except Exception:
             log.exception("process event failed")
             body = {"error": "internal server error", "code": "internal", "event": "process"}
-        await self._emit_to(connection, "error", body)
+        if not WANTS_ACK.get():  # once: as the ack when the client asked for one
+            await self._emit_to(connection, "error", body)
         return body
 
     async def stop(self) -> None:

@@ -60,6 +60,8 @@ __all__ = ["PeerOptions", "PeerSession", "Send", "error_message", "parse_offer"]
 log = logging.getLogger(__name__)
 
 TRANSPORT = "webrtc"
+END_TEXT = "end session"
+"""What the original API's clients send on the data channel to end their session."""
 _RECORD_QUEUE = 60  # two seconds at 30 fps
 _CHANNEL_BUFFER_LIMIT = 1 << 20  # bytes queued on the data channel before predictions drop
 _FLUSH_S = 1.0  # longest wait for the final result to leave on the data channel
@@ -334,8 +336,12 @@ class PeerSession:
             channel.on("message", self._on_channel_message)
 
     def _on_channel_message(self, data: str | bytes) -> None:
-        """The data channel takes one message, ``{"type": "end"}``: the HTTP-signaled
-        client's way to ask for the final result before it disconnects."""
+        """The data channel takes one message, the end of the session: the original API's
+        mock client sends the text ``end session`` when its video is over, and waits for the
+        result marked ``"final": true``; ``{"type": "end"}`` says the same in JSON."""
+        if isinstance(data, str) and data.strip().lower() == END_TEXT:
+            self.close_soon("client_ended")
+            return
         try:
             message = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -344,7 +350,8 @@ class PeerSession:
             self.close_soon("client_ended")
             return
         error = InvalidInput(
-            'the data channel takes only {"type": "end"}; predictions go one way',
+            f'the data channel takes only "{END_TEXT}" or {{"type": "end"}}; predictions go '
+            "one way",
             field="type",
         )
         self._deliver(error_message(error), droppable=False)
@@ -374,6 +381,7 @@ class PeerSession:
     def _on_prediction(self, prediction: dict[str, Any]) -> None:
         message: dict[str, Any] = {
             "type": "prediction",
+            "final": False,
             "data": prediction["merged"],
             "model": prediction["model"],
             "frame": prediction["frame"],
@@ -500,6 +508,7 @@ class PeerSession:
         summary = self.summary
         message: dict[str, Any] = {
             "type": "result",
+            "final": True,
             "data": summary.results if summary is not None else {},
             "session_id": self.id,
             "reason": reason,

@@ -21,12 +21,12 @@ From the server:
 - ``prediction``: each time a model answers (or fails on) a frame. ``data`` holds the newest
   output of every model merged in configured order (later keys win); ``model`` names the one
   that answered, ``frame`` and ``pts`` the frame, ``latency_ms`` the time from the decoded
-  frame to this answer; ``error`` is there when that model failed on the frame (``disabled``
-  set when it was switched off for failing again and again), ``disabled`` lists the models
-  switched off.
-- ``result``: once, when the connection ends. ``data`` is the merged final result (every
-  model's ``end``), with ``session_id``, ``reason`` (``disconnected``, ``client_ended``,
-  ``signaling_closed``, ``connect_timeout``, ``media_timeout``, ``ice_failed``,
+  frame to this answer, ``final`` is false; ``error`` is there when that model failed on
+  the frame (``disabled`` set when it was switched off for failing again and again),
+  ``disabled`` lists the models switched off.
+- ``result``: once, when the connection ends, with ``"final": true``. ``data`` is the merged
+  final result (every model's ``end``), with ``session_id``, ``reason`` (``disconnected``,
+  ``client_ended``, ``connect_timeout``, ``media_timeout``, ``ice_failed``,
   ``server_stopped``), ``stats`` (per model under ``stats.models``), ``errors``, and
   ``recording`` when the stream was recorded.
 - ``error`` ``{"data": {"message", "code", "error", "field"?, "limit"?}}``: ``code`` is an
@@ -40,7 +40,10 @@ One connection at a time per socket; after its ``result`` a new ``offer`` starts
 Frames a camera sends over ``limits.max_fps_per_session`` reach no model; they are counted as
 dropped (``stats.frames_dropped``, and in ``/metrics`` with reason ``rate_limited``).
 Predictions and the result also go on the data channel when the client opened one (the
-same JSON), which also takes ``{"type": "end"}``. Closing the socket ends its connection.
+same JSON), which takes the text ``end session`` (what the original API's mock client
+sends when its video is over) or ``{"type": "end"}``: the session ends at once. The socket
+may close at any time after the answer, as that client does: the connection lives on until
+the peer closes it, says ``end session``, or sends no video for ``media_timeout_s``.
 
 HTTP: ``POST /offer`` and ``POST /webrtc/offer`` on the main port, ``POST /offer`` on the
 ``webrtc_http`` compatibility listener (8083); none with ``websocket_only``. The body is
@@ -55,7 +58,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -68,6 +70,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute, websocket_sessio
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Limits, WebRTCSettings
+from ..core.mailbox import Mailbox
 from ..core.manager import ProcessorSpec
 from ..errors import (
     CapacityExceeded,
@@ -88,6 +91,8 @@ __all__ = ["SignalingClient", "WebRTCTransport"]
 log = logging.getLogger(__name__)
 
 WS_PATH = "/webrtc/ws"
+CONTROL_QUEUE = 256
+"""Answers, errors and results kept for one signaling client."""
 WS_TRANSPORT = "webrtc_ws"  # the signaling socket's label in /metrics, whichever listener
 _CLIENT_TYPES = "offer, candidate, ice-servers or end"
 
@@ -107,25 +112,25 @@ class SignalingClient:
     """One signaling socket's outbox: control messages kept, predictions bounded.
 
     A client that reads slowly loses its oldest predictions (counted in ``dropped``), never
-    slows the models; answers, errors and results are always sent, in order.
+    slows the models; answers, errors and results are always sent, before any prediction
+    still queued.
     """
 
     def __init__(self, ws: WebSocket, queue: int) -> None:
         self.ws = ws
-        self.predictions: deque[str] = deque(maxlen=queue)
-        self.control: deque[str] = deque(maxlen=256)
-        self.dropped = 0
         self.open = True
         self._wake = asyncio.Event()
+        self.box: Mailbox[str] = Mailbox(
+            queue, kept_first=True, max_kept=CONTROL_QUEUE, wake=self._wake.set
+        )
+
+    @property
+    def dropped(self) -> int:
+        return self.box.dropped
 
     def push(self, text: str, droppable: bool = False) -> None:
-        if not self.open:
-            return
-        box = self.predictions if droppable else self.control
-        if droppable and len(box) == box.maxlen:
-            self.dropped += 1
-        box.append(text)
-        self._wake.set()
+        if self.open:
+            self.box.put(text, keep=not droppable)
 
     async def run(self) -> None:
         """Send queued messages until the socket closes or the task is cancelled."""
@@ -133,17 +138,10 @@ class SignalingClient:
             while self.open:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.control or self.predictions:
-                    box = self.control if self.control else self.predictions
-                    await self.ws.send_text(box.popleft())
+                while (text := self.box.take()) is not None:
+                    await self.ws.send_text(text)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.open = False
-
-    async def flush(self, timeout: float) -> None:
-        """Wait (up to ``timeout``) until the queued control messages are sent."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.open and self.control and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
 
 
 class WebRTCTransport:
@@ -306,8 +304,10 @@ class WebRTCTransport:
         finally:
             client.open = False
             if peer is not None:
+                # The original API's clients close the socket once they have the answer; the
+                # connection lives on, and ends when the peer closes it, says "end session"
+                # on the data channel, or sends no video for media_timeout_s.
                 peer.detach()
-                await peer.close("signaling_closed")
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender

@@ -33,7 +33,8 @@ from numpy.typing import NDArray
 
 from ..core.manager import ProcessorSpec
 from ..errors import FramebrokerError, InvalidInput, SessionNotFound
-from ..sessions import FrameIn, Sessions
+from ..processors.annotate import CLASS_NAMES_META
+from ..sessions import FrameIn, FrameOut, Sessions
 
 __all__ = [
     "Fanout",
@@ -296,6 +297,39 @@ class HttpServices:
         return b"".join(chunks)
 
 
+def frame_answer(result: FrameOut) -> dict[str, Any]:
+    """What one frame of an in-process pipeline gave: every processor's output and, when the
+    pipeline found or tracked anything, ``tracks``: each object's box (``[x1, y1, x2, y2]``
+    pixels), score, class id and name (when the detector names its classes), and track id
+    (``None`` until a tracker confirms one), as the REST tracker answers."""
+    out = dict(result.outputs)
+    dets = result.detections
+    if dets is None:
+        return out
+    found = result.meta.get(CLASS_NAMES_META)
+    names: list[Any] | tuple[Any, ...] = found if isinstance(found, list | tuple) else ()
+    tracks = []
+    for box, score, class_id, track_id in zip(
+        dets.xyxy.tolist(),
+        dets.score.tolist(),
+        dets.class_id.tolist(),
+        dets.track_id.tolist(),
+        strict=True,
+    ):
+        named = 0 <= class_id < len(names)
+        tracks.append(
+            {
+                "box": [round(v, 2) for v in box],
+                "score": round(score, 4),
+                "class_id": class_id,
+                "class_name": str(names[class_id]) if named else None,
+                "track_id": track_id if track_id >= 0 else None,
+            }
+        )
+    out["tracks"] = tracks
+    return out
+
+
 @dataclass(slots=True)
 class PipelineAnswer:
     """What one pipeline made of some frames: per-frame outputs in order, the frames' errors,
@@ -399,7 +433,7 @@ class InProcessPipelines:
             session_id = await self._session(stream, name)
             result = await self.sessions.submit(session_id, frame)
         answer.frames += 1
-        answer.results.append(result.outputs)
+        answer.results.append(frame_answer(result))
         answer.errors.extend({"frame": answer.frames - 1, **e} for e in result.errors)
 
     async def run_stream(

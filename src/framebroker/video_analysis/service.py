@@ -7,6 +7,7 @@ stopped with the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -111,6 +112,9 @@ class VideoAnalysis:
         pipelines = InProcessPipelines(sessions, settings.pipelines) if settings.pipelines else None
         self.fanout = Fanout(http, pipelines)
         self.streams = VideoStreams()
+        self._detached: dict[str, tuple[VideoStream, asyncio.TimerHandle]] = {}
+        """Streams whose connection went, by id, waiting for it to come back."""
+        self._expiring: set[asyncio.Task[None]] = set()
         self.stream_config = StreamConfig(
             window_frames=settings.window_frames,
             window_seconds=settings.window_seconds,
@@ -131,6 +135,13 @@ class VideoAnalysis:
 
     async def stop(self) -> None:
         await self.streams.close_all()
+        for stream, timer in list(self._detached.values()):
+            timer.cancel()
+            await stream.close("server_stopped")
+        self._detached.clear()
+        for task in list(self._expiring):
+            task.cancel()
+        await asyncio.gather(*self._expiring, return_exceptions=True)
         await self.fanout.aclose()
 
     def options(self) -> dict[str, Any]:
@@ -161,6 +172,14 @@ class VideoAnalysis:
         :class:`~framebroker.errors.ClientSessionLimit`, and nothing is kept then.
         """
         names = self.select(processes)
+        waiting = self._detached.pop(session_id, None) if session_id is not None else None
+        if waiting is not None:  # the same client back within the grace period
+            stream, timer = waiting
+            timer.cancel()
+            stream.rebind(emit)
+            self.streams.add(connection, stream)
+            log.info("video analysis session %s reconnected", stream.id)
+            return stream, False
         self.sessions.check_client(client)
         generated = False
         try:
@@ -188,11 +207,39 @@ class VideoAnalysis:
         return stream, generated
 
     async def close_stream(self, connection: str) -> None:
-        """The connection ended: drop its stream and use its id up."""
-        stream = await self.streams.close(connection)
-        if stream is not None:
-            self.ids.release(stream.id)
-            log.info("video analysis session %s disconnected", stream.id)
+        """The connection ended. Its stream waits ``reconnect_grace_s`` for the same id to
+        connect again (python-socketio's clients reconnect by themselves), keeping its open
+        window and the answers of the windows analysed meanwhile; then it is closed and its
+        id used up."""
+        grace = self.settings.reconnect_grace_s
+        if grace <= 0:
+            await self._end_stream(await self.streams.close(connection))
+            return
+        stream = self.streams.detach(connection)
+        if stream is None:
+            return
+        stream.rebind(None)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(grace, self._expire, stream.id)
+        self._detached[stream.id] = (stream, timer)
+        log.info(
+            "video analysis session %s disconnected; kept %g s for a reconnect", stream.id, grace
+        )
+
+    def _expire(self, session_id: str) -> None:
+        waiting = self._detached.pop(session_id, None)
+        if waiting is not None:
+            task = asyncio.ensure_future(self._end_stream(waiting[0], close=True))
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
+
+    async def _end_stream(self, stream: VideoStream | None, *, close: bool = False) -> None:
+        if stream is None:
+            return
+        self.ids.release(stream.id)  # used up first: a late reconnect is refused, not raced
+        if close:
+            await stream.close()
+        log.info("video analysis session %s ended", stream.id)
 
     async def probe_upload(self, path: Path) -> None:
         """Raise :class:`InvalidInput` unless ``path`` holds a video FFmpeg can decode."""

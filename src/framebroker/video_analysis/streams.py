@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -99,7 +100,10 @@ class VideoStream:
         self.fanout = fanout
         self.names = list(names)
         self.config = config
-        self._emit = emit
+        self._emit: Emit | None = emit
+        self._held: deque[tuple[str, dict[str, Any]]] = deque(
+            maxlen=max(1, config.max_windows_in_flight)
+        )
         self._offload = offload
         self._lock = asyncio.Lock()
         self._inflight = 0
@@ -307,9 +311,23 @@ class VideoStream:
             },
         )
 
+    def rebind(self, emit: Emit | None) -> None:
+        """Send to another connection of the same client from now on (``None``: it has
+        none for the moment: what would be sent waits, the last ``max_windows_in_flight``
+        results at most, and goes out when it is back)."""
+        self._emit = emit
+        if emit is not None and self._held:
+            held, self._held = list(self._held), deque(maxlen=self._held.maxlen)
+            for event, payload in held:
+                self._spawn(self._send(event, payload))
+
     async def _send(self, event: str, payload: dict[str, Any]) -> None:
+        emit = self._emit
+        if emit is None:
+            self._held.append((event, payload))
+            return
         try:
-            await self._emit(event, payload)
+            await emit(event, payload)
         except Exception:  # a client that went away must not break the stream's tasks
             log.debug("session %s: could not emit %s", self.id, event, exc_info=True)
 
@@ -369,6 +387,10 @@ class VideoStreams:
 
     def add(self, connection: str, stream: VideoStream) -> None:
         self._by_connection[connection] = stream
+
+    def detach(self, connection: str) -> VideoStream | None:
+        """Forget the connection, not the stream (it may come back on another one)."""
+        return self._by_connection.pop(connection, None)
 
     async def close(self, connection: str, reason: str = "disconnected") -> VideoStream | None:
         stream = self._by_connection.pop(connection, None)
