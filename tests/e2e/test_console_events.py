@@ -12,7 +12,7 @@ import playwright.sync_api as playwright_api
 import pytest
 
 from framebroker.media.sources import demo_clip
-from framebroker.storage import PeopleRecords, open_store
+from framebroker.storage import SQLPeopleRecords, open_store
 
 from .browser import CHROMIUM, chromium
 from .server import running_server
@@ -30,7 +30,7 @@ def leave_an_event_running(data: Path, source: str) -> str:
     try:
         started = time.time() - 120
         start_time = datetime.fromtimestamp(started, UTC).strftime("%H:%M:%S")
-        PeopleRecords(store).event_started(
+        SQLPeopleRecords(store).event_started(
             source=source,
             day=datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d"),
             started_at=started,

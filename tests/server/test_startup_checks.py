@@ -51,7 +51,7 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["--config", "bad-side.toml"],
          "framebroker: people.lines: lines[0]: line 'door' in side must be 'left' or 'right', "
          "got 'up'"),
-        (["--database-url", "nosuchdb://x"], "framebroker: --database-url: cannot open the store"),
+        (["--database-url", "nosuchdb://x"], "framebroker: database_url nosuchdb://x: "),
         (["--record-to", "notes.txt/recordings"], "framebroker: --record-to notes.txt/recordings: "
          "cannot make the folder: Not a directory"),
         (["--host", "192.0.2.1"], "framebroker: --host 192.0.2.1: cannot listen on 192.0.2.1:"),
