@@ -80,3 +80,44 @@ async def test_stop_and_start_by_name(client: httpx.AsyncClient) -> None:
     assert r.status_code == 404
     assert r.json()["code"] == "source_not_found"
     assert "demo" in r.json()["error"]
+
+
+async def test_ending_a_sources_session_from_outside_closes_its_event_with_its_count(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        sources=[f"demo={demo_clip()}"],
+        loop=True,
+        source_realtime=False,
+        people={"event_threshold": 1, "event_cooldown_s": 600, "faces": False},
+    )
+    services = Services.build(settings)
+    await services.start()
+    app = build_app(settings, services)
+    records = services.records
+    assert records is not None
+    feed = next(iter(services.feeds))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://fb", timeout=30
+        ) as client:
+            for _ in range(1200):  # one person in: an event starts, and runs (long cooldown)
+                if feed.live is not None and feed.live.stats["event_active"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert feed.live is not None
+            assert feed.live.stats["event_active"], "no event started"
+            day = feed.live.day
+            assert (await client.delete("/v1/sessions/demo")).status_code == 200
+            for _ in range(100):
+                events = records.events_on("demo", day)
+                if events and events[-1]["end_time"] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            (event,) = records.events_on("demo", day)
+            assert event["end_time"] is not None
+            assert event["count_in"] is not None
+            assert event["count_in"] >= 1
+    finally:
+        await services.stop()

@@ -19,7 +19,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -30,7 +30,7 @@ from ..core.manager import ProcessorSpec
 from ..errors import SessionNotFound, SourceNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
-from ..sessions import FrameIn, SessionInfo, Sessions
+from ..sessions import Feed, FrameIn, SessionInfo, Sessions
 from .config import LiveSettings, PeopleCounterSettings
 from .live import LiveFeed, Offload, end_interrupted_events, local_day
 from .records import FaceCrops, PeopleRecords
@@ -41,6 +41,9 @@ SourceState = Literal["running", "stopped", "ended", "failed"]
 """``ended``: a file came to its end (without ``--loop``); ``failed``: its reader gave up."""
 
 log = logging.getLogger(__name__)
+
+END_NOTICE_S = 1.0
+"""How long a frame refused for its ended session waits for the end's own notice."""
 
 FAILURE_LOG_INTERVAL_S = 10.0
 """At most one warning line per source this often about frames that failed."""
@@ -135,6 +138,7 @@ class SourceFeed:
         # session exists, by _slot_count).
         self._slots = threading.BoundedSemaphore(2)
         self._stopping = threading.Event()
+        self._end_watch: Feed | None = None
         self.state: SourceState = "stopped"
         self.reason: str | None = None
         """Why the source is not running: ``stopped`` (asked to), ``session_ended`` (its
@@ -227,7 +231,23 @@ class SourceFeed:
             on_end=self._on_end,
         )
         await self._offload(self.video.start)
+        self._end_watch = self.sessions.subscribe(f"session/{self.session.id}/ended", maxlen=2)
+        self._spawn(self._watch_end(self._end_watch))
         log.info("source %s (%s) feeds session %s", self.name, self.uri, self.session.id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _watch_end(self, feed: Feed) -> None:
+        """The session ended from outside (``DELETE /v1/sessions/...``, the console, the idle
+        sweep): the source stops, and what the end closed (an event) is stored and pushed."""
+        await feed.wait()
+        for message in feed.drain():
+            payload = message.payload
+            if not self._ended and isinstance(payload, dict):
+                self._session_gone(payload.get("results"))
 
     async def _stop_reader(self) -> None:
         if self.video is not None:
@@ -239,17 +259,26 @@ class SourceFeed:
             self.state, self.reason = "stopped", "stopped"
         await self._close(reason="source_stopped")
 
-    async def _close(self, *, reason: str) -> None:
+    async def _close(self, *, reason: str, results: Mapping[str, Any] | None = None) -> None:
+        """Stop the reader and the live feed, end the session unless it ended already (then
+        ``results`` are its end's), and store and push what that end closed (an event)."""
         self._stopping.set()
         await self._stop_reader()
+        current = asyncio.current_task()
         for task in list(self._pending):
-            task.cancel()
+            if task is not current:  # this close may be one of them
+                task.cancel()
+        if self._end_watch is not None:
+            self._end_watch.close()
+            self._end_watch = None
         if self.live is not None:
             await self.live.stop()
         if self.session is not None and not self._ended:
             self._ended = True
             with contextlib.suppress(SessionNotFound):  # ended from outside meanwhile
-                await self.sessions.end(self.session.id, reason=reason)
+                results = (await self.sessions.end(self.session.id, reason=reason)).results
+        if results is not None and self.live is not None:
+            await self.live.ended(results)
 
     def _slot_count(self, session: SessionInfo) -> int:
         """Frames a reader paced by the pipeline may have in the session at once.
@@ -303,7 +332,10 @@ class SourceFeed:
             self._slots.release()
         self._pending.discard(task)
         if not task.cancelled() and isinstance(task.exception(), SessionNotFound):
-            self._session_gone()
+            # Its end is on its way from the bus, with the results that close its event
+            # (see _watch_end); should that never come, stop all the same.
+            if self._loop is not None:
+                self._loop.call_later(END_NOTICE_S, self._session_gone)
         elif not task.cancelled() and task.exception() is not None:
             self.frames_failed += 1
             # A stuck or failing processor fails every frame, at the video's rate: report
@@ -319,18 +351,16 @@ class SourceFeed:
                 self._failure_logged_at = now
                 self._failures_logged = self.frames_failed
 
-    def _session_gone(self) -> None:
-        """The session was ended from outside (DELETE /v1/sessions/..., the console): stop
-        reading rather than decode frames nobody will process."""
+    def _session_gone(self, results: Mapping[str, Any] | None = None) -> None:
+        """The session was ended from outside: stop reading rather than decode frames
+        nobody will process; ``results`` are its end's, when known."""
         if self._ended or self._stopping.is_set():
             return
         self._ended = True
         self.state, self.reason = "stopped", "session_ended"
         log.info("source %s: its session ended; stopping the reader", self.name)
         self._stopping.set()
-        stopping = asyncio.ensure_future(self._close(reason="session_ended"))
-        self._pending.add(stopping)
-        stopping.add_done_callback(self._pending.discard)
+        self._spawn(self._close(reason="session_ended", results=results))
 
     def _on_end(self, error: BaseException | None) -> None:
         # Reader thread: the video ended, or failed for good.

@@ -113,6 +113,7 @@ class Services:
                     realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
+        hub.known_sources = lambda: [feed.name for feed in feeds]
         analysis = VideoAnalysis(
             settings.analysis,
             broker,

@@ -264,7 +264,9 @@ async function refreshEvents() {
     const start = parseClock(ev.start_time);
     const end = running ? now : parseClock(ev.end_time);
     const span = `${ev.start_time} – ${running ? "now" : ev.end_time}`;
-    const label = running ? `${span}, in progress` : `${span}, ${formatInt(ev.count_in ?? 0)} in`;
+    // A null count: a server that died during the event, so nobody knows how many came in.
+    const count = ev.count_in === null ? "count unknown" : `${formatInt(ev.count_in)} in`;
+    const label = running ? `${span}, in progress` : `${span}, ${count}`;
     return { start, end, running, label };
   });
   timelineChart($("timeline"), events, now);
