@@ -93,3 +93,20 @@ def test_configure_logging_writes_text_with_the_session_tag(
         root.setLevel(saved[1])
     assert err[-2].endswith("framebroker.t [cam-7]: hello")
     assert err[-1].endswith("framebroker.t: no session")
+
+
+@pytest.mark.parametrize(("level", "shown"), [("info", False), ("debug", True)])
+def test_ice_state_lines_show_only_at_debug(level: str, shown: bool) -> None:
+    root = logging.getLogger()
+    handlers, old_level = list(root.handlers), root.level
+    try:
+        configure_logging(level)
+        assert logging.getLogger("aioice.ice").isEnabledFor(logging.INFO) is shown
+        assert logging.getLogger("aioice.ice").isEnabledFor(logging.WARNING)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(old_level)
+        logging.getLogger("aioice").setLevel(logging.NOTSET)

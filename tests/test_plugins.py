@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from framebroker.core import Frame, ProcessContext, Processor, Rate
@@ -43,7 +45,7 @@ def test_errors_are_clear() -> None:
         reg.build("nope")
     with pytest.raises(ProcessorLoadError, match="needs a string 'name'"):
         reg.build({"track_thresh": 1})
-    with pytest.raises(ProcessorLoadError, match="cannot build processor"):
+    with pytest.raises(ProcessorLoadError, match="has no option 'bogus'; its options: none"):
         reg.build({"name": "tests.core.helpers:Counter", "bogus": 1})
     with pytest.raises(ProcessorLoadError, match="expected a framebroker Processor"):
         reg.build("builtins:dict")
@@ -141,3 +143,45 @@ def test_a_spec_can_make_any_processor_end_a_stage() -> None:
         reg.pipeline([{"name": "bytetrack", "ends_stage": "yes"}])
     with pytest.raises(ProcessorLoadError, match="enabled must be true or false"):
         reg.pipeline([{"name": "bytetrack", "enabled": None}])
+
+
+def test_an_unknown_option_is_named_with_its_field_and_the_known_ones() -> None:
+    reg = ProcessorRegistry()
+    with pytest.raises(ProcessorLoadError) as caught:
+        reg.pipeline(["annotate", {"name": "bytetrack", "track_tresh": 0.6}])
+    assert caught.value.field == "pipeline[1].track_tresh"
+    assert caught.value.message.startswith(
+        "pipeline[1].track_tresh: processor 'bytetrack' has no option 'track_tresh' "
+        "(did you mean 'track_thresh'?); its options: duplicate_iou_distance, frame_rate, "
+    )
+
+
+class Needs(Processor):
+    name = "needs"
+
+    def __init__(self, size: int, *, colour: str = "red", **_: object) -> None:
+        self.size = size
+
+    def process(self, frame: Frame, ctx: ProcessContext) -> dict[str, Any] | None:
+        return None
+
+
+class Strict(Needs):
+    name = "strict"
+
+    def __init__(self, size: int, *, colour: str = "red") -> None:
+        super().__init__(size, colour=colour)
+
+
+def test_a_required_option_left_out_is_named_and_kwargs_take_anything() -> None:
+    reg = ProcessorRegistry(defaults={"strict": {"colour": "blue"}})
+    reg.register("needs", Needs)
+    reg.register("strict", Strict)
+    with pytest.raises(ProcessorLoadError, match="processor 'strict' needs the option"):
+        reg.pipeline(["strict"])
+    assert reg.build({"name": "needs", "size": 2, "anything": 1}).name == "needs"
+    pipeline = reg.pipeline([{"name": "strict", "size": 3, "rate": {"every": 2}}, "annotate"])
+    assert pipeline.settings == [
+        {"name": "strict", "size": 3, "colour": "blue", "rate": {"every": 2}},
+        {"name": "annotate", "quality": 90, "class_names": None},
+    ]

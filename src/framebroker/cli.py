@@ -40,6 +40,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "running --model). The web console is at /ui/.",
         argument_default=argparse.SUPPRESS,
     )
+    _server_flags(p)
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of ``serve``; ``demo`` takes them all too."""
     p.add_argument("--config", type=Path, help="TOML settings file")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default 8000)")
@@ -53,7 +58,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         help="worker threads for decoding, tracking and drawing (default 4)",
     )
-    p.add_argument("--data-dir", "--data_dir", dest="data_dir", type=Path)
+    p.add_argument(
+        "--data-dir",
+        "--data_dir",
+        dest="data_dir",
+        type=Path,
+        help="SQLite database and face crops (default ./data); one server per directory",
+    )
     p.add_argument(
         "--database-url",
         "--database_url",
@@ -77,6 +88,15 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         dest="log_format",
         choices=["text", "json"],
         help="text lines, or one JSON object per line (default text); each names its session",
+    )
+    p.add_argument(
+        "--app-dir",
+        dest="app_dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="look for --processor and --model modules (module:attr) in DIR first, as "
+        "uvicorn's --app-dir does (default: the current directory)",
     )
     _source_flags(p)
     _webrtc_flags(p)
@@ -126,15 +146,13 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "demo",
         help="serve the people counter on the bundled clip",
         description="Serve framebroker with the live people counter running on a bundled "
-        "clip of pedestrians (looped, in real time): open http://HOST:PORT/ui/live.html "
-        "(the start-up log prints the address) to watch it count, or listen on "
-        "ws://HOST:PORT/ws/live. Every other API is served as by 'serve'.",
+        "clip of pedestrians (looped, in real time), besides any --source given: open "
+        "http://HOST:PORT/ui/live.html (the start-up log prints the address) to watch it "
+        "count, or listen on ws://HOST:PORT/ws/live. Takes every option of serve, and every "
+        "other API is served as by 'serve'.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--data-dir", "--data_dir", dest="data_dir", type=Path)
-    p.add_argument("--compat", action="store_true")
+    _server_flags(p)
 
 
 def _webrtc_flags(p: argparse.ArgumentParser) -> None:
@@ -386,7 +404,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings ``serve``/``demo`` run with: flags over env over the config file."""
     from .config import load_settings
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "app_dir")}
     flags["compat_ports"] = _compat_ports(flags.pop("compat_port", None))
     processors = flags.pop("processors", None)
     if processors:
@@ -395,7 +413,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.command == "demo":
         from .media.sources import demo_clip
 
-        flags["sources"] = [f"demo={demo_clip()}"]
+        flags["sources"] = [f"demo={demo_clip()}", *(flags.get("sources") or ())]
         flags["loop"] = True
     return load_settings(getattr(args, "config", None), **flags)
 
@@ -404,6 +422,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
     from .server.uvicorn_hooks import check_uvicorn
 
+    # Before anything is loaded by module:attr: a user's myproc.py in the working directory
+    # loads however framebroker was started (an installed script does not put it on the path).
+    sys.path.insert(0, str(args.app_dir.resolve()))
     settings = settings_from_args(args)
     # Before importing the modules that subclass uvicorn's, so that a uvicorn which moved one
     # of its classes gets the same one-line refusal as one that renamed a method.

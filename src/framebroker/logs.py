@@ -33,6 +33,7 @@ session_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 LogFormat = Literal["text", "json"]
+_CHATTY = ("aioice",)
 _TEXT = "%(asctime)s %(levelname)s %(name)s%(session_tag)s: %(message)s"
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is kept.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -95,6 +96,10 @@ def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # aioice logs each ICE candidate pair's state change at INFO: a dozen lines per WebRTC
+    # connection that say nothing to an operator unless ICE fails (then it warns).
+    for chatty in _CHATTY:
+        logging.getLogger(chatty).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
     # Alembic narrates each migration run ("Context impl ...") at INFO; the store logs one
     # line of its own when it upgrades a database.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

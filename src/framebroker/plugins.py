@@ -18,6 +18,7 @@ their own parameters (``faces`` has an ``every``).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 
 from .core.manager import ProcessorSpec
 from .core.pipeline import Pipeline
-from .core.processor import Processor, Rate
+from .core.processor import REQUIRED, Processor, Rate, keyword_options
 from .errors import ProcessorLoadError
 
 __all__ = ["ENTRY_POINT_GROUP", "ProcessorRegistry", "import_from_string", "spec_name"]
@@ -136,6 +137,54 @@ class ProcessorRegistry:
                     field="pipeline",
                 )
 
+    def options(self, name: str) -> dict[str, Any] | None:
+        """The options processor ``name`` takes, with their defaults (see
+        :meth:`Processor.options`); ``None``: any. Raises :class:`ProcessorLoadError`."""
+        factory = self.resolve(name)
+        target = factory.target() if isinstance(factory, _LazyEntryPoint) else factory
+        declared = getattr(target, "options", None)
+        if isinstance(target, type) and issubclass(target, Processor) and callable(declared):
+            found: dict[str, Any] | None = declared()
+            return found
+        return keyword_options(target)
+
+    def settings(self, spec: ProcessorSpec, index: int | None = None) -> dict[str, Any]:
+        """What a processor built from ``spec`` runs with: its name, every option with the
+        server's default or the class's filled in, and the spec's pipeline keys.
+
+        Raises :class:`ProcessorLoadError` for a spec naming an option the processor does not
+        take or leaving out one it needs; ``index`` (its place in a pipeline) makes the
+        error's field ``pipeline[index].option``.
+        """
+        name, params = _split(spec)
+        options = self.options(name)
+        own = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
+        if options is not None:
+            where = f"pipeline[{index}]." if index is not None else ""
+            for key in own:
+                if key not in options:
+                    close = difflib.get_close_matches(key, list(options), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    known = ", ".join(sorted(options)) or "none"
+                    raise ProcessorLoadError(
+                        f"{where}{key}: processor {name!r} has no option {key!r}{hint}; "
+                        f"its options: {known}",
+                        field=f"{where}{key}",
+                    )
+            given = {**self._defaults.get(name, {}), **own}
+            missing = sorted(k for k, v in options.items() if v is REQUIRED and k not in given)
+            if missing:
+                raise ProcessorLoadError(
+                    f"processor {name!r} needs the option(s) {', '.join(missing)}",
+                    field=f"pipeline[{index}]" if index is not None else None,
+                )
+        merged = {k: v for k, v in (options or {}).items() if v is not REQUIRED}
+        merged.update(self._defaults.get(name, {}))
+        merged.update(own)
+        pipeline_keys = {k: params[k] for k in ("rate", "enabled", "ends_stage") if k in params}
+        safe: dict[str, Any] = _json_safe({"name": name, **merged, **pipeline_keys})
+        return safe
+
     def build(self, spec: ProcessorSpec) -> Processor:
         """A fresh processor instance for one session, with the spec's ``rate`` if it has one.
 
@@ -144,15 +193,12 @@ class ProcessorRegistry:
         """
         return self._build(spec)[0]
 
-    def _build(self, spec: ProcessorSpec) -> tuple[Processor, bool]:
-        if isinstance(spec, str):
-            name, params = spec, {}
-        else:
-            params = dict(spec)
-            name = params.pop("name", None)
-            if not isinstance(name, str):
-                raise ProcessorLoadError(f"a processor spec needs a string 'name', got {spec!r}")
+    def _build(
+        self, spec: ProcessorSpec, index: int | None = None
+    ) -> tuple[Processor, bool, dict[str, Any]]:
+        name, params = _split(spec)
         factory = self.resolve(name)
+        settings = self.settings(spec, index)  # an unknown option, named, before a TypeError
         kwargs = {**self._defaults.get(name, {}), **params}
         rate = _rate(name, kwargs.pop("rate", None))
         enabled = kwargs.pop("enabled", True)
@@ -175,18 +221,43 @@ class ProcessorRegistry:
             proc.rate = rate
         if ends_stage is not None:
             proc.ends_stage = ends_stage
-        return proc, enabled
+        return proc, enabled, settings
 
     def pipeline(self, specs: Sequence[ProcessorSpec]) -> Pipeline:
-        """A pipeline of fresh instances; raises :class:`ProcessorLoadError` for a bad spec."""
-        built = [self._build(s) for s in specs]
+        """A pipeline of fresh instances, with each one's :meth:`settings`; raises
+        :class:`ProcessorLoadError` for a bad spec."""
+        built = [self._build(s, i) for i, s in enumerate(specs)]
         try:
             return Pipeline(
-                [proc for proc, _ in built],
-                disabled=[proc.name for proc, enabled in built if not enabled],
+                [proc for proc, _, _ in built],
+                disabled=[proc.name for proc, enabled, _ in built if not enabled],
+                settings=[settings for _, _, settings in built],
             )
         except ValueError as exc:
             raise ProcessorLoadError(str(exc)) from exc
+
+
+def _split(spec: ProcessorSpec) -> tuple[str, dict[str, Any]]:
+    """A spec's name and its other keys."""
+    if isinstance(spec, str):
+        return spec, {}
+    params = dict(spec)
+    name = params.pop("name", None)
+    if not isinstance(name, str):
+        raise ProcessorLoadError(f"a processor spec needs a string 'name', got {spec!r}")
+    return name, params
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON can hold it: containers kept, anything else but plain scalars by
+    its ``repr``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    return repr(value)
 
 
 def _rate(name: str, value: object) -> Rate | None:

@@ -199,6 +199,8 @@ class SessionInfo:
     state: Literal["active", "ended"]
     transport: str | None = None
     pipeline: list[str] = field(default_factory=list)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    """What each processor runs with: its name and every option, defaults filled in."""
     created_at: float | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     backpressure: str | None = None
@@ -213,6 +215,7 @@ class SessionInfo:
             "state": self.state,
             "transport": self.transport,
             "pipeline": self.pipeline,
+            "settings": self.settings,
             "created_at": self.created_at,
             "stats": self.stats,
             "backpressure": self.backpressure,

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -54,7 +54,11 @@ def running_server(
     scheme: str = "http",
     verify: str | bool = False,
     timeout: float = 60,
+    command: Sequence[str] = ("serve",),
+    program: Sequence[str] = (sys.executable, "-m", "framebroker"),
+    cwd: Path | None = None,
 ) -> Iterator[RunningServer]:
+    """``framebroker serve`` (or ``command``) on a free port, run as ``program`` from ``cwd``."""
     port = free_port()
     log = data_dir / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,10 +66,8 @@ def running_server(
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "framebroker",
-                "serve",
+                *program,
+                *command,
                 "--port",
                 str(port),
                 "--data-dir",
@@ -75,6 +77,7 @@ def running_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
         )
     server = RunningServer(proc, f"{scheme}://127.0.0.1:{port}", log)
     try:

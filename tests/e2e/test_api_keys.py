@@ -47,6 +47,39 @@ def test_http_on_the_main_port_and_a_compat_listener(server: Keyed) -> None:
     assert r.status_code == 200
 
 
+def test_a_wrong_key_is_told_it_was_refused_and_a_missing_one_that_one_is_needed(
+    server: Keyed,
+) -> None:
+    wrong = "wrong-key-" + "y" * 20
+    frames = f"http://127.0.0.1:{server.ports['frames']}/"
+    for url in (f"{server.url}/v1/sessions", frames):
+        missing = httpx.post(url, json={})
+        assert missing.status_code == 401
+        assert missing.json()["error"].startswith("an API key is required")
+        for headers in ({"X-API-Key": wrong}, {"Authorization": f"Bearer {wrong}"}):
+            refused = httpx.post(url, json={}, headers=headers)
+            assert refused.status_code == 401
+            assert refused.json() == {
+                "error": "the API key was refused: it is none of the server's keys",
+                "code": "unauthorized",
+            }
+            assert wrong not in refused.text
+
+    async def sockets() -> list[str]:
+        errors = []
+        url = f"{server.url.replace('http', 'ws')}/ws/live"
+        async with await _live(url, {"X-API-Key": wrong}) as ws:
+            await ws.send(json.dumps({"type": "get_all_faces"}))
+            errors.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["error"])
+        async with await _live(url) as ws:
+            await ws.send(json.dumps({"type": "auth", "api_key": wrong}))
+            errors.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["error"])
+        return errors
+
+    for error in asyncio.run(sockets()):
+        assert error == "the API key was refused: it is none of the server's keys"
+
+
 async def _live(url: str, headers: dict[str, str] | None = None) -> websockets.ClientConnection:
     return await websockets.connect(url, open_timeout=10, additional_headers=headers)
 

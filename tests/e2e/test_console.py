@@ -198,6 +198,26 @@ def tab_to(console: Console, selector: str, presses: int = 40) -> None:
 # -- the pages -----------------------------------------------------------------------------
 
 
+def test_a_stopped_source_says_so_and_starts_again_from_the_page(console: Console) -> None:
+    console.open("live.html?source=portrait")
+    status = console.page.locator("#status")
+    start = console.page.locator("#source-start")
+    expect(status).to_have_text("Connected to portrait")
+    expect(start).to_be_hidden()
+    # Ending its session (what the overview's End button does) stops the source.
+    assert httpx.delete(f"{console.base}/v1/sessions/portrait", timeout=30).status_code == 200
+    expect(status).to_have_text("Source portrait is stopped: its session was ended")
+    expect(start).to_be_visible()
+    start.click()
+    expect(status).to_have_text("Connected to portrait")
+    expect(start).to_be_hidden()
+    frame = console.page.locator("#frame")
+    expect(frame).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    src = frame.get_attribute("src")
+    expect(frame).not_to_have_attribute("src", src or "")  # frames flow again
+    assert not console.errors, console.errors
+
+
 def test_live_page_shows_frames_counts_events_and_hourly_chart(
     console: Console, shots: Path
 ) -> None:

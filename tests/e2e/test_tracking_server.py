@@ -129,3 +129,33 @@ def test_a_server_restart_suspends_sessions_and_they_resume_with_their_tracks(
         r = c.post(f"/v1/sessions/{v1}/frames", json={"boxes": walking(3)})
         assert r.json()["frame_index"] == 3
         assert [t["track_id"] for t in r.json()["tracks"]] == [1, 2]
+
+
+def test_an_unknown_pipeline_option_is_named_and_a_session_shows_its_settings(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path / "data") as server, httpx.Client(base_url=server.url) as c:
+        r = c.post("/v1/sessions", json={"pipeline": [{"name": "bytetrack", "track_tresh": 0.6}]})
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["code"] == "processor_load_error"
+        assert body["field"] == "pipeline[0].track_tresh"
+        message = body["error"]
+        for part in ("'track_tresh'", "'bytetrack'", "did you mean 'track_thresh'",
+                     "match_thresh, new_track_thresh"):  # fmt: skip
+            assert part in message, message
+        for python in ("TypeError", "__init__", "keyword argument"):
+            assert python not in message, message
+        assert c.get("/v1/sessions").json()["sessions"] == []
+
+        r = c.post(
+            "/v1/sessions",
+            json={"pipeline": [{"name": "bytetrack", "track_thresh": 0.6}, "annotate"]},
+        )
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        settings = c.get(f"/v1/sessions/{sid}").json()["settings"]
+        assert settings[0]["name"] == "bytetrack"
+        assert settings[0]["track_thresh"] == 0.6  # as asked
+        assert (settings[0]["match_thresh"], settings[0]["track_buffer"]) == (0.8, 30)  # defaults
+        assert settings[1] == {"name": "annotate", "quality": 90, "class_names": None}

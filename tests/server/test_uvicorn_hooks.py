@@ -19,7 +19,7 @@ from framebroker.cli import main
 from framebroker.errors import ConfigError, UvicornIncompatible
 from framebroker.server.body_chunks import ChunkedBodyProtocol
 from framebroker.server.deadlines import DeadlineProtocol
-from framebroker.server.serve import _Companion
+from framebroker.server.serve import _Companion, _MainServer
 from framebroker.server.uvicorn_hooks import HOOKS, Hook, check_uvicorn, hook_problems
 from framebroker.server.ws_protocol import PreframedWebSocketProtocol
 
@@ -31,7 +31,7 @@ def test_the_installed_uvicorn_has_every_hook() -> None:
 
 @pytest.mark.parametrize(
     "subclass",
-    [ChunkedBodyProtocol, DeadlineProtocol, PreframedWebSocketProtocol, _Companion],
+    [ChunkedBodyProtocol, DeadlineProtocol, PreframedWebSocketProtocol, _Companion, _MainServer],
 )
 def test_every_uvicorn_method_overridden_is_a_hook(subclass: type) -> None:
     hooked = {(h.owner.rpartition(":")[2], h.name) for h in HOOKS}

@@ -81,6 +81,7 @@ async def test_connection_errors_are_one_line_and_non_zero(tmp_path: Path, clip:
         ),
         (StreamOptions(str(clip), f"http://127.0.0.1:{port}", use_http=True), "cannot post"),
         (StreamOptions(str(clip), "ftp://example.org/"), "expected a ws://"),
+        (StreamOptions(str(clip), f"http://127.0.0.1:{port}/offer"), "add --use-http"),
         (StreamOptions(str(clip), "ws://h/", use_http=True), "expected an http://"),
         (StreamOptions(str(tmp_path / "missing.mp4"), "ws://127.0.0.1:1/"), "no such file"),
     ]

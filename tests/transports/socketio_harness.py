@@ -104,6 +104,8 @@ class Client:
 
     async def close(self) -> None:
         if self.sio.connected:
+            with contextlib.suppress(socketio.exceptions.TimeoutError):
+                await self.sio.call("end", timeout=5)  # done: no reconnect grace
             await self.sio.disconnect()
         await self.sio.shutdown()
         # A handshake refused at the HTTP level leaves engineio's aiohttp session open.

@@ -287,7 +287,11 @@ async def test_session_id_headers_refuse_paths(site: Site) -> None:
 
 async def test_live_socket_get_face_takes_integer_ids_only(site: Site) -> None:
     bad: list[Any] = [*names(site), "1", 1.0, -1, 10**30, 2**63, True, None, [1], {"id": 1}]
+    # A source name is only ever compared with the names of the sources there are.
     async with websockets.connect(f"{site.ws}/ws/live?source=..%2F..%2Foutside") as ws:
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert reply["error"].startswith("Unknown source '../../outside'; known sources:")
+    async with websockets.connect(f"{site.ws}/ws/live") as ws:
         for face_id in bad:
             await ws.send(json.dumps({"type": "get_face", "face_id": face_id}))
             reply = json.loads(await asyncio.wait_for(ws.recv(), 10))

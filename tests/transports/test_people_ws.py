@@ -83,6 +83,7 @@ async def test_pushed_messages_have_the_seed_shapes(services: Services, url: str
 
 
 async def test_a_client_can_follow_one_source(services: Services, url: str) -> None:
+    services.hub.known_sources = lambda: ["door", "gate"]  # what the bus below publishes
     async with websockets.connect(url + "?source=door") as door, websockets.connect(url) as every:
         await asyncio.sleep(0.05)
         services.broker.bus.publish("live/gate/frame", {"jpeg_b64": "R0FURQ==", "time": 1.0})

@@ -165,6 +165,23 @@ async def test_uploads_at_once_are_bounded(tmp_path: Path, services: AnalysisSer
 # -- section 2: Socket.IO sessions -------------------------------------------------------------
 
 
+async def test_end_ends_at_once_and_a_plain_disconnect_waits_for_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path, reconnect_grace_s=30) as served:
+        sessions = served.app.state.services.broker
+        done, left = await served.session_id(), await served.session_id()
+        async with connected(served.url, f"session_id={done}") as client:
+            await client.frame()
+            assert await client.sio.call("end", timeout=5) == {"session_id": done, "ended": True}
+        async with connected(served.url, f"session_id={left}") as client:
+            await client.frame()
+            await client.sio.disconnect()  # no end: it may come back
+        live = [s.id for s in await sessions.live()]
+        assert done not in live
+        assert left in live
+
+
 async def test_a_dropped_connection_that_comes_back_carries_on_with_its_window(
     tmp_path: Path,
 ) -> None:
@@ -196,6 +213,11 @@ async def test_a_session_not_reconnected_within_the_grace_period_ends(tmp_path: 
         sid = await served.session_id()
         async with connected(served.url, f"session_id={sid}") as client:
             await client.frame()
+            await client.sio.eio.ws.close()  # dropped, and this client does not reconnect
+            for _ in range(100):
+                if not client.sio.connected:
+                    break
+                await asyncio.sleep(0.02)
         sessions = served.app.state.services.broker
         assert sid in [s.id for s in await sessions.live()]  # kept for a reconnect...
         for _ in range(100):

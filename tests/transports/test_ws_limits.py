@@ -128,7 +128,11 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         max_workers=2,
         limits={"max_ws_message_bytes": LIMIT},
-        analysis={"secret_key": "k" * 32, "generate_session_id_on_connect": True},
+        analysis={
+            "secret_key": "k" * 32,
+            "generate_session_id_on_connect": True,
+            "reconnect_grace_s": 0,  # a connection the server closes does not wait for a reconnect
+        },
         webrtc={"models": []},
     )
 

@@ -395,9 +395,13 @@ class VideoAnalysisClient:
         )
 
     async def close(self) -> None:
-        """Disconnect (the session ends on the server) and close the HTTP client."""
+        """End the session (``end``: the server does not keep it for a reconnect), disconnect
+        and close the HTTP client."""
         sio, self._sio = self._sio, None
         if sio is not None:
+            with contextlib.suppress(Exception):  # gone already: it ends on the server anyway
+                if sio.connected and not self._lost:
+                    await sio.call("end", timeout=self.connection.timeout_s)
             await _shutdown(sio)
         await self._http.aclose()
 

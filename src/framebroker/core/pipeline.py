@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Literal, NamedTuple, Protocol
@@ -121,12 +121,24 @@ class Pipeline:
 
     probe: CallProbe | None
 
-    def __init__(self, processors: Sequence[Processor], *, disabled: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        processors: Sequence[Processor],
+        *,
+        disabled: Iterable[str] = (),
+        settings: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         names = [p.name for p in processors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"processor names must be unique in a pipeline, repeated: {dupes}")
         self._slots = [_Slot(p) for p in processors]
+        self.settings: list[dict[str, Any]] = (
+            [dict(entry) for entry in settings]
+            if settings is not None
+            else [{"name": name} for name in names]
+        )
+        """What each processor runs with (the registry fills in every option's value)."""
         self._switches = Switches(names, disabled)
         self._seq = 0
         cuts = [i + 1 for i, p in enumerate(processors[:-1]) if p.ends_stage]

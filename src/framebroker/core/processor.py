@@ -7,10 +7,11 @@ know which transport fed it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -18,7 +19,27 @@ from typing import Any, ClassVar
 from .frame import Frame
 from .switches import Switches
 
-__all__ = ["BaseModel", "ProcessContext", "Processor", "Rate"]
+__all__ = ["REQUIRED", "BaseModel", "ProcessContext", "Processor", "Rate", "keyword_options"]
+
+REQUIRED: Any = inspect.Parameter.empty
+"""The default :meth:`Processor.options` gives an option that has none: it must be set."""
+
+
+def keyword_options(factory: Callable[..., Any]) -> dict[str, Any] | None:
+    """The keyword arguments ``factory`` (a class or a function) takes, with their defaults
+    (:data:`REQUIRED` for one without); ``None`` when it takes ``**kwargs``, or has no
+    signature to read."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    options: dict[str, Any] = {}
+    for param in params:
+        if param.kind is param.VAR_KEYWORD:
+            return None
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            options[param.name] = param.default
+    return options
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +168,17 @@ class Processor(ABC):
     detector), so it may run on several frames of one session at once. A stage made only of
     such processors is :meth:`~Pipeline.parallel`: a host may keep several frames in it, which
     is how two single-threaded inference runs fill two cores for one video stream."""
+
+    @classmethod
+    def options(cls) -> dict[str, Any] | None:
+        """The options (keyword arguments) a spec may set, with their defaults
+        (:data:`REQUIRED` for one without); ``None``: any keyword is taken.
+
+        Read from the constructor's signature. The registry refuses a spec that names any
+        other option, and shows each session's settings with these defaults filled in. A
+        class whose constructor forwards ``**kwargs`` overrides this to list them.
+        """
+        return keyword_options(cls)
 
     @classmethod
     def warm_up(cls) -> None:

@@ -197,6 +197,7 @@ class Session:
             "id": self.id,
             "transport": self.transport,
             "pipeline": self.pipeline.names,
+            "settings": self.pipeline.settings,
             "backpressure": self.backpressure.value,
             "created_at": self.created_at,
             "idle_s": round(self._clock() - self.last_active, 3),

@@ -19,24 +19,31 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from ..core.frame import RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
-from ..errors import SessionNotFound
+from ..errors import SessionNotFound, SourceNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
-from ..sessions import FrameIn, SessionInfo, Sessions
+from ..sessions import Feed, FrameIn, SessionInfo, Sessions
 from .config import LiveSettings, PeopleCounterSettings
 from .live import LiveFeed, Offload, end_interrupted_events, local_day
 from .records import FaceCrops, PeopleRecords
 
-__all__ = ["SourceFeed", "parse_source_arg", "people_pipeline"]
+__all__ = ["SourceFeed", "SourceState", "Sources", "parse_source_arg", "people_pipeline"]
+
+SourceState = Literal["running", "stopped", "ended", "failed"]
+"""``ended``: a file came to its end (without ``--loop``); ``failed``: its reader gave up."""
 
 log = logging.getLogger(__name__)
+
+END_NOTICE_S = 1.0
+"""How long a frame refused for its ended session waits for the end's own notice."""
 
 FAILURE_LOG_INTERVAL_S = 10.0
 """At most one warning line per source this often about frames that failed."""
@@ -131,8 +138,50 @@ class SourceFeed:
         # session exists, by _slot_count).
         self._slots = threading.BoundedSemaphore(2)
         self._stopping = threading.Event()
+        self._end_watch: Feed | None = None
+        self.state: SourceState = "stopped"
+        self.reason: str | None = None
+        """Why the source is not running: ``stopped`` (asked to), ``session_ended`` (its
+        session was ended from outside), ``finished`` (a file came to its end), or the error
+        that stopped its reader."""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def describe(self) -> dict[str, Any]:
+        """The source as ``/v1/sources`` shows it."""
+        video = self.video
+        return {
+            "name": self.name,
+            "uri": parse_source(self.uri).label,
+            "state": self.state,
+            "reason": self.reason,
+            "session_id": self.session.id if self.session is not None else None,
+            "frames_read": video.frames_read if video is not None else 0,
+            "frames_submitted": self.frames_submitted,
+            "frames_failed": self.frames_failed,
+        }
 
     async def start(self) -> None:
+        """Open the source and feed a new session from it; after :meth:`stop` (or its session
+        ended from outside) this starts it again."""
+        if self.state == "running":
+            return
+        self._stopping = threading.Event()
+        self._ended = False
+        self.session = None
+        self.live = None
+        self.video = None
+        self.state, self.reason = "running", None
+        try:
+            await self._open()
+        except BaseException as exc:
+            self.state, self.reason = "failed", str(exc)
+            await self._close(reason="source_failed")
+            raise
+
+    async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         tz = ZoneInfo(self.counter.timezone)
         day = local_day(time.time(), tz)
@@ -182,22 +231,54 @@ class SourceFeed:
             on_end=self._on_end,
         )
         await self._offload(self.video.start)
+        self._end_watch = self.sessions.subscribe(f"session/{self.session.id}/ended", maxlen=2)
+        self._spawn(self._watch_end(self._end_watch))
         log.info("source %s (%s) feeds session %s", self.name, self.uri, self.session.id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _watch_end(self, feed: Feed) -> None:
+        """The session ended from outside (``DELETE /v1/sessions/...``, the console, the idle
+        sweep): the source stops, and what the end closed (an event) is stored and pushed."""
+        await feed.wait()
+        for message in feed.drain():
+            payload = message.payload
+            if not self._ended and isinstance(payload, dict):
+                self._session_gone(payload.get("results"))
 
     async def _stop_reader(self) -> None:
         if self.video is not None:
             await self._offload(self.video.stop)
 
     async def stop(self) -> None:
+        """Stop reading and end the session; :meth:`start` opens the source again."""
+        if self.state == "running":
+            self.state, self.reason = "stopped", "stopped"
+        await self._close(reason="source_stopped")
+
+    async def _close(self, *, reason: str, results: Mapping[str, Any] | None = None) -> None:
+        """Stop the reader and the live feed, end the session unless it ended already (then
+        ``results`` are its end's), and store and push what that end closed (an event)."""
         self._stopping.set()
         await self._stop_reader()
+        current = asyncio.current_task()
         for task in list(self._pending):
-            task.cancel()
+            if task is not current:  # this close may be one of them
+                task.cancel()
+        if self._end_watch is not None:
+            self._end_watch.close()
+            self._end_watch = None
         if self.live is not None:
             await self.live.stop()
         if self.session is not None and not self._ended:
+            self._ended = True
             with contextlib.suppress(SessionNotFound):  # ended from outside meanwhile
-                await self.sessions.end(self.session.id, reason="source_stopped")
+                results = (await self.sessions.end(self.session.id, reason=reason)).results
+        if results is not None and self.live is not None:
+            await self.live.ended(results)
 
     def _slot_count(self, session: SessionInfo) -> int:
         """Frames a reader paced by the pipeline may have in the session at once.
@@ -251,7 +332,10 @@ class SourceFeed:
             self._slots.release()
         self._pending.discard(task)
         if not task.cancelled() and isinstance(task.exception(), SessionNotFound):
-            self._session_gone()
+            # Its end is on its way from the bus, with the results that close its event
+            # (see _watch_end); should that never come, stop all the same.
+            if self._loop is not None:
+                self._loop.call_later(END_NOTICE_S, self._session_gone)
         elif not task.cancelled() and task.exception() is not None:
             self.frames_failed += 1
             # A stuck or failing processor fails every frame, at the video's rate: report
@@ -267,20 +351,51 @@ class SourceFeed:
                 self._failure_logged_at = now
                 self._failures_logged = self.frames_failed
 
-    def _session_gone(self) -> None:
-        """The session was ended from outside (DELETE /v1/sessions/..., the console): stop
-        reading rather than decode frames nobody will process."""
+    def _session_gone(self, results: Mapping[str, Any] | None = None) -> None:
+        """The session was ended from outside: stop reading rather than decode frames
+        nobody will process; ``results`` are its end's, when known."""
         if self._ended or self._stopping.is_set():
             return
         self._ended = True
+        self.state, self.reason = "stopped", "session_ended"
         log.info("source %s: its session ended; stopping the reader", self.name)
         self._stopping.set()
-        stopping = asyncio.ensure_future(self._stop_reader())
-        self._pending.add(stopping)
-        stopping.add_done_callback(self._pending.discard)
+        self._spawn(self._close(reason="session_ended", results=results))
 
     def _on_end(self, error: BaseException | None) -> None:
+        # Reader thread: the video ended, or failed for good.
         if error is not None:
             log.error("source %s stopped: %s", self.name, error)
         else:
             log.info("source %s ended", self.name)
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not self._stopping.is_set():
+            state: SourceState = "failed" if error is not None else "ended"
+            why = str(error) if error is not None else "finished"
+            loop.call_soon_threadsafe(self._ended_by_reader, state, why)
+
+    def _ended_by_reader(self, state: SourceState, why: str) -> None:
+        if self.state == "running":
+            self.state, self.reason = state, why
+
+
+class Sources:
+    """The server's ``--source`` feeds by name: listed, stopped and started again
+    (``/v1/sources``)."""
+
+    def __init__(self, feeds: Iterable[SourceFeed] = ()) -> None:
+        self._feeds = {feed.name: feed for feed in feeds}
+
+    def __iter__(self) -> Iterator[SourceFeed]:
+        return iter(self._feeds.values())
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def get(self, name: str) -> SourceFeed:
+        """Raises :class:`~framebroker.errors.NotFound` naming the known sources."""
+        feed = self._feeds.get(name)
+        if feed is None:
+            known = ", ".join(sorted(self._feeds)) or "none (serve --source NAME=URI)"
+            raise SourceNotFound(f"no source {name!r}; sources: {known}", field="name")
+        return feed

@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -174,6 +174,24 @@ class LiveFeed:
         if self._feed is not None:
             self._feed.close()
         await self._flush_counts()
+
+    async def ended(self, results: Mapping[str, Any]) -> None:
+        """The session ended (the source stopped, the server too): an event it left running
+        ends now with the count it had, stored, then pushed like any other, so a clean stop
+        never leaves one open for the next start to close with an unknown count.
+
+        ``results`` are the ended session's (its processors' ``end``); call after :meth:`stop`.
+        """
+        summary = results.get("traffic_events")
+        event = summary.get("event") if isinstance(summary, Mapping) else None
+        if not isinstance(event, dict) or event.get("status") != "ended":
+            return
+        now = time.time()
+        await self._record_event(event, now, self.day)
+        self.stats["event_active"] = False
+        self.stats["current_event_count_in"] = 0
+        self.sessions.publish(f"live/{self.source}/event", {"data": dict(event), "time": now})
+        self.sessions.publish(f"live/{self.source}/stats", {"data": dict(self.stats), "time": now})
 
     # -- following results -----------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from ..core.frame import Frame
 from ..core.processor import ProcessContext, Processor
 from .checks import is_count, is_number, parse_day, parse_zone
 
-__all__ = ["Anchor", "Line", "LineCounter", "Side"]
+__all__ = ["Anchor", "Line", "LineCounter", "Side", "parse_lines"]
 
 Side = Literal["left", "right"]
 Anchor = Literal["bottom_center", "center"]
@@ -157,7 +157,11 @@ def _as_line(value: Line | Mapping[str, Any], i: int) -> Line:
         raise ValueError(f"lines[{i}]: {exc}") from None
 
 
-def _parse_lines(lines: Sequence[Line | Mapping[str, Any]]) -> tuple[Line, ...]:
+def parse_lines(lines: Sequence[Line | Mapping[str, Any]]) -> tuple[Line, ...]:
+    """Counting lines from ``[{"name", "start": [x, y], "end": [x, y], "in"}, ...]``.
+
+    Raises ``ValueError`` naming the line at fault and what it expected.
+    """
     if isinstance(lines, str | bytes) or not isinstance(lines, Sequence) or not lines:
         raise ValueError(f"lines must be a non-empty list of lines or None, got {lines!r}")
     parsed = tuple(_as_line(v, i) for i, v in enumerate(lines))
@@ -348,7 +352,7 @@ class LineCounter(Processor):
         self.timezone = parse_zone(timezone)
         self.classes = self._parse_classes(classes)
         self._configured = lines is not None
-        self._lines: tuple[Line, ...] = _parse_lines(lines) if lines is not None else ()
+        self._lines: tuple[Line, ...] = parse_lines(lines) if lines is not None else ()
         names = [ln.name for ln in self._lines] if lines is not None else [DEFAULT_LINE_NAME]
         self._counts = {n: {"in": 0, "out": 0} for n in names}
         self._day: date | None = None

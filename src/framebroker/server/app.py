@@ -27,7 +27,8 @@ from ..runtime.broker import Broker, BrokerConfig
 from ..runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..runtime.model_lanes import LaneLimits
 from ..storage import PoolLimits, SQLStore, open_store
-from ..transports import box_tracking, console, frame_upload, rest_v1
+from ..transports import api_docs, box_tracking, console, frame_upload, rest_v1
+from ..transports import sources as sources_api
 from ..transports.auth import ApiKeyMiddleware, ApiKeys
 from ..transports.box_requests import BoxReader
 from ..transports.context import Telemetry
@@ -134,7 +135,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         version=__version__,
         summary="Real-time vision stream server",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from installed files below, not from a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -145,7 +146,10 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(box_tracking.router(ctx, boxes, post_frame))
     app.include_router(rest_v1.router(ctx, boxes))
     app.include_router(console.router(ctx, settings, svc.records, svc.crops))
+    app.include_router(sources_api.router(svc.feeds))
     app.mount(console.UI_PATH, console.static_files())  # the web console
+    app.include_router(api_docs.router(app.title, "/openapi.json"))
+    app.mount(api_docs.ASSETS_PATH, api_docs.static_files())
     app.router.routes.extend(
         live_routes(
             svc.hub,
@@ -182,8 +186,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     return app
 
 
-OPEN_PATHS = ("/healthz", "/readyz", console.UI_PATH)
-"""Served without an API key: health checks, and the console's static files (no data)."""
+OPEN_PATHS = ("/healthz", "/readyz", console.UI_PATH, api_docs.ASSETS_PATH)
+"""Served without an API key: health checks, the console's and the docs page's static files
+(no data)."""
 
 
 def protect(app: Starlette, settings: Settings, telemetry: Telemetry, transport: str) -> Starlette:

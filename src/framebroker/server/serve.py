@@ -5,30 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Generator
 from typing import Any, Literal
 from urllib.parse import quote
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import COMPAT_PORTS, Settings
 from ..errors import ConfigError
 from ..people.feed import parse_source_arg
 from ..transports.auth import is_loopback
 from ..transports.ws_limits import hard_cap
-from .app import build_app, build_compat_app
+from .app import build_app, build_compat_app, build_registry
+from .data_lock import DataDirLock
 from .deadlines import protocol_class
 from .services import Services
+from .startup_checks import check_startup
 from .uvicorn_hooks import check_uvicorn
 from .ws_protocol import PreframedWebSocketProtocol
 
 __all__ = ["loop_factory", "run_serve", "serve", "startup_lines", "uvicorn_config"]
 
 log = logging.getLogger("framebroker")
+
+_BACKLOG = 2048  # uvicorn's default
+_FLUSH_S = 1.0  # longest a stop waits for the last events to reach the live listeners
 
 
 class _Companion(uvicorn.Server):
@@ -41,10 +49,31 @@ class _Companion(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
-    async def serve_quietly(self) -> None:
-        # uvicorn calls sys.exit() when it cannot bind; the caller reports that instead.
+    async def serve_quietly(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn calls sys.exit() when it cannot start; the caller reports that instead.
         with contextlib.suppress(SystemExit):
-            await self.serve()
+            await self.serve(sockets=sockets)
+
+
+class _MainServer(uvicorn.Server):
+    """The main listener. On a stop the sources end first, before uvicorn closes any socket,
+    so that their listeners are sent what the stop ends (a traffic event, with its count).
+
+    ``shutdown`` is uvicorn's, undocumented: listed in :data:`.uvicorn_hooks.HOOKS`.
+    """
+
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self.services = services
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for feed in self.services.feeds:
+            try:
+                await feed.stop()
+            except Exception:
+                log.exception("source %s did not stop cleanly", feed.name)
+        await self.services.hub.flush(_FLUSH_S)
+        await super().shutdown(sockets=sockets)
 
 
 def uvicorn_config(
@@ -121,6 +150,7 @@ def startup_lines(settings: Settings) -> list[str]:
         f"  video analysis over Socket.IO: {base}/socket.io (whole videos: POST {base}/batch)",
         f"  WebRTC model broker: {ws_base}/webrtc/ws"
         + ("" if settings.webrtc.websocket_only else f" (or POST {base}/offer)"),
+        f"  metrics: {base}/metrics (Prometheus); health: {base}/healthz",
     ]
     if settings.sources:
         name, _ = parse_source_arg(settings.sources[0], 0)
@@ -156,80 +186,165 @@ def run_serve(settings: Settings) -> None:
 async def serve(settings: Settings) -> None:
     """Serve until interrupted; sessions are suspended and sources stopped on the way out.
 
-    Raises :class:`~framebroker.errors.UvicornIncompatible` before anything starts if the
-    installed uvicorn lacks a name the listeners hook into.
+    Nothing is touched before the settings are checked, every listener is bound and the data
+    directory is locked: a second server on the same port or data directory stops with a
+    :class:`ConfigError` before it opens the store (whose start-up recovery would otherwise
+    rewrite the running server's records). Raises
+    :class:`~framebroker.errors.UvicornIncompatible` before anything starts if the installed
+    uvicorn lacks a name the listeners hook into.
     """
     check_uvicorn()
-    warn_if_open(settings)
-    services = Services.build(settings)
-    main = uvicorn.Server(
-        uvicorn_config(
-            build_app(settings, services),
-            settings,
-            settings.port,
-            lifespan="on",
-            listener="http",
-            services=services,
-        )
-    )
-    companions: list[tuple[str, int, _Companion]] = []
+    check_startup(settings, build_registry(settings))
+    listeners = _bind_listeners(settings)
+    try:
+        with DataDirLock(settings.data_dir):
+            await _serve_on(settings, listeners)
+    finally:
+        for _, sock in listeners.values():
+            sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``OSError`` if it cannot be had)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        # Listening now, not when uvicorn starts serving: a bound socket that does not listen
+        # yet leaves the port to a second process that also sets SO_REUSEADDR.
+        sock.listen(_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
+    """Every listener of ``settings`` by name ("http": the main port), bound and listening;
+    raises :class:`ConfigError` naming the option that chose a port that cannot be had."""
+    wanted = {"http": settings.port}
     if settings.compat:
         for name, default in COMPAT_PORTS.items():
             if name == "webrtc_http" and settings.webrtc.websocket_only:
                 continue
-            port = settings.compat_ports.get(name, default)
-            app = build_compat_app(name, services)
-            companions.append(
-                (
-                    name,
-                    port,
-                    _Companion(
-                        uvicorn_config(
-                            app, settings, port, lifespan="off", listener=name, services=services
-                        )
-                    ),
-                )
-            )
+            wanted[name] = settings.compat_ports.get(name, default)
+    bound: dict[str, tuple[int, socket.socket]] = {}
+    try:
+        for name, port in wanted.items():
+            try:
+                sock = _listen(settings.host, port)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if name == "http":
+                    # A port in use is the port's fault; anything else, the address's.
+                    in_use = exc.errno == errno.EADDRINUSE
+                    flag = f"--port {port}" if in_use else f"--host {settings.host}"
+                    raise ConfigError(
+                        f"{flag}: cannot listen on {settings.host}:{port}: {reason}"
+                    ) from None
+                raise ConfigError(
+                    f"compatibility listener {name} could not listen on "
+                    f"{settings.host}:{port} ({reason}); move it with --compat-port {name}=PORT"
+                ) from None
+            bound[name] = (int(sock.getsockname()[1]), sock)
+    except BaseException:
+        for _, sock in bound.values():
+            sock.close()
+        raise
+    return bound
+
+
+async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.socket]]) -> None:
+    warn_if_open(settings)
+    try:
+        services = Services.build(settings)
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"--database-url: cannot open the store: {exc}") from None
+    port, main_socket = listeners["http"]
+    main = _MainServer(
+        uvicorn_config(
+            build_app(settings, services),
+            settings,
+            port,
+            lifespan="on",
+            listener="http",
+            services=services,
+        ),
+        services,
+    )
+    companions: list[tuple[str, int, socket.socket, _Companion]] = []
+    for name, (compat_port, sock) in listeners.items():
+        if name == "http":
+            continue
+        app = build_compat_app(name, services)
+        config = uvicorn_config(
+            app, settings, compat_port, lifespan="off", listener=name, services=services
+        )
+        companions.append((name, compat_port, sock, _Companion(config)))
     scheme = "https" if settings.ssl else "http"
     ws = "wss" if settings.ssl else "ws"
     services.listening = not companions
-    main_task = asyncio.create_task(main.serve())
+    _log_banner_once()
+    main_task = asyncio.create_task(main.serve(sockets=[main_socket]))
     while not main.started and not main_task.done():
         await asyncio.sleep(0.05)
-    if main_task.done():  # failed to start (port taken, bad certificate): report it
+    if main_task.done():  # failed to start: report it
         await main_task
         return
     for line in startup_lines(settings):
         log.info("%s", line)
     tasks = []
-    for name, port, server in companions:
-        tasks.append(asyncio.create_task(server.serve_quietly()))
+    for name, compat_port, sock, server in companions:
+        tasks.append(asyncio.create_task(server.serve_quietly(sockets=[sock])))
         while not server.started and not tasks[-1].done():
             await asyncio.sleep(0.02)
-        if not server.started:  # could not bind: stop everything rather than half-serve
+        if not server.started:  # pragma: no cover - its socket is bound already
             main.should_exit = True
             await asyncio.gather(main_task, *tasks, return_exceptions=True)
-            raise ConfigError(
-                f"compatibility listener {name} could not listen on {settings.host}:{port}; "
-                f"move it with --compat-port {name}=PORT"
-            )
+            raise ConfigError(f"compatibility listener {name} did not start")
         kind = ws if name in ("people_ws", "webrtc_ws") else scheme
         log.info(
             "  %s on its original port: %s://%s:%d/ (--compat %s)",
             _COMPAT_ROLES.get(name, name),
             kind,
             settings.host,
-            port,
+            compat_port,
             name,
         )
     services.listening = True
     try:
         await main_task
     finally:
-        for _, _, server in companions:
+        for _, _, _, server in companions:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         _exit_if_stuck(services)  # also when stopped by a signal (uvicorn re-raises it)
+
+
+class _Once(logging.Filter):
+    """Lets each of uvicorn's per-server lines (the process started, finished) through once:
+    every compatibility listener is a uvicorn server of its own in the same process."""
+
+    LINES = ("Started server process [%d]", "Finished server process [%d]")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in self.LINES:
+            return True
+        if record.msg in self.seen:
+            return False
+        self.seen.add(str(record.msg))
+        return True
+
+
+def _log_banner_once() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _Once) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_Once())
 
 
 def _exit_if_stuck(services: Services) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import Settings
 from ..core.store import Store
-from ..people.feed import SourceFeed, parse_source_arg
+from ..people.feed import SourceFeed, Sources, parse_source_arg
 from ..people.records import FaceCrops, PeopleRecords
 from ..runtime.metrics import Metrics
 from ..sessions import Sessions
@@ -76,7 +76,7 @@ class Services:
     analysis: VideoAnalysis
     socketio: SocketIOTransport
     webrtc: WebRTCTransport
-    feeds: list[SourceFeed] = field(default_factory=list)
+    feeds: Sources = field(default_factory=Sources)
     store: Store | None = None
     """The store, when this ``Services`` (not the broker) is the one to close it."""
     started: bool = field(default=False, init=False)
@@ -113,6 +113,7 @@ class Services:
                     realtime=settings.source_realtime, loop=settings.loop,
                 )
             )  # fmt: skip
+        hub.known_sources = lambda: [feed.name for feed in feeds]
         analysis = VideoAnalysis(
             settings.analysis,
             broker,
@@ -123,7 +124,17 @@ class Services:
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
         own = store if sessions is not None else None
         return cls(
-            settings, broker, ctx, hub, records, crops, analysis, socketio, webrtc, feeds, own
+            settings,
+            broker,
+            ctx,
+            hub,
+            records,
+            crops,
+            analysis,
+            socketio,
+            webrtc,
+            Sources(feeds),
+            own,
         )
 
     async def start(self) -> None:

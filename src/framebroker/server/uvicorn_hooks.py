@@ -148,6 +148,15 @@ HOOKS: tuple[Hook, ...] = (
     _attribute(_WS, "close_sent", _WS_PROTOCOL, "__init__"),
     _attribute(_WS, "transport", _WS_PROTOCOL, "connection_made"),
     Hook("uvicorn.protocols.utils:ClientDisconnected", None, _WS_PROTOCOL),
+    # Per-connection INFO lines go out at DEBUG: both loggers are replaced after __init__.
+    _method(_WS, "__init__", "(self, config, server_state, app_state, _loop=None)", _WS_PROTOCOL),
+    _attribute(_WS, "logger", _WS_PROTOCOL, "__init__"),
+    _attribute(_WS, "conn", _WS_PROTOCOL, "__init__"),
+    # Every listener serves on a socket bound before the store is opened.
+    _method(_SERVER, "serve", "(self, sockets=None)", _SERVE),
+    # The main server ends the sources before uvicorn closes the connections.
+    _method(_SERVER, "__init__", "(self, config)", _SERVE),
+    _method(_SERVER, "shutdown", "(self, sockets=None)", _SERVE, "_serve"),
     # The compatibility listeners leave signals to the main server.
     _method(_SERVER, "capture_signals", "(self)", _SERVE, "serve"),
     _attribute(_SERVER, "started", _SERVE, "__init__"),

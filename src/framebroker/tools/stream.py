@@ -64,6 +64,12 @@ def _checked_url(options: StreamOptions) -> str:
             raise StreamError(
                 f"expected an http:// or https:// URL with --use-http, got {options.url!r}", 2
             )
+    elif parts.scheme in ("http", "https") and parts.netloc:
+        raise StreamError(
+            f"{options.url!r} is an HTTP URL: add --use-http to POST the offer to it, or give "
+            "the signaling WebSocket (ws://HOST:8000/webrtc/ws)",
+            2,
+        )
     elif parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise StreamError(f"expected a ws:// or wss:// URL, got {options.url!r}", 2)
     return options.url

@@ -5,9 +5,12 @@ presents one as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` on any HTTP 
 WebSocket handshake. A browser cannot set headers on a WebSocket, so a socket without them
 is accepted, and its first message must then be ``{"type": "auth", "api_key": "KEY"}``
 (answered ``{"type": "auth", "ok": true}``); anything else closes it with 1008 before the
-endpoint sees a byte or sends one. Socket.IO clients put ``{"api_key": KEY}`` in their
-connection ``auth`` (see :mod:`.video_analysis_socketio`). Every comparison runs in constant
-time over every key, so timing says nothing about which key, or how much of one, was right.
+endpoint sees a byte or sends one. A key that matches none is answered "the API key was
+refused" (never echoed back), apart from a missing one ("an API key is required"); a socket
+whose handshake carried a wrong key may still send the right one first. Socket.IO clients put
+``{"api_key": KEY}`` in their connection ``auth`` (see :mod:`.video_analysis_socketio`).
+Every comparison runs in constant time over every key, so timing says nothing about which
+key, or how much of one, was right.
 
 With no keys configured nothing is checked; the server warns at start when it then listens
 on an address other than loopback.
@@ -26,9 +29,12 @@ import orjson
 
 __all__ = [
     "AUTH_CLOSE_CODE",
+    "KEY_REFUSED",
+    "KEY_REQUIRED",
     "ApiKeyMiddleware",
     "ApiKeys",
     "is_loopback",
+    "presented_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,15 +77,20 @@ class ApiKeys:
 
     def from_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """The key named by ``Authorization: Bearer`` or ``X-API-Key`` among raw headers."""
-        for raw_name, value in headers:
-            name = raw_name.lower()
-            if name == b"x-api-key":
-                return self.check(value.strip())
-            if name == b"authorization":
-                scheme, _, token = value.strip().partition(b" ")
-                if scheme.lower() == b"bearer":
-                    return self.check(token.strip())
-        return None
+        return self.check(presented_key(headers))
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a client sent as ``Authorization: Bearer`` or ``X-API-Key``, or ``None``."""
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name == b"x-api-key":
+            return value.strip()
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip()
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -94,6 +105,11 @@ def is_loopback(host: str) -> bool:
 
 def _error_body(message: str) -> bytes:
     return orjson.dumps({"error": message, "code": "unauthorized"})
+
+
+KEY_REQUIRED = "an API key is required: send Authorization: Bearer KEY or X-API-Key: KEY"
+KEY_REFUSED = "the API key was refused: it is none of the server's keys"
+"""A wrong key is told apart from a missing one, and never echoed."""
 
 
 class ApiKeyMiddleware:
@@ -129,24 +145,25 @@ class ApiKeyMiddleware:
         if not self.keys or kind not in ("http", "websocket") or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        name = self.keys.from_headers(scope.get("headers", ()))
+        presented = presented_key(scope.get("headers", ()))
+        name = self.keys.check(presented)
         if name is not None:
             scope.setdefault("state", {})["api_key"] = name
             await self.app(scope, receive, send)
         elif kind == "http":
-            await self._refuse_http(scope, send)
+            await self._refuse_http(scope, send, KEY_REQUIRED if presented is None else KEY_REFUSED)
         else:
-            await self._first_message(scope, receive, send)
+            # A wrong key in the headers still leaves the first message to bring a right one
+            # (clients send both); if it does not, the refusal says the key was refused.
+            await self._first_message(scope, receive, send, refused=presented is not None)
 
     def _refused(self, kind: str) -> None:
         if self.on_refused is not None:
             self.on_refused(kind)
 
-    async def _refuse_http(self, scope: Scope, send: Send) -> None:
+    async def _refuse_http(self, scope: Scope, send: Send, reason: str) -> None:
         self._refused("http")
-        body = _error_body(
-            "an API key is required: send Authorization: Bearer KEY or X-API-Key: KEY"
-        )
+        body = _error_body(reason)
         await send(
             {
                 "type": "http.response.start",
@@ -160,7 +177,9 @@ class ApiKeyMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _first_message(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _first_message(
+        self, scope: Scope, receive: Receive, send: Send, *, refused: bool = False
+    ) -> None:
         """Accept the socket here, take the key from its first message, then hand the socket
         to the endpoint as if it had just connected; its own ``accept`` is swallowed."""
         connect = await receive()
@@ -168,6 +187,7 @@ class ApiKeyMiddleware:
             return
         await send({"type": "websocket.accept"})
         name: str | None = None
+        presented: str | None = None
         try:
             async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT_S):
                 first = await receive()
@@ -176,12 +196,17 @@ class ApiKeyMiddleware:
         if first.get("type") == "websocket.disconnect":
             return
         if first:
-            name = self._key_in(first)
+            presented = self._key_in(first)
+            name = self.keys.check(presented)
         if name is None:
             self._refused("websocket")
             reason = (
-                'the first message must be {"type": "auth", "api_key": KEY} '
-                "(or send the key as a header)"
+                KEY_REFUSED
+                if refused or presented is not None
+                else (
+                    'the first message must be {"type": "auth", "api_key": KEY} '
+                    "(or send the key as a header)"
+                )
             )
             await send({"type": "websocket.send", "text": _error_body(reason).decode()})
             await send({"type": "websocket.close", "code": AUTH_CLOSE_CODE, "reason": "api key"})
@@ -205,6 +230,7 @@ class ApiKeyMiddleware:
         await self.app(scope, inner_receive, inner_send)
 
     def _key_in(self, message: Message) -> str | None:
+        """The key an ``auth`` message presents (right or wrong), or ``None``."""
         raw = message.get("text")
         if raw is None:
             raw = message.get("bytes")
@@ -217,4 +243,4 @@ class ApiKeyMiddleware:
         if not isinstance(body, dict) or body.get("type") != "auth":
             return None
         key = body.get("api_key")
-        return self.keys.check(key) if isinstance(key, str) else None
+        return key if isinstance(key, str) else None

@@ -190,7 +190,10 @@ class EventOut(BaseModel):
     end_time: str | None
     started_at: float
     ended_at: float | None
-    count_in: int | None
+    count_in: int | None = Field(
+        description="people in during the event; null while it runs, and for an event a "
+        "server that died left running (ended at its next start: the count is unknown)"
+    )
 
 
 class EventsOut(BaseModel):

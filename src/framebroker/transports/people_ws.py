@@ -2,7 +2,8 @@
 
 Pushed: ``frame`` (annotated JPEG, base64), ``stats`` (about twice a second), ``event``
 (started/ended). Answered: ``get_face`` and ``get_all_faces``. Bad requests get the original API's
-``{"error": ...}`` texts and the connection stays open; a message over
+``{"error": ...}`` texts and the connection stays open; ``?source=NAME`` naming no source gets
+``{"error": "Unknown source ...; known sources: ..."}`` and a close (1008); a message over
 ``limits.max_ws_message_bytes`` gets ``{"error", "code": "payload_too_large", "field"}`` and
 the socket is closed with 1009 (see :mod:`.ws_limits`).
 
@@ -18,7 +19,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -50,6 +51,8 @@ ERR_NO_FACES = "Face data not available on server"
 DEFAULT_FACE_LIMIT = 50
 MAX_FACE_LIMIT = 500
 MAX_REQUEST_BYTES = 4096
+UNKNOWN_SOURCE_CLOSE_CODE = 1008
+"""Close code after the error answering ``?source=`` with a name no source has."""
 
 
 Outgoing = tuple[str, bytes | None]
@@ -104,8 +107,11 @@ class LiveHub:
         records: PeopleRecords | None = None,
         crops: FaceCrops | None = None,
         run_blocking: Callable[..., Any] | None = None,
+        known_sources: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.known_sources = known_sources
+        """The source names a client may follow (``?source=NAME``); ``None``: any name."""
         self.tz = ZoneInfo(timezone)
         self.client_queue = client_queue
         self.send_timeout_s = send_timeout_s
@@ -133,6 +139,17 @@ class LiveHub:
                     await task
         if self._feed is not None:
             self._feed.close()
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until everything published so far but frames has gone
+        out to every client: a stopping server calls it before it closes their sockets."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        idle = 0  # checks in a row that found nothing queued: the distributor has run between
+        while idle < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            busy = any(len(c.box) or c.sending_since is not None for c in self.clients)
+            idle = 0 if busy else idle + 1
 
     def format(self, topic: str, payload: dict[str, Any]) -> str | None:
         """The original API's JSON text for a bus message, or ``None`` for topics it does not
@@ -176,6 +193,14 @@ class LiveHub:
         frames (:func:`.preframed.offers_preframed`)."""
         await ws.accept()
         source = ws.query_params.get("source") or ws.query_params.get("session")
+        if source is not None and self.known_sources is not None:
+            known = sorted(self.known_sources())
+            if source not in known:
+                # Silence would look like a source with nothing to show.
+                listed = ", ".join(known) or "none (the server runs no --source)"
+                await ws.send_text(_error(f"Unknown source {source!r}; known sources: {listed}"))
+                await ws.close(code=UNKNOWN_SOURCE_CLOSE_CODE, reason="unknown source")
+                return
         client = LiveClient(source=source, queue=self.client_queue, preframed=send is not None)
         self.clients.add(client)
         sender = client.sender = asyncio.create_task(self._send_loop(ws, client, send))

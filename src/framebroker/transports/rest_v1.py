@@ -48,6 +48,11 @@ class SessionOut(BaseModel):
     state: Literal["active", "ended"]
     transport: str | None = None
     pipeline: list[str] = []
+    settings: list[dict[str, Any]] = Field(
+        [],
+        description="what each processor runs with: its name, every option (defaults filled "
+        "in) and the spec's rate/enabled/ends_stage",
+    )
     created_at: float | None = None
     stats: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
@@ -126,6 +131,7 @@ def _session_out(info: SessionInfo) -> dict[str, Any]:
         "state": info.state,
         "transport": info.transport,
         "pipeline": info.pipeline,
+        "settings": info.settings,
         "created_at": info.created_at,
         "stats": info.stats,
     }

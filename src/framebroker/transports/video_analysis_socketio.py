@@ -13,7 +13,14 @@ client emits    payload                                     server answers
                 too), or ``{"image": <either>}``            "first_pixel": [r, g, b],
                                                             "size": [w, h]}``; each finished
                                                             window: ``result`` event
+``end``         nothing                                     ack: ``{"session_id", "ended"}``;
+                                                            the session ends now
 ==============  ==========================================  =================================
+
+A connection that goes away without ``end`` leaves its session waiting
+``reconnect_grace_s`` for the same id to connect again (python-socketio's clients reconnect
+by themselves), its open window and the answers of windows analysed meanwhile kept; then it
+ends and its id is used up.
 
 Server events: ``session`` (``{"session_id"}``, when the server made the id on connect),
 ``result`` (``{"session_id", "window", "frames", "first_frame", "size", "closed_by",
@@ -188,6 +195,7 @@ class SocketIOTransport:
         self.sio.on("disconnect", self._disconnect)
         self.sio.on("test", self._test)
         self.sio.on("process", self._process)
+        self.sio.on("end", self._end)
         telemetry = ctx.telemetry
         self.app: Any = MessageLimit(
             socketio.ASGIApp(self.sio, socketio_path=None),
@@ -272,7 +280,17 @@ class SocketIOTransport:
         return True
 
     async def _disconnect(self, connection: str, reason: Any = None) -> None:
+        # python-socketio's client closes the socket before its goodbye goes out, so a
+        # disconnect cannot tell a client that left from one that dropped: each waits for a
+        # reconnect. A client that is done says so first, with "end".
+        await self.analysis.close_stream(connection, dropped=True)
+
+    async def _end(self, connection: str, data: Any = None) -> dict[str, Any]:
+        """``end``: the client is done; its session ends now, not after a reconnect grace."""
+        stream = self.analysis.streams.get(connection)
+        session_id = stream.id if stream is not None else None
         await self.analysis.close_stream(connection)
+        return {"session_id": session_id, "ended": session_id is not None}
 
     async def _test(self, connection: str, data: Any = None) -> dict[str, Any]:
         stream = self.analysis.streams.get(connection)

@@ -19,6 +19,7 @@ import {
 const MAX_EVENTS_LISTED = 100;
 const SILENCE_MS = 10000; // stats come twice a second: this long without a message is a dead link
 const HOURLY_EVERY_MS = 15000;
+const SOURCE_EVERY_MS = 2000;
 const EVENTS_EVERY_MS = 30000;
 
 const $ = (id) => document.getElementById(id);
@@ -40,7 +41,9 @@ let socket = null;
 let connecting = 0; // counts connect() calls: an older one that finishes late gives up
 let reconnectTimer = 0;
 let lastMessageAt = 0;
+let sourceState = null; // the source's state from /v1/sources, once known
 const backoff = new Backoff();
+const startButton = $("source-start");
 
 // -- frames: only the newest is decoded, at most once per animation frame ------------------
 
@@ -154,7 +157,7 @@ async function connect() {
   }
   socket = ws;
   lastMessageAt = Date.now();
-  setStatus(status, "ok", source ? `Connected to ${source}` : "Connected");
+  showConnected();
   ws.onmessage = (event) => {
     if (ws !== socket) return;
     lastMessageAt = Date.now();
@@ -167,6 +170,54 @@ async function connect() {
     reconnectLater("Disconnected");
   };
 }
+
+// -- the source's own state: a stopped source says so, and can be started again ------------
+
+const REASONS = {
+  stopped: "it was stopped",
+  session_ended: "its session was ended",
+  finished: "the video came to its end",
+};
+
+function showConnected() {
+  if (!socket) return;
+  if (sourceState && sourceState.state !== "running") {
+    const why = REASONS[sourceState.reason] || sourceState.reason || sourceState.state;
+    setStatus(status, "bad", `Source ${source} is ${sourceState.state}: ${why}`);
+    startButton.hidden = false;
+  } else {
+    setStatus(status, "ok", source ? `Connected to ${source}` : "Connected");
+    startButton.hidden = true;
+  }
+}
+
+async function refreshSource() {
+  if (!source) return;
+  const asked = source;
+  try {
+    const body = await requestJSON(`/v1/sources/${encodeURIComponent(asked)}`);
+    if (asked === source) sourceState = body;
+  } catch (err) {
+    if (err.status === 404 && asked === source) sourceState = null; // not a source of ours
+    else throw err;
+  }
+  showConnected();
+}
+
+startButton.addEventListener("click", async () => {
+  startButton.disabled = true;
+  try {
+    sourceState = await requestJSON(`/v1/sources/${encodeURIComponent(source)}/start`, {
+      method: "POST",
+      timeoutMs: 30000,
+    });
+    showConnected();
+  } catch (err) {
+    setStatus(status, "bad", `Cannot start ${source}: ${err.message}`);
+  } finally {
+    startButton.disabled = false;
+  }
+});
 
 function watchdog() {
   if (socket && socket.readyState === WebSocket.OPEN && Date.now() - lastMessageAt > SILENCE_MS) {
@@ -213,7 +264,9 @@ async function refreshEvents() {
     const start = parseClock(ev.start_time);
     const end = running ? now : parseClock(ev.end_time);
     const span = `${ev.start_time} – ${running ? "now" : ev.end_time}`;
-    const label = running ? `${span}, in progress` : `${span}, ${formatInt(ev.count_in ?? 0)} in`;
+    // A null count: a server that died during the event, so nobody knows how many came in.
+    const count = ev.count_in === null ? "count unknown" : `${formatInt(ev.count_in)} in`;
+    const label = running ? `${span}, in progress` : `${span}, ${count}`;
     return { start, end, running, label };
   });
   timelineChart($("timeline"), events, now);
@@ -236,6 +289,8 @@ function chooseSource(name) {
   for (const node of Object.values(counts)) node.textContent = "–";
   lastTotal = null;
   eventStart = null;
+  sourceState = null;
+  startButton.hidden = true;
   banner.dataset.active = "false";
   setText(banner, "No traffic event.");
   img.hidden = true;
@@ -281,6 +336,7 @@ async function start() {
   select.addEventListener("change", () => chooseSource(select.value));
   chooseSource(initial);
   window.setInterval(watchdog, 2000);
+  poll(refreshSource, SOURCE_EVERY_MS);
   let firstHourly = true;
   poll(async () => {
     if (firstHourly) firstHourly = false; // chooseSource just drew it

@@ -206,12 +206,12 @@ class VideoAnalysis:
         log.info("video analysis session %s connected (%s)", sid, "made" if generated else "given")
         return stream, generated
 
-    async def close_stream(self, connection: str) -> None:
-        """The connection ended. Its stream waits ``reconnect_grace_s`` for the same id to
-        connect again (python-socketio's clients reconnect by themselves), keeping its open
-        window and the answers of the windows analysed meanwhile; then it is closed and its
-        id used up."""
-        grace = self.settings.reconnect_grace_s
+    async def close_stream(self, connection: str, *, dropped: bool = False) -> None:
+        """The connection ended: its stream is closed and its id used up. When it ``dropped``
+        (it went without the client's ``end``), the stream first waits ``reconnect_grace_s``
+        for the same id to connect again (python-socketio's clients reconnect by themselves),
+        keeping its open window and the answers of the windows analysed meanwhile."""
+        grace = self.settings.reconnect_grace_s if dropped else 0.0
         if grace <= 0:
             await self._end_stream(await self.streams.close(connection))
             return

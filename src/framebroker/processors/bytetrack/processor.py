@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ...core.detections import Detections
@@ -25,6 +26,10 @@ class ByteTrackProcessor(Processor):
 
     def __init__(self, **params: Any) -> None:
         self.tracker = ByteTrack(ByteTrackConfig(**params))
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(ByteTrackConfig)}
 
     @classmethod
     def warm_up(cls) -> None:

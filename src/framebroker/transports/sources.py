@@ -1,0 +1,79 @@
+"""The video sources a server reads itself (``serve --source``), as resources: ``/v1/sources``.
+
+``GET /v1/sources`` lists them with their state (``running``, ``stopped``, ``ended``: a file
+came to its end, ``failed``: its reader gave up) and why a source is not running;
+``POST /v1/sources/{name}/stop`` stops one (its session ends, its counts are kept) and
+``POST /v1/sources/{name}/start`` opens it again, the day's counts carrying on. Ending a
+source's session from outside (``DELETE /v1/sessions/{name}``, the console) stops it the
+same way, and it can be started again here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from ..people.feed import Sources
+from .http import ErrorOut, json_response
+
+__all__ = ["router"]
+
+
+class SourceOut(BaseModel):
+    name: str
+    uri: str = Field(description="the source, with any password in it replaced by ***")
+    state: Literal["running", "stopped", "ended", "failed"]
+    reason: str | None = Field(
+        None,
+        description="why it is not running: stopped, session_ended, finished, or the error",
+    )
+    session_id: str | None = Field(None, description="the session it feeds")
+    frames_read: int
+    frames_submitted: int
+    frames_failed: int
+
+
+class SourceListOut(BaseModel):
+    sources: list[SourceOut]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no source of that name"},
+}
+
+
+def router(sources: Sources) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["sources"], responses=_ERRORS)
+
+    @api.get("/sources", response_model=SourceListOut)
+    async def list_sources() -> Response:
+        """The server's video sources and their state."""
+        return json_response({"sources": [feed.describe() for feed in sources]})
+
+    @api.get("/sources/{name}", response_model=SourceOut)
+    async def get_source(name: str) -> Response:
+        """One source and its state."""
+        return json_response(sources.get(name).describe())
+
+    @api.post("/sources/{name}/stop", response_model=SourceOut)
+    async def stop_source(name: str) -> Response:
+        """Stop reading the source and end its session (idempotent)."""
+        feed = sources.get(name)
+        await feed.stop()
+        return json_response(feed.describe())
+
+    @api.post(
+        "/sources/{name}/start",
+        response_model=SourceOut,
+        responses={400: {"model": ErrorOut, "description": "the source cannot be opened"}},
+    )
+    async def start_source(name: str) -> Response:
+        """Open the source again and feed a new session from it (idempotent)."""
+        feed = sources.get(name)
+        await feed.start()
+        return json_response(feed.describe())
+
+    return api
