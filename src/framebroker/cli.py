@@ -82,6 +82,26 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         dest="node_id",
         help="this server to a shared database (default: kept in the data directory)",
     )
+    p.add_argument(
+        "--cluster",
+        dest="cluster_url",
+        metavar="redis://HOST:PORT/DB",
+        help="join the cluster of nodes sharing this Redis (needs a PostgreSQL "
+        "--database-url and a SECRET_KEY shared by every node)",
+    )
+    p.add_argument(
+        "--relay-port",
+        dest="cluster_relay_port",
+        type=int,
+        metavar="PORT",
+        help="port other nodes of the cluster relay requests to this one on (default: any)",
+    )
+    p.add_argument(
+        "--advertise",
+        dest="cluster_address",
+        metavar="ADDRESS",
+        help="address other nodes reach this one at (default: --host)",
+    )
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-format",
@@ -206,6 +226,17 @@ def _webrtc_overrides(flags: dict[str, object]) -> None:
         flags["ssl_keyfile"] = keyfile
     if cert is not None or keyfile is not None:
         flags.setdefault("ssl", True)  # the original API's cert and key alone turn HTTPS on
+
+
+def _cluster_overrides(flags: dict[str, object]) -> None:
+    """Turn ``--cluster``, ``--relay-port`` and ``--advertise`` into ``cluster`` settings."""
+    cluster = {}
+    for key in ("url", "relay_port", "address"):
+        value = flags.pop(f"cluster_{key}", None)
+        if value is not None:
+            cluster[key] = value
+    if cluster:
+        flags["cluster"] = cluster
 
 
 def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
@@ -410,6 +441,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if processors:
         flags["frames"] = {"pipeline": processors}
     _webrtc_overrides(flags)
+    _cluster_overrides(flags)
     if args.command == "demo":
         from .media.sources import demo_clip
 

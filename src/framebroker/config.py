@@ -33,6 +33,7 @@ __all__ = [
     "AnalysisServiceSettings",
     "AnalysisSettings",
     "AuthSettings",
+    "ClusterSettings",
     "FramesSettings",
     "Limits",
     "LiveSettings",
@@ -504,6 +505,69 @@ class WebRTCSettings(BaseModel):
         return self
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ClusterSettings(BaseModel):
+    """Joining a cluster of nodes that share one Redis (see ``docs/cluster.md``). Without
+    ``url`` the server is one process with its in-process bus, as always."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = Field(
+        None,
+        description="redis://HOST:PORT/DB of the cluster's Redis (serve --cluster); unset: "
+        "no cluster",
+    )
+    name: str = Field(
+        "framebroker",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the cluster's name: several clusters may share one Redis",
+    )
+    ttl_s: float = Field(
+        5.0,
+        ge=0.3,
+        le=300,
+        description="a node's lease: how long after a node dies its sessions can be taken "
+        "over by another (renewed every ttl_s / 3)",
+    )
+    address: str | None = Field(
+        None,
+        description="the address other nodes reach this one at (its relay port); default: "
+        "host, or this machine's name when host is 0.0.0.0 or ::",
+    )
+    relay_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the internal endpoint other nodes relay requests on; 0: any "
+        "free port (advertised in the directory)",
+    )
+    checkpoint_every_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="a session that processed frames since its last snapshot is snapshotted "
+        "this often, so a node that dies loses at most this much of its sessions' state",
+    )
+    relay_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="longest a request relayed to the session's owner may take",
+    )
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in _REDIS_SCHEMES or not (parts.netloc or parts.path):
+            raise ValueError(f"expected redis://HOST:PORT/DB, got {url!r}")
+        return url
+
+
 class Settings(BaseSettings):
     """Server settings. Nested values in the environment use ``__``:
     ``FRAMEBROKER_LIMITS__MAX_BOXES=500``."""
@@ -581,6 +645,7 @@ class Settings(BaseSettings):
     frames: FramesSettings = Field(default_factory=FramesSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     webrtc: WebRTCSettings = Field(default_factory=WebRTCSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     compat: bool = Field(False, description="also open each original API's own listener")
     compat_ports: dict[str, int] = Field(default_factory=lambda: dict(COMPAT_PORTS))
 

@@ -17,6 +17,11 @@ BAD_SIDE = """
 lines = [{name = "door", start = [0, 300], end = [640, 300], in = "up"}]
 """
 
+SECRET = """
+[analysis]
+secret_key = "a-cluster-secret-of-32-characters!"
+"""
+
 
 def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -55,6 +60,17 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["--record-to", "notes.txt/recordings"], "framebroker: --record-to notes.txt/recordings: "
          "cannot make the folder: Not a directory"),
         (["--host", "192.0.2.1"], "framebroker: --host 192.0.2.1: cannot listen on 192.0.2.1:"),
+        (["--cluster", "http://127.0.0.1:1/0"],
+         "framebroker: invalid configuration: cluster.url: Value error, expected "
+         "redis://HOST:PORT/DB, got 'http://127.0.0.1:1/0'"),
+        (["--cluster", "redis://127.0.0.1:1/0"], "framebroker: --cluster needs a database every "
+         "node shares (--database-url postgresql://...), not sqlite:///"),
+        (["--cluster", "redis://127.0.0.1:1/0", "--database-url", "postgresql://u@127.0.0.1:1/d"],
+         "framebroker: --cluster needs SECRET_KEY (analysis.secret_key) set to the same value "
+         "on every node"),
+        (["--cluster", "redis://127.0.0.1:1/0", "--database-url", "postgresql://u@127.0.0.1:1/d",
+          "--config", "secret.toml"],
+         "framebroker: --cluster redis://127.0.0.1:1/0: its Redis does not answer:"),
     ],
 )  # fmt: skip
 def test_a_start_up_mistake_is_one_line_naming_the_option(
@@ -62,9 +78,12 @@ def test_a_start_up_mistake_is_one_line_naming_the_option(
 ) -> None:
     (tmp_path / "notes.txt").write_text("not a video, not a certificate\n")
     (tmp_path / "bad-side.toml").write_text(BAD_SIDE)
+    (tmp_path / "secret.toml").write_text(
+        '[analysis]\nsecret_key = "a-cluster-secret-of-32-chars!!"\n'
+    )
     line = one_line(serve(tmp_path, *args))
     assert line.startswith(expected), line
-    if "--database-url" not in args:  # the store is the last thing opened
+    if "--database-url" not in args or "--cluster" in args:  # the store is opened last
         assert not (tmp_path / "data").exists()
 
 

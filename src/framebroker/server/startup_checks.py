@@ -28,6 +28,7 @@ __all__ = ["check_startup"]
 def check_startup(settings: Settings, registry: ProcessorRegistry) -> None:
     """Raise :class:`ConfigError` for the first thing in ``settings`` that cannot work."""
     _check_tls(settings)
+    _check_cluster(settings)
     _check_processors(registry, "--processor", "frames.pipeline", settings.frames.pipeline)
     _check_processors(registry, "--model", "webrtc.models", settings.webrtc.models)
     for name, specs in settings.analysis.pipelines.items():
@@ -55,6 +56,42 @@ def check_startup(settings: Settings, registry: ProcessorRegistry) -> None:
             raise ConfigError(
                 f"--record-to {record_to}: cannot make the folder: {exc.strerror or exc}"
             ) from None
+
+
+def _check_cluster(settings: Settings) -> None:
+    """What every node of a cluster must share is refused at start-up when it cannot be
+    shared: one node's SQLite file, or a secret each process would make up for itself."""
+    if settings.cluster.url is None:
+        return
+    url = settings.sqlalchemy_url
+    if url.split(":", 1)[0].split("+", 1)[0] != "postgresql":
+        shown = url if not settings.database_url else url.split("://", 1)[0] + "://..."
+        raise ConfigError(
+            f"--cluster needs a database every node shares (--database-url "
+            f"postgresql://...), not {shown}: a session moves between nodes with its "
+            "snapshot, which only a shared store can hand over"
+        )
+    if settings.analysis.secret_key is None:
+        raise ConfigError(
+            "--cluster needs SECRET_KEY (analysis.secret_key) set to the same value on every "
+            "node: it authenticates the relay between nodes and signs the session ids "
+            "Socket.IO hands out, which any node must accept"
+        )
+    _check_redis(settings.cluster.url)
+
+
+def _check_redis(url: str) -> None:
+    """The cluster's Redis must answer now: a node that cannot join would serve alone."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(f"--cluster {url}: its Redis does not answer: {exc}") from None
+    finally:
+        client.close()
 
 
 def _check_processors(
