@@ -32,7 +32,7 @@ from ..core.inbox import Backpressure, Inbox
 from ..core.manager import ProcessorSpec, SessionManager, SessionPolicy
 from ..core.pipeline import FrameResult, ProcessorCall
 from ..core.session import Session, SessionSummary
-from ..core.store import Store
+from ..core.store import Owner, Store
 from ..errors import CapacityExceeded, FrameRateExceeded, ProcessorTimeout, SessionNotFound
 from ..logs import in_session, session_var
 from ..plugins import ProcessorRegistry
@@ -106,6 +106,10 @@ class BrokerConfig:
     owner_id: str = "local"
     """Who this process is to the store: its sessions carry this id and the epoch the store
     gives this start (see :mod:`framebroker.core.store`)."""
+    checkpoint_every_s: float = 0.0
+    """Snapshot every session that processed frames since its last snapshot this often
+    (``wait`` and ``latest`` sessions), so that another process can resume it if this one
+    dies; 0: only when the server stops (one process resumes its own sessions then)."""
 
 
 class Broker:
@@ -134,6 +138,11 @@ class Broker:
         self._probe = RssProbe.open(self.config.memory_sample_every, self.metrics.memory_grew)
         self._lanes: dict[str, Lane] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.owner: Owner | None = None
+        """This life of the process as the store names it, once :meth:`start` began it."""
+        self.checkpoints = 0
+        self.checkpoint_failures = 0
         self._closing = False
         self._attaching = asyncio.Lock()
 
@@ -146,19 +155,33 @@ class Broker:
             # A new life of this owner; its earlier lives are gone, and only their sessions
             # are ended (other owners sharing the database keep theirs).
             me = await self.run_blocking(self.store.begin, self.config.owner_id)
+            self.owner = me
             n = await self.run_blocking(self.store.recover, [me.earlier])
             if n:
                 log.info("marked %s sessions of a previous run as ended", n)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="framebroker-sweeper")
+        if self.store is not None and self.config.checkpoint_every_s > 0:
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_forever(), name="framebroker-checkpoints"
+            )
+
+    async def recover(self, gone: Sequence[Owner]) -> int:
+        """End, in the store, the sessions left active by owners that are gone (another
+        process that died, whose sessions this one takes over); returns how many. Their
+        snapshots stay, so each can still be resumed by :meth:`attach`."""
+        if self.store is None or not gone:
+            return 0
+        return await self.run_blocking(self.store.recover, list(gone))
 
     async def stop(self) -> None:
         """End every session, keeping each one's state so a client can resume it after a
         restart; then release the pool and the store."""
         self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for sid in self.manager.ids():
             try:
                 await self.end(sid, reason="server_stopped", keep_state=True)
@@ -389,6 +412,11 @@ class Broker:
     def session_count(self) -> int:
         return len(self.manager)
 
+    def holds(self, session_id: str) -> bool:
+        """Whether the session is live in this process (a cluster routes by it)."""
+        lane = self._lanes.get(session_id)
+        return lane is not None and not lane.session.ended
+
     def subscribe(
         self,
         pattern: str,
@@ -569,9 +597,15 @@ class Broker:
             },
         )
 
-    async def _pump(self, lane: Lane) -> None:
+    async def _pump(self, lane: Lane, *, checkpoint: bool = False) -> None:
+        """Process what the lane's inbox holds; with ``checkpoint``, snapshot the session
+        first (no frame is in the pipeline then: this task is the only one running it)."""
         session_var.set(lane.session.id)  # this task's context: its log lines name the session
         try:
+            if checkpoint:
+                await self._checkpoint(lane)
+            if not lane.inbox:
+                return
             if lane.session.pipeline.stages == 1:
                 await self._pump_whole(lane)
             else:
@@ -703,6 +737,57 @@ class Broker:
         topic = f"session/{session.id}/result"
         if self.bus.has_subscribers(topic):
             self.bus.publish(topic, frame_out(session.id, result))
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    async def _checkpoint(self, lane: Lane) -> None:
+        """Store the session's state as its snapshot, for another process to resume it from
+        should this one die. Called only from the lane's own task, between frames."""
+        session, store = lane.session, self.store
+        done = session.stats.frames_processed
+        if store is None or session.ended or lane.stuck or done == lane.checkpointed:
+            return
+        try:
+            state = await self.run_blocking(in_session(session.id, session.snapshot))
+            saved = {
+                "transport": session.transport,
+                "pipeline": lane.specs,
+                "backpressure": session.backpressure.value,
+                "state": state,
+            }
+            await self.run_blocking(store.save_snapshot, session.id, saved)
+        except Exception as exc:
+            # The session goes on; a store that is away, or a session another owner holds
+            # now (StaleOwner), is logged once per session.
+            self.checkpoint_failures += 1
+            if lane.checkpointed >= 0:
+                log.warning("session %s: snapshot not stored: %s", session.id, exc)
+            lane.checkpointed = -1
+            return
+        lane.checkpointed = done
+        self.checkpoints += 1
+
+    def _checkpoint_due(self) -> list[Lane]:
+        return [
+            lane
+            for lane in self._lanes.values()
+            if lane.task is None
+            and lane.models is None
+            and not lane.stuck
+            and lane.session.stats.frames_processed != lane.checkpointed
+        ]
+
+    async def _checkpoint_forever(self) -> None:
+        """Every ``checkpoint_every_s``, snapshot each idle session that processed frames
+        since its last snapshot, as its lane's task (frames that arrive meanwhile wait for
+        it, then are pumped by the same task)."""
+        while True:
+            await asyncio.sleep(self.config.checkpoint_every_s)
+            for lane in self._checkpoint_due():
+                if lane.task is None and lane.session.id in self._lanes:
+                    lane.task = asyncio.create_task(
+                        self._pump(lane, checkpoint=True), name=f"checkpoint-{lane.session.id}"
+                    )
 
     # -- housekeeping ----------------------------------------------------------------------
 

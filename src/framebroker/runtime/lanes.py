@@ -27,6 +27,7 @@ class Lane:
     call that overran and has not returned; ``stalled`` is set meanwhile. ``arrived`` is set
     when a frame is queued (a staged pump waits on it). ``models``: under the ``newest``
     policy, the per-processor lanes the frames are offered to instead of the inbox.
+    ``checkpointed``: see the field.
     """
 
     session: Session
@@ -38,3 +39,6 @@ class Lane:
     stalled: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     models: ModelLanes | None = None
+    checkpointed: int = 0
+    """``frames_processed`` when the session was last snapshotted (-1: the last try
+    failed)."""
