@@ -208,9 +208,11 @@ class SessionInfo:
     summary: dict[str, Any] | None = None
     stage_widths: tuple[int, ...] = ()
     queue: int = 0
+    node: str | None = None
+    """In a cluster, the node that runs the session (``None`` on a single server)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "state": self.state,
             "transport": self.transport,
@@ -222,6 +224,9 @@ class SessionInfo:
             "idle_s": self.idle_s,
             "summary": self.summary,
         }
+        if self.node is not None:
+            out["node"] = self.node
+        return out
 
 
 class Feed(Protocol):

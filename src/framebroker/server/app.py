@@ -11,10 +11,12 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 
 from .. import __version__
+from ..cluster.host import Cluster, ClusterConfig
 from ..config import Settings
 from ..core.manager import SessionPolicy
 from ..core.store import Store
 from ..detectors.runtime import InferenceRuntime
+from ..errors import ConfigError
 from ..plugins import ProcessorRegistry, spec_name
 from ..processors.annotate import Annotator
 from ..processors.bytetrack.processor import ByteTrackProcessor
@@ -37,12 +39,13 @@ from ..transports.origins import OriginMiddleware
 from ..transports.people_ws import live_routes
 from ..transports.video_analysis_http import router as video_analysis_router
 from .node_id import node_id
-from .services import Services
+from .services import Services, SessionHost
 
 __all__ = [
     "build_app",
     "build_broker",
     "build_compat_app",
+    "build_host",
     "build_registry",
     "open_configured_store",
 ]
@@ -111,6 +114,33 @@ def build_broker(settings: Settings, store: Store | None = None) -> Broker:
                 end_timeout_s=settings.webrtc.end_timeout_s,
             ),
             owner_id=node_id(settings),
+            checkpoint_every_s=settings.cluster.checkpoint_every_s if settings.cluster.url else 0,
+        ),
+    )
+
+
+def build_host(settings: Settings, store: Store | None = None) -> SessionHost:
+    """What hosts this process's sessions: the broker, or with ``[cluster] url`` the broker
+    wrapped as one node of the cluster."""
+    broker = build_broker(settings, store)
+    cluster = settings.cluster
+    if cluster.url is None:
+        return broker
+    secret = settings.analysis.secret_key
+    if secret is None:  # pragma: no cover - refused by check_startup
+        raise ConfigError("--cluster needs SECRET_KEY (analysis.secret_key)")
+    return Cluster(
+        broker,
+        ClusterConfig(
+            url=cluster.url,
+            secret=secret.get_secret_value(),
+            name=cluster.name,
+            ttl_s=cluster.ttl_s,
+            host=settings.host,
+            address=cluster.address,
+            relay_port=cluster.relay_port,
+            relay_timeout_s=cluster.relay_timeout_s,
+            ports=(("http", settings.port),),
         ),
     )
 

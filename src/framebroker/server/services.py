@@ -38,7 +38,8 @@ T = TypeVar("T")
 class SessionHost(Sessions, Protocol):
     """:class:`~framebroker.sessions.Sessions` plus what the process needs to host them: a
     life cycle, its metrics and its worker pool. The broker is one; a test's in-memory fake
-    is another, and a cluster will be a third."""
+    is another, and a node of a cluster (:class:`~framebroker.cluster.host.Cluster`, the
+    broker wrapped) is a third."""
 
     @property
     def metrics(self) -> Metrics: ...
@@ -87,10 +88,10 @@ class Services:
     def build(cls, settings: Settings, sessions: SessionHost | None = None) -> Services:
         """Every part, once: the store, the broker over it (or ``sessions``), and what
         serves clients."""
-        from .app import build_broker, open_configured_store
+        from .app import build_host, open_configured_store
 
         store = open_configured_store(settings)
-        broker = sessions if sessions is not None else build_broker(settings, store)
+        broker = sessions if sessions is not None else build_host(settings, store)
         ctx = ServerContext(sessions=broker, telemetry=broker.metrics, offload=broker.run_blocking)
         records = SQLPeopleRecords(store)
         crops = face_crops_for(store, settings.faces_dir)

@@ -56,6 +56,9 @@ class SessionOut(BaseModel):
     created_at: float | None = None
     stats: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
+    node: str | None = Field(
+        None, description="in a cluster, the node that runs the session (absent on one server)"
+    )
 
 
 class SessionListOut(BaseModel):
@@ -137,6 +140,8 @@ def _session_out(info: SessionInfo) -> dict[str, Any]:
     }
     if info.state == "ended":
         out["summary"] = info.summary
+    if info.node is not None:
+        out["node"] = info.node
     return out
 
 

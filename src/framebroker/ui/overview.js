@@ -39,6 +39,8 @@ function makeRow(session) {
     actions: cell("Actions"),
   };
   cells.id.append(el("code", { text: session.id }));
+  // In a cluster, the node that runs the session (the listing spans every node).
+  if (session.node) cells.id.append(" ", el("span", { class: "pill", text: `on ${session.node}` }));
   cells.transport.append(el("span", { class: "pill", text: session.transport ?? "–" }));
   cells.latency.append(el("ul", { class: "latency" }));
   const button = el("button", {

@@ -1,0 +1,736 @@
+"""One node of a cluster: :class:`Cluster` is the ``Sessions`` every transport of this node
+speaks to, wrapping the node's own runtime (the broker) and reaching the others.
+
+A session runs in exactly one node, its owner (its processors keep state). The directory in
+Redis says who that is; this class decides, per call, where a call goes:
+
+- a session this node runs: straight to the local runtime, with no Redis round trip (the hot
+  path of a client that keeps talking to the node that made its session);
+- a session another live node owns: relayed to it (:mod:`.relay_client`), the frame as
+  :meth:`FrameIn.to_wire` and the answer as :meth:`FrameOut.from_wire`, so the client sees
+  one server. Which node owns a session is remembered (bounded) and looked up again when the
+  owner says it no longer holds it or does not answer;
+- a session whose owner died (its lease ran out): taken over here under a new epoch, its
+  store rows recovered from the dead owner, and resumed from its last snapshot, with the
+  same track ids from that snapshot on;
+- a new session: claimed in the directory first (one winner per id across the cluster),
+  then made locally. Ids this node makes start with the node's name, so they never collide
+  across nodes and a front proxy can route them to their owner without asking Redis.
+
+While Redis does not answer, sessions this node runs carry on (their calls never touch
+Redis); whatever needs the directory (a new session, a session elsewhere) gets
+:class:`~framebroker.errors.ClusterUnavailable` (503, ``cluster_unavailable``).
+
+Bus topics of one session (``session/<id>/...``) stay on the owner's in-process bus, where
+the session's consumers are (a source's live publisher, a WebRTC peer); everything else
+(``live/<source>/...``: frames, stats, events) goes over :class:`.bus.RedisBus`, so a live
+listener or console on any node sees every source of the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from ..core.bus import Message
+from ..core.store import Owner
+from ..errors import (
+    ClusterUnavailable,
+    ConfigError,
+    FramebrokerError,
+    SessionConflict,
+    SessionFenced,
+    SessionNotFound,
+)
+from ..sessions import (
+    Backpressure,
+    Feed,
+    FrameIn,
+    FrameOut,
+    ProcessorSpec,
+    SessionInfo,
+    Sessions,
+    SessionSummary,
+)
+from .bus import RedisBus
+from .connection import Refusals, connect, stop_task
+from .directory import Directory, Entry, Lease, NodeInfo
+from .keys import Keys
+from .metrics import ClusterCollector, ClusterCounters
+from .relay_client import OwnerUnreachable, RelayClient
+from .relay_server import RelayServer, relay_app
+from .relay_wire import (
+    NotOwner,
+    RelayRefused,
+    info_from_wire,
+    info_to_wire,
+    relay_token,
+    summary_from_wire,
+    summary_to_wire,
+)
+
+__all__ = ["Cluster", "ClusterConfig", "LocalSessions"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Registered(Protocol):
+    """What the cluster needs of the process's metrics: the registry ``/metrics`` renders."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
+M = TypeVar("M", bound=Registered)
+M_co = TypeVar("M_co", bound=Registered, covariant=True)
+
+
+class LocalSessions(Sessions, Protocol[M_co]):
+    """What the cluster wraps: this node's own runtime (the broker), hosting the sessions
+    this node owns."""
+
+    @property
+    def metrics(self) -> M_co: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def session_count(self) -> int: ...
+
+    @property
+    def stuck_threads(self) -> int: ...
+
+    @property
+    def owner(self) -> Owner | None:
+        """This life of the process as the store names it, once started."""
+
+    def holds(self, session_id: str) -> bool:
+        """Whether the session runs here now."""
+
+    async def recover(self, gone: Sequence[Owner]) -> int:
+        """End in the store the sessions of owners that are gone (their snapshots stay)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """How this node joins its cluster (from ``[cluster]`` of the settings).
+
+    ``secret``: the cluster's shared ``SECRET_KEY`` (the relay's token is derived from it).
+    ``host``: where the relay listens; ``address``: where other nodes reach it;
+    ``relay_port`` 0: any free port. ``ports``: this node's other listeners, shown in the
+    directory (``http``: its public port)."""
+
+    url: str
+    secret: str
+    name: str = "framebroker"
+    ttl_s: float = 5.0
+    host: str = "127.0.0.1"
+    address: str | None = None
+    relay_port: int = 0
+    relay_timeout_s: float = 30.0
+    op_timeout_s: float = 1.0
+    ports: tuple[tuple[str, int], ...] = ()
+    route_cache: int = 65536
+
+
+_OPS = frozenset({"attach", "submit", "end", "info", "live"})
+"""What a node may relay to another."""
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_~-]")
+
+
+def _id_prefix(node: str) -> str:
+    """The start of every id this node makes: its name in the characters an id allows."""
+    return _ID_UNSAFE.sub("-", node)[:48] or "node"
+
+
+def _advertised(config: ClusterConfig) -> str:
+    if config.address:
+        return config.address
+    if config.host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return config.host
+
+
+class Cluster(Generic[M]):
+    """The ``Sessions`` of one node of a cluster (see the module docstring), wrapping
+    ``local``. :meth:`start` joins the cluster (raises ``ConfigError`` when its Redis cannot
+    be reached); :meth:`stop` leaves it, suspending the sessions this node runs."""
+
+    def __init__(self, local: LocalSessions[M], config: ClusterConfig) -> None:
+        self.local = local
+        self.config = config
+        self.keys = Keys(config.name)
+        self.counters = ClusterCounters()
+        self.refusals = Refusals(log, "input from inside the cluster")
+        self.directory: Directory | None = None
+        self.bus: RedisBus | None = None
+        self._redis: Redis | None = None
+        self._relay: RelayServer | None = None
+        self._client: RelayClient | None = None
+        self._routes: OrderedDict[str, str] = OrderedDict()  # session id -> owner node
+        self._nodes: dict[str, NodeInfo] = {}
+        self._claiming: set[str] = set()  # claimed, not yet made locally: not to release
+        self._tasks: list[asyncio.Task[None]] = []
+        self._prefix = "node"
+        local.metrics.registry.register(ClusterCollector(self.snapshot))
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> M:
+        return self.local.metrics
+
+    @property
+    def closing(self) -> bool:
+        return self.local.closing
+
+    @property
+    def session_count(self) -> int:
+        return self.local.session_count
+
+    @property
+    def stuck_threads(self) -> int:
+        return self.local.stuck_threads
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.local.run_blocking(fn, *args)
+
+    @property
+    def node(self) -> str:
+        return self._directory.node
+
+    @property
+    def _directory(self) -> Directory:
+        if self.directory is None:
+            raise RuntimeError("the cluster is not started")
+        return self.directory
+
+    async def start(self) -> None:
+        await self.local.start()
+        owner = self.local.owner or Owner(f"node-{secrets.token_hex(4)}", 0)
+        config = self.config
+        self._redis = connect(config.url, timeout_s=config.op_timeout_s, name=owner.id)
+        token = relay_token(config.secret, config.name)
+        self._relay = RelayServer(
+            relay_app(self._serve, token, self.refusals), config.host, config.relay_port
+        )
+        self._client = RelayClient(token, self.refusals, timeout_s=config.relay_timeout_s)
+        ports = {**dict(config.ports), "relay": self._relay.port}
+        self.directory = Directory(
+            self._redis,
+            keys=self.keys,
+            node=owner.id,
+            life=owner.epoch,
+            ttl_s=config.ttl_s,
+            address=_advertised(config),
+            ports=ports,
+            stats=lambda: {"sessions": self.local.session_count},
+            on_lost=self._lost,
+            op_timeout_s=config.op_timeout_s,
+        )
+        self._prefix = _id_prefix(owner.id)
+        try:
+            await self.directory.start()
+        except ClusterUnavailable as e:
+            await self._close_connections()
+            raise ConfigError(
+                f"--cluster {config.url}: cannot join the cluster, its Redis did not answer: "
+                f"{e.message}"
+            ) from None
+        self.bus = RedisBus(self._redis, keys=self.keys, node=owner.id)
+        await self.bus.start()
+        await self._relay.start()
+        await self._refresh_nodes()
+        self._tasks.append(asyncio.create_task(self._keep_up(), name="cluster-upkeep"))
+        log.info(
+            "node %s (life %d) joined cluster %r at %s; relay on %s:%d",
+            owner.id,
+            owner.epoch,
+            config.name,
+            config.url,
+            _advertised(config),
+            self._relay.port,
+        )
+
+    async def stop(self) -> None:
+        """Suspend this node's sessions (their snapshots stored, as on one server), give
+        their leases back and leave: their clients resume them on any node."""
+        for task in self._tasks:
+            await stop_task(task, timeout_s=2.0)
+        self._tasks = []
+        held = dict(self.directory.held) if self.directory is not None else {}
+        await self.local.stop()
+        if self.directory is not None:
+            for lease in held.values():
+                with contextlib.suppress(ClusterUnavailable, SessionFenced):
+                    await self.directory.release(lease)
+            await self.directory.stop(leave=True)
+        if self._relay is not None:
+            await self._relay.stop()
+        if self.bus is not None:
+            await self.bus.close()
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _keep_up(self) -> None:
+        """Every heartbeat: learn the nodes again, and give back the leases of sessions
+        this node no longer runs (ended by their client or as idle)."""
+        assert self.directory is not None
+        while True:
+            await asyncio.sleep(self.directory.heartbeat_s)
+            try:
+                await self._refresh_nodes()
+                for sid, lease in list(self.directory.held.items()):
+                    if sid not in self._claiming and not self.local.holds(sid):
+                        await self._release(lease)
+            except ClusterUnavailable:
+                continue
+            except Exception:
+                log.exception("cluster upkeep failed")
+
+    async def _refresh_nodes(self) -> None:
+        nodes = await self._directory.nodes()
+        self._nodes = {n.id: n for n in nodes}
+
+    async def _release(self, lease: Lease) -> None:
+        with contextlib.suppress(SessionFenced):
+            if await self._directory.release(lease):
+                self.counters.released += 1
+
+    def _lost(self, lease: Lease, error: SessionFenced) -> None:
+        """Another node took a session of this one over (this node had lost its lease):
+        the local copy is stale and ends, without a snapshot."""
+        self.counters.lost += 1
+        if self.local.holds(lease.session_id):
+            task = asyncio.ensure_future(self._end_lost(lease.session_id))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _end_lost(self, session_id: str) -> None:
+        with contextlib.suppress(FramebrokerError):
+            await self.local.end(session_id, reason="taken_over")
+
+    def snapshot(self) -> dict[str, Any]:
+        directory = self.directory
+        refusals = {"cluster": self.refusals.as_dict()}
+        unavailable = 0
+        if directory is not None:
+            refusals["directory"] = directory.refusals.as_dict()
+            unavailable = directory.counters.unavailable
+        if self.bus is not None:
+            refusals["bus"] = self.bus.refusals.as_dict()
+        return {
+            "counters": self.counters,
+            "refusals": refusals,
+            "unavailable": unavailable,
+            "nodes": len(self._nodes),
+            "held": len(directory.held) if directory is not None else 0,
+            "lease_valid": directory.lease_valid if directory is not None else False,
+        }
+
+    # -- finding a session -----------------------------------------------------------------
+
+    def _remember(self, session_id: str, node: str) -> None:
+        self._routes[session_id] = node
+        self._routes.move_to_end(session_id)
+        while len(self._routes) > self.config.route_cache:
+            self._routes.popitem(last=False)
+
+    async def _node_info(self, node: str) -> NodeInfo | None:
+        info = self._nodes.get(node)
+        if info is None:
+            await self._refresh_nodes()
+            info = self._nodes.get(node)
+        return info
+
+    async def _lookup(self, session_id: str) -> Entry | None:
+        """The session's directory entry, with its owner's record known; a live owner this
+        node cannot find is a counted refusal (``unknown_node``) and a 503."""
+        entry = await self._directory.lookup(session_id)
+        if entry is None or not entry.alive or entry.node == self.node:
+            return entry
+        if await self._node_info(entry.node) is None:
+            self.refusals.refuse(
+                "unknown_node", f"session {session_id!r} names node {entry.node!r}, not listed"
+            )
+            raise ClusterUnavailable(
+                f"session {session_id!r} is held by node {entry.node!r}, which this node "
+                "cannot find in the cluster",
+                operation="lookup",
+            )
+        self._remember(session_id, entry.node)
+        return entry
+
+    async def _relay_to_owner(
+        self, session_id: str, op: str, body: dict[str, Any], *, fallback: Callable[[], Any]
+    ) -> Any:
+        """``op`` on the session's owner, wherever it is: relayed to a live owner (from the
+        remembered route, else a lookup), else ``await fallback()`` here: the session has
+        no live owner (none, or a dead one's, to be taken over by ``fallback``)."""
+        node: str | None = self._routes.get(session_id)
+        for attempt in range(4):
+            if node is None or attempt > 0:
+                entry = await self._lookup(session_id)
+                if entry is None or not entry.alive or entry.node == self.node:
+                    self._routes.pop(session_id, None)
+                    return await fallback()
+                node = entry.node
+            info = await self._node_info(node)
+            if info is None:
+                self._routes.pop(session_id, None)
+                node = None
+                continue
+            try:
+                result = await self._call(info, op, {"session_id": session_id, **body})
+            except NotOwner:
+                self._routes.pop(session_id, None)
+                if attempt:  # twice: the directory names an owner that does not run it
+                    self.refusals.refuse(
+                        "stale_entry", f"session {session_id!r}: node {node!r} does not run it"
+                    )
+                continue
+            except OwnerUnreachable as e:
+                self._routes.pop(session_id, None)
+                self._nodes.pop(node, None)
+                await self._wait_for_owner(session_id, node, e)
+                continue
+            return result
+        raise ClusterUnavailable(
+            f"session {session_id!r}: its owner could not be reached", operation="relay"
+        )
+
+    async def _call(self, node: NodeInfo, op: str, body: dict[str, Any]) -> Any:
+        assert self._client is not None
+        try:
+            result = await self._client.call(node, op, body)
+        except OwnerUnreachable:
+            self.counters.relayed(op, "unreachable")
+            raise
+        except FramebrokerError:
+            self.counters.relayed(op, "error")
+            raise
+        self.counters.relayed(op, "ok")
+        return result
+
+    async def _wait_for_owner(self, session_id: str, node: str, error: OwnerUnreachable) -> None:
+        """An owner that does not answer is either gone (its lease runs out within
+        ``ttl_s``: then the session can be taken over) or back soon under a new address
+        (a restart). Wait for either, at most its lease; else 503."""
+        deadline = time.monotonic() + self.config.ttl_s + 1.0
+        log.warning("session %s: %s; waiting for its lease to run out", session_id, error)
+        while time.monotonic() < deadline:
+            entry = await self._directory.lookup(session_id)
+            if entry is None or not entry.alive or entry.node != node:
+                return
+            await self._refresh_nodes()
+            info = self._nodes.get(node)
+            if info is not None and info.life != entry.life:
+                return
+            await asyncio.sleep(0.1)
+        raise ClusterUnavailable(
+            f"session {session_id!r} is held by node {node!r}, which does not answer ({error})",
+            operation="relay",
+        )
+
+    # -- taking a session on ---------------------------------------------------------------
+
+    async def _claimed(
+        self, session_id: str, make: Callable[[Lease], Any], *, take_over: bool = True
+    ) -> Any:
+        """Claim ``session_id`` for this node (taking it over from a dead owner), then
+        ``await make(lease)`` to run it here; the claim is given back if ``make`` fails."""
+        self._claiming.add(session_id)
+        try:
+            lease = await self._directory.claim(session_id, take_over=take_over)
+            self._routes.pop(session_id, None)
+            if lease.taken_over_from is not None:
+                self.counters.takeovers += 1
+                ended = await self.local.recover([lease.taken_over_from])
+                log.info(
+                    "session %s taken over from node %s (life %d); %d of its sessions "
+                    "recovered in the store",
+                    session_id,
+                    lease.taken_over_from.id,
+                    lease.taken_over_from.epoch,
+                    ended,
+                )
+            try:
+                return await make(lease)
+            except BaseException:
+                if not self.local.holds(session_id):
+                    with contextlib.suppress(ClusterUnavailable):
+                        await self._release(lease)
+                raise
+        finally:
+            self._claiming.discard(session_id)
+
+    def _mine(self, info: SessionInfo) -> SessionInfo:
+        return replace(info, node=self.node)
+
+    # -- Sessions --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        session_id: str | None = None,
+        backpressure: Backpressure = Backpressure.WAIT,
+        client: str | None = None,
+    ) -> SessionInfo:
+        async def make(sid: str, lease: Lease) -> SessionInfo:
+            return await self.local.create(
+                transport=transport,
+                pipeline=pipeline,
+                session_id=sid,
+                backpressure=backpressure,
+                client=client,
+            )
+
+        if session_id is not None:
+            if self.local.holds(session_id):
+                raise SessionConflict(f"session {session_id!r} already exists", field="Session-Id")
+            self.local.check_client(client)
+            info = await self._claimed(session_id, functools.partial(make, session_id))
+            return self._mine(info)
+        self.local.check_client(client)
+        for _ in range(3):
+            sid = f"{self._prefix}.{secrets.token_hex(12)}"
+            try:
+                info = await self._claimed(sid, functools.partial(make, sid), take_over=False)
+            except SessionConflict:  # pragma: no cover - 96 random bits
+                continue
+            return self._mine(info)
+        raise SessionConflict("could not make a session id nobody holds")  # pragma: no cover
+
+    async def attach(
+        self,
+        session_id: str,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
+        create: bool = True,
+    ) -> SessionInfo:
+        if self.local.holds(session_id):
+            return self._mine(await self.local.attach(session_id, transport=transport))
+
+        async def here() -> SessionInfo:
+            async def make(lease: Lease) -> SessionInfo:
+                if lease.taken_over_from is not None:
+                    with contextlib.suppress(SessionNotFound):
+                        return await self._resume(session_id, client)
+                return await self.local.attach(
+                    session_id, transport=transport, pipeline=pipeline, client=client,
+                    create=create,
+                )  # fmt: skip
+
+            info = await self._claimed(session_id, make)
+            return self._mine(info)
+
+        body = {
+            "transport": transport,
+            "pipeline": list(pipeline) if pipeline is not None else None,
+            "client": client,
+            "create": create,
+        }
+        try:
+            answer = await self._relay_to_owner(session_id, "attach", body, fallback=here)
+        except SessionConflict as e:
+            if isinstance(e, SessionFenced):
+                raise
+            # Claimed by another node between the lookup and the claim: it owns it now.
+            answer = await self._relay_to_owner(session_id, "attach", body, fallback=here)
+        return answer if isinstance(answer, SessionInfo) else info_from_wire(answer)
+
+    async def submit(self, session_id: str, frame: FrameIn) -> FrameOut:
+        if self.local.holds(session_id):
+            return await self.local.submit(session_id, frame)
+
+        async def here() -> FrameOut:
+            await self._resume_here(session_id)
+            return await self.local.submit(session_id, frame)
+
+        answer = await self._relay_to_owner(
+            session_id, "submit", {"frame": frame.to_wire()}, fallback=here
+        )
+        if isinstance(answer, FrameOut):
+            return answer
+        try:
+            return FrameOut.from_wire(answer)
+        except (KeyError, TypeError, ValueError) as e:
+            self.refusals.refuse("relay_malformed", f"a FrameOut of {session_id!r}: {e!r:.200}")
+            raise ClusterUnavailable(
+                f"the owner of session {session_id!r} answered a frame this node cannot read",
+                operation="relay",
+            ) from None
+
+    async def _resume_here(self, session_id: str) -> None:
+        """Run here a session that has no live owner: an orphan taken over and resumed from
+        its snapshot, or a session a stopped node suspended. ``SessionNotFound`` when there
+        is nothing to resume."""
+
+        await self._claimed(session_id, lambda _: self._resume(session_id))
+
+    async def _resume(self, session_id: str, client: str | None = None) -> SessionInfo:
+        """The session's last snapshot, running here; ``SessionNotFound`` if it has none."""
+        info = await self.local.attach(session_id, transport="cluster", client=client, create=False)
+        self.counters.resumed += 1
+        return info
+
+    def offer(self, session_id: str, frame: FrameIn) -> bool:
+        """Live frames go to the node that runs the session (a WebRTC peer's media reaches
+        its owner directly); elsewhere the session is not found."""
+        return self.local.offer(session_id, frame)
+
+    async def end(self, session_id: str, *, reason: str = "ended") -> SessionSummary:
+        if self.local.holds(session_id):
+            return await self._end_here(session_id, reason)
+
+        async def here() -> SessionSummary:
+            await self._resume_here(session_id)
+            return await self._end_here(session_id, reason)
+
+        answer = await self._relay_to_owner(session_id, "end", {"reason": reason}, fallback=here)
+        return answer if isinstance(answer, SessionSummary) else summary_from_wire(answer)
+
+    async def _end_here(self, session_id: str, reason: str) -> SessionSummary:
+        summary = await self.local.end(session_id, reason=reason)
+        lease = self._directory.held.get(session_id)
+        if lease is not None:
+            with contextlib.suppress(ClusterUnavailable):  # the upkeep gives it back later
+                await self._release(lease)
+        return summary
+
+    async def info(self, session_id: str) -> SessionInfo:
+        if self.local.holds(session_id):
+            return self._mine(await self.local.info(session_id))
+
+        async def stored() -> SessionInfo:
+            return await self.local.info(session_id)
+
+        answer = await self._relay_to_owner(session_id, "info", {}, fallback=stored)
+        return answer if isinstance(answer, SessionInfo) else info_from_wire(answer)
+
+    async def live(self) -> list[SessionInfo]:
+        """Every live session of the cluster, each with its node: this node's, and each
+        other live node's as it answers (a node that does not answer in time is left out
+        and logged; while Redis is away, this node's alone)."""
+        mine = [self._mine(info) for info in await self.local.live()]
+        try:
+            await self._refresh_nodes()
+        except ClusterUnavailable:
+            return mine
+        others = [n for n in self._nodes.values() if n.id != self.node]
+        answers = await asyncio.gather(
+            *(self._call(n, "live", {}) for n in others), return_exceptions=True
+        )
+        found = list(mine)
+        for node, answer in zip(others, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("node %s did not list its sessions: %s", node.id, answer)
+                continue
+            try:
+                found.extend(info_from_wire(item) for item in answer)
+            except (RelayRefused, TypeError) as e:
+                self.refusals.refuse("relay_malformed", f"node {node.id!r} listing: {e}")
+        found.sort(key=lambda info: info.created_at or 0.0)
+        return found
+
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        maxlen: int | None = None,
+        keep: Callable[[Message], bool] | None = None,
+    ) -> Feed:
+        if pattern.startswith("session/") or self.bus is None:
+            return self.local.subscribe(pattern, maxlen=maxlen, keep=keep)
+        return self.bus.subscribe(pattern, maxlen=maxlen, keep=keep)
+
+    def publish(self, topic: str, payload: Any) -> int:
+        if topic.startswith("session/") or self.bus is None:
+            return self.local.publish(topic, payload)
+        return self.bus.publish(topic, payload)
+
+    def check_pipeline(self, specs: Sequence[ProcessorSpec], *, client: bool = False) -> None:
+        self.local.check_pipeline(specs, client=client)
+
+    def check_client(self, client: str | None) -> None:
+        self.local.check_client(client)
+
+    async def prepare(self, specs: Sequence[ProcessorSpec]) -> None:
+        await self.local.prepare(specs)
+
+    # -- the relay: calls other nodes make to this one -------------------------------------
+
+    async def _serve(self, op: str, body: dict[str, Any]) -> Any:
+        """One relayed call, answered from this node's own sessions only (never relayed
+        again: two nodes with different views of the directory cannot bounce a call)."""
+        if op not in _OPS:
+            raise RelayRefused("relay_malformed", f"unknown operation {op!r}")
+        self.counters.served[op] = self.counters.served.get(op, 0) + 1
+        if op == "live":
+            return [info_to_wire(self._mine(info)) for info in await self.local.live()]
+        sid = body.get("session_id")
+        if not isinstance(sid, str) or not sid:
+            raise RelayRefused("relay_malformed", f"{op}: no session_id")
+        runs_here = self.local.holds(sid)
+        holds_lease = sid in self._directory.held
+        if op == "attach":
+            if not runs_here and not holds_lease:
+                raise NotOwner(sid, self.node)
+            pipeline = body.get("pipeline")
+            info = await self.local.attach(
+                sid,
+                transport=str(body.get("transport") or "cluster"),
+                pipeline=pipeline if isinstance(pipeline, list) else None,
+                client=body.get("client") if isinstance(body.get("client"), str) else None,
+                create=bool(body.get("create", True)),
+            )
+            return info_to_wire(self._mine(info))
+        if not runs_here:
+            if holds_lease:  # an entry left by a session that ended here: give it back
+                with contextlib.suppress(ClusterUnavailable):
+                    await self._release(self._directory.held[sid])
+            raise NotOwner(sid, self.node)
+        if op == "submit":
+            frame = body.get("frame")
+            if not isinstance(frame, dict):
+                raise RelayRefused("relay_malformed", "submit: no frame")
+            try:
+                frame_in = FrameIn.from_wire(frame)
+            except (KeyError, TypeError, ValueError) as e:
+                raise RelayRefused("relay_malformed", f"submit: a frame: {e!r:.200}") from None
+            return (await self.local.submit(sid, frame_in)).to_wire()
+        if op == "end":
+            summary = await self._end_here(sid, str(body.get("reason") or "ended"))
+            return summary_to_wire(summary)
+        return info_to_wire(self._mine(await self.local.info(sid)))

@@ -1,0 +1,110 @@
+"""Calling a session's owner: one HTTP client per node, kept-alive connections to every other
+node's relay port.
+
+A call either returns the owner's result, raises the error the owner raised (as its own
+class, :mod:`.relay_wire`), or raises :class:`OwnerUnreachable` when the owner could not be
+asked or did not answer: the cue for the cluster to look the owner up again and, once its
+lease has run out, take the session over. An answer this node cannot read is a counted
+refusal, raised as :class:`~framebroker.errors.ClusterUnavailable` (503): a client retries,
+nothing crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from ..errors import ClusterUnavailable, FramebrokerError
+from .connection import Refusals
+from .directory import NodeInfo
+from .relay_wire import PATH_PREFIX, RelayRefused, dumps, error_from_wire, loads_object
+
+__all__ = ["OwnerUnreachable", "RelayClient"]
+
+log = logging.getLogger(__name__)
+
+
+class OwnerUnreachable(Exception):
+    """The owner could not be reached (``sent`` False: the call never left, so it certainly
+    did nothing) or did not answer (``sent`` True: it may have run)."""
+
+    def __init__(self, node: str, message: str, *, sent: bool) -> None:
+        super().__init__(f"node {node!r}: {message}")
+        self.node = node
+        self.sent = sent
+
+
+def _base_url(node: NodeInfo) -> str:
+    port = node.ports.get("relay")
+    if port is None:
+        raise RelayRefused("unknown_node", f"node {node.id!r} advertises no relay port")
+    host = f"[{node.address}]" if ":" in node.address else node.address
+    return f"http://{host}:{port}"
+
+
+class RelayClient:
+    """Relayed calls with ``token``, each bounded by ``timeout_s`` (connecting by
+    ``connect_timeout_s``); refusals are counted in ``refusals``."""
+
+    def __init__(
+        self,
+        token: str,
+        refusals: Refusals,
+        *,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 1.0,
+    ) -> None:
+        self.refusals = refusals
+        self._headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            trust_env=False,  # a proxy from the environment must not sit between nodes
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, node: NodeInfo, op: str, body: dict[str, Any]) -> Any:
+        """The owner's result of ``op``; raises what the owner raised, ``OwnerUnreachable``,
+        or ``ClusterUnavailable`` for an answer that cannot be used."""
+        try:
+            url = _base_url(node) + PATH_PREFIX + op
+        except RelayRefused as e:
+            self.refusals.refuse(e.reason, str(e))
+            raise ClusterUnavailable(str(e), operation="relay") from None
+        try:
+            response = await self._client.post(url, content=dumps(body), headers=self._headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            raise OwnerUnreachable(node.id, f"cannot connect: {e!r}", sent=False) from None
+        except httpx.HTTPError as e:
+            raise OwnerUnreachable(node.id, f"no answer: {e!r}", sent=True) from None
+        try:
+            answer = loads_object(response.content)
+            if response.status_code != 200:
+                reason = str(answer.get("refused", "relay_malformed"))
+                raise RelayRefused(
+                    reason, f"node {node.id!r} refused {op} ({response.status_code}): {answer}"
+                )
+            if "error" in answer:
+                raise _owner_error(answer["error"], self.refusals)
+            if "ok" not in answer:
+                raise RelayRefused("relay_malformed", f"node {node.id!r}: no result in {op}")
+        except RelayRefused as e:
+            self.refusals.refuse(e.reason, str(e))
+            raise ClusterUnavailable(
+                f"node {node.id!r} gave an answer this node cannot use: {e}", operation="relay"
+            ) from None
+        return answer["ok"]
+
+
+def _owner_error(data: Any, refusals: Refusals) -> FramebrokerError:
+    try:
+        return error_from_wire(data)
+    except RelayRefused as e:
+        if e.reason != "unknown_error":
+            raise
+        refusals.refuse(e.reason, str(e))
+        return FramebrokerError(str(e))
