@@ -1,0 +1,178 @@
+"""Nodes of a cluster as the user runs them: separate `framebroker serve --cluster` processes on
+free loopback ports, one real redis-server, one real PostgreSQL database, driven by httpx as
+the seed's clients drive one server.
+
+A session is answered the same whichever node a request lands on; listings and DELETE span
+the cluster; a node killed with kill -9 has its sessions taken over by a survivor, resumed
+with the same track ids; Redis restarted leaves running sessions answering, new ones 503
+``cluster_unavailable`` until it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.redis_server import RedisServer, running_redis
+
+from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
+from .server import RunningServer, running_server
+
+CONFIG = """
+[analysis]
+secret_key = "a-cluster-secret-of-32-characters!"
+
+[cluster]
+ttl_s = 1.0
+checkpoint_every_s = 0.2
+"""
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, redis: RedisServer, new_postgres_database: Callable[[], str]
+) -> Iterator[Callable[[str], RunningServer]]:
+    """Starts nodes of one cluster by name; every one is stopped at the end."""
+    config = tmp_path / "cluster.toml"
+    config.write_text(CONFIG)
+    url = new_postgres_database()
+    with contextlib.ExitStack() as stack:
+
+        def node(name: str) -> RunningServer:
+            args = (
+                "--config", str(config), "--cluster", redis.url, "--database-url", url,
+                "--node-id", name, "--max-workers", "2",
+            )  # fmt: skip
+            return stack.enter_context(running_server(tmp_path / name, *args))
+
+        yield node
+
+
+def tracked(client: httpx.Client, sid: str, step: int) -> Any:
+    r = client.post("/", json={"boxes": walking(step)}, headers={"Session-Id": sid})
+    assert r.status_code == 200, r.text
+    return r.json()["tracked_boxes"]
+
+
+def frames(client: httpx.Client, sid: str, step: int) -> Any:
+    r = client.post(f"/v1/sessions/{sid}/frames", json={"boxes": walking(step)})
+    assert r.status_code == 200, r.text
+    return [t["track_id"] for t in r.json()["tracks"]]
+
+
+def test_three_nodes_answer_as_one_server(cluster: Callable[[str], RunningServer]) -> None:
+    nodes = [cluster(name) for name in ("a", "b", "c")]
+    a, b, c = (httpx.Client(base_url=n.url, timeout=30) for n in nodes)
+    with a, b, c:
+        # Seed 000: the session starts on a (client-chosen id), goes on through b and c.
+        r = a.post("/", json={"boxes": SEED_BOXES}, headers={"Session-Id": "72d6be50"})
+        assert r.json()["tracked_boxes"] == SEED_TRACKED
+        r = b.post("/", json={"boxes": SEED_BOXES}, headers={"Session-Id": "72d6be50"})
+        assert r.json()["tracked_boxes"] == SEED_TRACKED
+        # The same walk on one node and spread over three: the same answers.
+        alone = [tracked(a, "alone", k) for k in range(12)]
+        spread = [tracked((a, b, c)[k % 3], "spread", k) for k in range(12)]
+        assert spread == alone
+        assert alone[-1]  # tracks were confirmed: the comparison says something
+
+        # /v1: made on b, fed through a and c.
+        sid = b.post("/v1/sessions").json()["id"]
+        assert sid.startswith("b.")
+        ref = c.post("/v1/sessions").json()["id"]
+        got = [frames((a, c)[k % 2], sid, k) for k in range(8)]
+        assert got == [frames(c, ref, k) for k in range(8)]
+
+        # Every node lists every session, each with its node.
+        expected = {"72d6be50": "a", "alone": "a", "spread": "a", sid: "b", ref: "c"}
+        for client in (a, b, c):
+            listed = client.get("/v1/sessions").json()["sessions"]
+            assert {s["id"]: s.get("node") for s in listed} == expected
+            assert sorted(client.get("/").json()["sessions"]) == sorted(expected)
+
+        # DELETE from a node that does not run the session.
+        r = c.delete("/", headers={"Session-Id": "72d6be50"})
+        assert r.status_code == 200, r.text
+        assert "72d6be50" not in r.json()["sessions"]
+        r = a.delete(f"/v1/sessions/{sid}")
+        assert r.status_code == 200, r.text
+        assert r.json()["summary"]["stats"]["frames_processed"] == 8
+        assert b.get(f"/v1/sessions/{sid}").json()["state"] == "ended"
+        assert a.post(f"/v1/sessions/{sid}/frames", json={"boxes": walking(0)}).status_code == 404
+
+        metrics = b.get("/metrics").text
+        assert 'framebroker_cluster_relays_served_total{op="submit"}' in metrics
+
+
+def test_kill_9_of_a_node_its_session_continues_on_a_survivor(
+    cluster: Callable[[str], RunningServer],
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    a = httpx.Client(base_url=node_a.url, timeout=30)
+    b = httpx.Client(base_url=node_b.url, timeout=30)
+    with a, b:
+        reference = [tracked(b, "reference", k) for k in range(20)]
+        mine = b.post("/", json={"boxes": walking(0)}).headers["Session-Id"]
+        got = [tracked(a, "walker", 0)]  # made on a
+        got += [tracked(b, "walker", k) for k in range(1, 10)]  # relayed to a
+        time.sleep(0.6)  # past a checkpoint: a's snapshot holds frame 9
+        node_a.stop(signal.SIGKILL)
+        # b's own session never notices.
+        assert tracked(b, mine, 1) is not None
+        started = time.monotonic()
+        got.append(tracked(b, "walker", 10))  # waits out a's lease, takes over, resumes
+        took = time.monotonic() - started
+        got += [tracked(b, "walker", k) for k in range(11, 20)]
+        assert got == reference
+        assert took < 5, took
+        listed = {s["id"]: s["node"] for s in b.get("/v1/sessions").json()["sessions"]}
+        assert listed["walker"] == "b"
+        metrics = b.get("/metrics").text
+        assert "framebroker_cluster_takeovers_total 1.0" in metrics
+        assert "framebroker_cluster_resumed_total 1.0" in metrics
+
+
+def test_redis_restarted_running_sessions_answer_new_ones_wait(
+    cluster: Callable[[str], RunningServer], redis: RedisServer
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    a = httpx.Client(base_url=node_a.url, timeout=30)
+    b = httpx.Client(base_url=node_b.url, timeout=30)
+    with a, b:
+        tracked(a, "steady", 0)
+        redis.kill()
+        try:
+            for k in range(1, 6):
+                assert tracked(a, "steady", k) is not None
+            refused = b.post("/v1/sessions")
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "cluster_unavailable"
+            # The session's own node still lists it.
+            assert [s["id"] for s in a.get("/v1/sessions").json()["sessions"]] == ["steady"]
+        finally:
+            redis.start()
+        deadline = time.monotonic() + 15
+        while b.post("/v1/sessions").status_code != 201:
+            assert time.monotonic() < deadline, "new sessions did not come back"
+            time.sleep(0.2)
+        # Healed: the session is reachable from the other node again.
+        deadline = time.monotonic() + 15
+        while True:
+            r = b.post("/", json={"boxes": walking(6)}, headers={"Session-Id": "steady"})
+            if r.status_code == 200:
+                break
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert "steady" in b.get("/").json()["sessions"]
