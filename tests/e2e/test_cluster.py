@@ -10,7 +10,9 @@ with the same track ids; Redis restarted leaves running sessions answering, new 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
+from framebroker.media.sources import demo_clip
 from tests.redis_server import RedisServer, running_redis
 
 from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
@@ -44,17 +48,17 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture
 def cluster(
     tmp_path: Path, redis: RedisServer, new_postgres_database: Callable[[], str]
-) -> Iterator[Callable[[str], RunningServer]]:
+) -> Iterator[Callable[..., RunningServer]]:
     """Starts nodes of one cluster by name; every one is stopped at the end."""
     config = tmp_path / "cluster.toml"
     config.write_text(CONFIG)
     url = new_postgres_database()
     with contextlib.ExitStack() as stack:
 
-        def node(name: str) -> RunningServer:
+        def node(name: str, *extra: str) -> RunningServer:
             args = (
                 "--config", str(config), "--cluster", redis.url, "--database-url", url,
-                "--node-id", name, "--max-workers", "2",
+                "--node-id", name, "--max-workers", "2", *extra,
             )  # fmt: skip
             return stack.enter_context(running_server(tmp_path / name, *args))
 
@@ -73,7 +77,7 @@ def frames(client: httpx.Client, sid: str, step: int) -> Any:
     return [t["track_id"] for t in r.json()["tracks"]]
 
 
-def test_three_nodes_answer_as_one_server(cluster: Callable[[str], RunningServer]) -> None:
+def test_three_nodes_answer_as_one_server(cluster: Callable[..., RunningServer]) -> None:
     nodes = [cluster(name) for name in ("a", "b", "c")]
     a, b, c = (httpx.Client(base_url=n.url, timeout=30) for n in nodes)
     with a, b, c:
@@ -117,7 +121,7 @@ def test_three_nodes_answer_as_one_server(cluster: Callable[[str], RunningServer
 
 
 def test_kill_9_of_a_node_its_session_continues_on_a_survivor(
-    cluster: Callable[[str], RunningServer],
+    cluster: Callable[..., RunningServer],
 ) -> None:
     node_a, node_b = cluster("a"), cluster("b")
     a = httpx.Client(base_url=node_a.url, timeout=30)
@@ -145,7 +149,7 @@ def test_kill_9_of_a_node_its_session_continues_on_a_survivor(
 
 
 def test_redis_restarted_running_sessions_answer_new_ones_wait(
-    cluster: Callable[[str], RunningServer], redis: RedisServer
+    cluster: Callable[..., RunningServer], redis: RedisServer
 ) -> None:
     node_a, node_b = cluster("a"), cluster("b")
     a = httpx.Client(base_url=node_a.url, timeout=30)
@@ -176,3 +180,39 @@ def test_redis_restarted_running_sessions_answer_new_ones_wait(
             assert time.monotonic() < deadline, r.text
             time.sleep(0.2)
         assert "steady" in b.get("/").json()["sessions"]
+
+
+async def follow(url: str, source: str, timeout_s: float = 90) -> dict[str, int]:
+    """Listen to ``source`` on the node at ``url`` until it has pushed frames and stats; the
+    node learns of another node's sources at its next heartbeat, so an early refusal is
+    retried."""
+    deadline = time.monotonic() + timeout_s
+    seen = {"frame": 0, "stats": 0}
+    while time.monotonic() < deadline:
+        async with websockets.connect(f"{url}/ws/live?source={source}", max_size=None) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while time.monotonic() < deadline:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if msg.get("type") in seen:
+                        seen[msg["type"]] += 1
+                    if seen["frame"] >= 3 and seen["stats"] >= 1:
+                        return seen
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{source}: {seen} within {timeout_s} s")
+
+
+def test_a_live_listener_on_any_node_follows_a_source_another_node_runs(
+    cluster: Callable[..., RunningServer],
+) -> None:
+    runs = cluster("a", "--source", f"demo={demo_clip()}", "--loop")
+    listens = cluster("b")
+    seen = asyncio.run(follow(listens.url.replace("http://", "ws://"), "demo"))
+    assert seen["frame"] >= 3
+    refused = asyncio.run(unknown_source(listens.url.replace("http://", "ws://")))
+    assert "Unknown source 'nosuch'" in refused
+    assert runs.proc.poll() is None
+
+
+async def unknown_source(url: str) -> str:
+    async with websockets.connect(f"{url}/ws/live?source=nosuch") as ws:
+        return str(await asyncio.wait_for(ws.recv(), 10))

@@ -38,7 +38,7 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -195,6 +195,9 @@ class Cluster(Generic[M]):
         self._claiming: set[str] = set()  # claimed, not yet made locally: not to release
         self._tasks: list[asyncio.Task[None]] = []
         self._prefix = "node"
+        self.local_sources: Callable[[], Iterable[str]] = lambda: ()
+        """The ``--source`` names this node runs, advertised to the others at each
+        heartbeat (set by the server that assembles the node)."""
         local.metrics.registry.register(ClusterCollector(self.snapshot))
 
     # -- life cycle ------------------------------------------------------------------------
@@ -247,7 +250,7 @@ class Cluster(Generic[M]):
             ttl_s=config.ttl_s,
             address=_advertised(config),
             ports=ports,
-            stats=lambda: {"sessions": self.local.session_count},
+            stats=self._stats,
             on_lost=self._lost,
             op_timeout_s=config.op_timeout_s,
         )
@@ -315,6 +318,19 @@ class Cluster(Generic[M]):
                 continue
             except Exception:
                 log.exception("cluster upkeep failed")
+
+    def _stats(self) -> dict[str, Any]:
+        return {"sessions": self.local.session_count, "sources": sorted(self.local_sources())}
+
+    def sources(self) -> list[str]:
+        """The ``--source`` names of the whole cluster: this node's, and those each live
+        node advertised at its last heartbeat (as last read)."""
+        names = set(self.local_sources())
+        for node in self._nodes.values():
+            advertised = node.stats.get("sources")
+            if isinstance(advertised, list):
+                names.update(n for n in advertised if isinstance(n, str))
+        return sorted(names)
 
     async def _refresh_nodes(self) -> None:
         nodes = await self._directory.nodes()

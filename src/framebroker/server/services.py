@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from ..cluster.host import Cluster
 from ..config import Settings
 from ..core.store import Store
 from ..people.feed import SourceFeed, Sources, parse_source_arg
@@ -115,6 +116,10 @@ class Services:
                 )
             )  # fmt: skip
         hub.known_sources = lambda: [feed.name for feed in feeds]
+        if isinstance(broker, Cluster):
+            # A listener on any node follows any node's source (its frames come by Redis).
+            broker.local_sources = hub.known_sources
+            hub.known_sources = broker.sources
         analysis = VideoAnalysis(
             settings.analysis,
             broker,
