@@ -117,6 +117,16 @@ def test_iteration_blocks_for_each_item_and_ends_with_the_async_iterator(
     assert list(loop.iterate(counted(), timeout=5)) == [0, 1, 2]
 
 
+def test_iteration_on_a_closed_loop_ends() -> None:
+    async def one() -> AsyncIterator[int]:
+        yield 1
+
+    loop = LoopThread("test-loop")
+    items = loop.iterate(one(), timeout=5)
+    loop.close()
+    assert list(items) == []
+
+
 def test_an_item_that_does_not_come_in_time_is_a_timeout(loop: LoopThread) -> None:
     class Ticks:
         """An async iterator, not a generator: a cancelled ``__anext__`` leaves it usable."""

@@ -193,7 +193,8 @@ class _Call(Generic[T]):
 class BlockingIterator(Generic[T]):
     """Blocking iteration over an async iterator on a :class:`LoopThread`; made by
     :meth:`LoopThread.iterate`. Each ``next`` is one :meth:`LoopThread.run` of the async
-    iterator's ``__anext__``, so errors, timeouts and the end are the async iterator's."""
+    iterator's ``__anext__``, so errors, timeouts and the end are the async iterator's; on a
+    closed loop the iteration ends, as an async client's does once it is closed."""
 
     def __init__(
         self, loop: LoopThread, items: AsyncIterator[T], timeout: float | None = None
@@ -206,6 +207,8 @@ class BlockingIterator(Generic[T]):
         return self
 
     def __next__(self) -> T:
+        if self._loop.closed:
+            raise StopIteration
         item = self._loop.run(_next_or_end(self._items), self.timeout)
         if isinstance(item, _End):
             raise StopIteration
