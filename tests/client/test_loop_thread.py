@@ -55,7 +55,7 @@ def test_a_timeout_cancels_the_coroutine_and_lets_it_clean_up(loop: LoopThread) 
             cleaned.set()
 
     started = time.monotonic()
-    with pytest.raises(Timeout, match="no answer within 0.2 s"):
+    with pytest.raises(Timeout, match=r"no answer within 0\.2 s"):
         loop.run(slow(), timeout=0.2)
     assert time.monotonic() - started < 0.2 + GRACE_S
     assert cleaned.wait(2)
@@ -184,7 +184,7 @@ def test_close_cancels_what_runs_joins_the_thread_and_closes_the_loop() -> None:
     def waiter() -> None:
         try:
             loop.run(forever(), timeout=None)
-        except BaseException as exc:  # noqa: BLE001 (kept for the assertion)
+        except BaseException as exc:  # kept for the assertion below
             outcome.append(exc)
 
     other = threading.Thread(target=waiter)
@@ -193,7 +193,8 @@ def test_close_cancels_what_runs_joins_the_thread_and_closes_the_loop() -> None:
     loop.close()
     other.join(5)
     assert cleaned.is_set()
-    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionLost)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ConnectionLost)
     assert loop.closed
     assert inner.is_closed()
     assert "test-loop-close" not in {t.name for t in threading.enumerate()}
