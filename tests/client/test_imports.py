@@ -23,6 +23,7 @@ def test_the_clients_import_with_the_heavy_modules_blocked() -> None:
         """
         from framebroker.client import (
             FramesClient, LiveClient, TrackingClient, VideoAnalysisClient, AsyncTrackingClient,
+            SyncLiveClient, SyncVideoAnalysisClient,
         )
         import framebroker.client.errors
         loaded = sorted(m for m in {"onnxruntime", "aiortc", "numba", "av"} if sys.modules.get(m))
@@ -37,11 +38,12 @@ def test_the_webrtc_client_says_it_needs_the_extra() -> None:
     done = run(
         """
         import framebroker.client as client
-        try:
-            client.WebRTCClient
-        except ImportError as exc:
-            print("ImportError")
+        for name in ("WebRTCClient", "SyncWebRTCClient"):
+            try:
+                getattr(client, name)
+            except ImportError as exc:
+                print("ImportError")
         """
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ImportError"
+    assert done.stdout.split() == ["ImportError", "ImportError"]

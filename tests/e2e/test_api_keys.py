@@ -127,6 +127,18 @@ def test_socketio_takes_the_key_in_its_auth(server: Keyed) -> None:
             await refused.connect(server.url, f"session_id={sid['session_id']}")
         await refused.close()
         assert refused.refusal["data"]["code"] == "unauthorized"
+        assert refused.refusal["message"].startswith("an API key is required")
+        wrong = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await wrong.connect(
+                server.url, f"session_id={sid['session_id']}", auth={"api_key": "w" * 20}
+            )
+        await wrong.close()
+        assert wrong.refusal["data"]["code"] == "unauthorized"
+        assert (
+            wrong.refusal["message"] == "the API key was refused: it is none of the server's keys"
+        )
+        assert "w" * 20 not in str(wrong.refusal)
         client = Client()
         await client.connect(server.url, f"session_id={sid['session_id']}", auth={"api_key": KEY})
         try:

@@ -1,21 +1,25 @@
 """Python clients for every framebroker API, sync and async.
 
-=====================================  ==================================================
-client                                 API
-=====================================  ==================================================
-:class:`TrackingClient`                tracking API: boxes in, tracked boxes out (``/v1``)
-:class:`FramesClient`                  frame server for plugins (multipart ``POST /``)
-:class:`LiveClient`                    live people counter (WebSocket ``/ws/live``)
-:class:`VideoAnalysisClient`           video analysis over Socket.IO
-:class:`WebRTCClient`                  WebRTC model broker (needs ``framebroker[webrtc]``)
-=====================================  ==================================================
+================================  ============================  ==========================
+sync                              async                         API
+================================  ============================  ==========================
+:class:`TrackingClient`           :class:`AsyncTrackingClient`  tracking API (``/v1``)
+:class:`FramesClient`             :class:`AsyncFramesClient`    frame server for plugins
+:class:`SyncLiveClient`           :class:`LiveClient`           live people counter
+:class:`SyncVideoAnalysisClient`  :class:`VideoAnalysisClient`  video analysis (Socket.IO)
+:class:`SyncWebRTCClient`         :class:`WebRTCClient`         WebRTC model broker [#]_
+================================  ============================  ==========================
+
+.. [#] needs ``pip install 'framebroker[webrtc]'`` (aiortc and PyAV)
 
 Every client takes the same keywords: ``api_key``, ``timeout``, ``retries``, ``backoff``
 (:class:`Backoff`) and ``verify`` (TLS: ``True``, ``False``, a CA file, or an
 ``ssl.SSLContext``), and raises the errors of :mod:`framebroker.client.errors`, each with
-the server's ``code`` and ``field``. Importing this package loads neither the server nor
-its models (no onnxruntime, numba or aiortc); :class:`WebRTCClient` loads aiortc when
-first used.
+the server's ``code`` and ``field``. The live, video analysis and WebRTC protocols are
+spoken once, in asyncio: their sync clients run the async ones on an event loop in a thread
+they own (:mod:`~framebroker.client.loop_thread`), with the same arguments and errors.
+Importing this package loads neither the server nor its models (no onnxruntime, numba or
+aiortc); the WebRTC clients load aiortc when first used.
 """
 
 from __future__ import annotations
@@ -43,7 +47,15 @@ from .errors import (
     Unauthorized,
 )
 from .frames import AsyncFramesClient, FramesClient
-from .live import Face, LiveClient, LiveEvent, LiveFrame, LiveMessage, LiveStats
+from .live import (
+    Face,
+    LiveClient,
+    LiveEvent,
+    LiveFrame,
+    LiveMessage,
+    LiveStats,
+    SyncLiveClient,
+)
 from .tracking import (
     AsyncTrackingClient,
     SessionInfo,
@@ -51,13 +63,32 @@ from .tracking import (
     TrackingClient,
     TrackResult,
 )
-from .video_analysis import FrameAck, VideoAnalysisClient, WindowResult
+from .video_analysis import (
+    FrameAck,
+    SyncVideoAnalysisClient,
+    VideoAnalysisClient,
+    WindowResult,
+)
 
 if TYPE_CHECKING:
-    from .webrtc import Prediction, StreamResult, WebRTCClient, WebRTCStream
+    from .webrtc import (
+        Prediction,
+        StreamResult,
+        SyncWebRTCClient,
+        SyncWebRTCStream,
+        WebRTCClient,
+        WebRTCStream,
+    )
 
 # aiortc and PyAV load only when the WebRTC client is first used.
-_WEBRTC = ("Prediction", "StreamResult", "WebRTCClient", "WebRTCStream")
+_WEBRTC = (
+    "Prediction",
+    "StreamResult",
+    "SyncWebRTCClient",
+    "SyncWebRTCStream",
+    "WebRTCClient",
+    "WebRTCStream",
+)
 _LAZY = dict.fromkeys(_WEBRTC, "framebroker.client.webrtc")
 
 
@@ -97,6 +128,10 @@ __all__ = [
     "ServiceUnavailable",
     "SessionInfo",
     "StreamResult",
+    "SyncLiveClient",
+    "SyncVideoAnalysisClient",
+    "SyncWebRTCClient",
+    "SyncWebRTCStream",
     "Timeout",
     "TrackResult",
     "TrackedBox",

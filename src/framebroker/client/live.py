@@ -11,6 +11,10 @@ events as an async iterator, and the saved faces on request.
                 print(message.count_in, message.count_out)
         faces = await live.get_all_faces(limit=10)
 
+:class:`SyncLiveClient` is the same client for blocking code (``with``, ``for message in
+live``, ``live.get_all_faces()``): it runs a :class:`LiveClient` on an event loop in a
+thread of its own (:mod:`.loop_thread`).
+
 Messages are :class:`LiveFrame` (the annotated picture, ``jpeg`` bytes, ``image()`` as a
 BGR array), :class:`LiveStats` (twice a second) and :class:`LiveEvent` (a high-traffic
 event started or ended). A connection that drops is opened again with backoff (the original
@@ -33,7 +37,7 @@ import dataclasses
 import json
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -58,6 +62,7 @@ from .errors import (
     Unauthorized,
 )
 from .images import decode_image
+from .loop_thread import LoopThread, patience
 from .ws import open_websocket, websocket_url
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "LiveFrame",
     "LiveMessage",
     "LiveStats",
+    "SyncLiveClient",
     "parse_push",
     "reply_error",
 ]
@@ -450,6 +456,117 @@ class LiveClient:
         if error is not None:
             raise error
         return reply
+
+
+class SyncLiveClient:
+    """:class:`LiveClient` for blocking code: the same arguments, messages, reconnects and
+    errors, over one code path (the async client runs on an event loop in a thread this
+    client owns, see :mod:`.loop_thread`).
+
+    ::
+
+        with SyncLiveClient("ws://127.0.0.1:8000/ws/live", source="door") as live:
+            for message in live:                      # or live.messages(timeout=5)
+                if message.type == "stats":
+                    print(message.count_in, message.count_out)
+            faces = live.get_all_faces(limit=10)
+
+    Every call waits at most as long as the async client's own bounds allow (then
+    :class:`~.errors.Timeout`); :meth:`close` (or leaving the ``with`` block) ends the thread.
+    """
+
+    def __init__(
+        self,
+        url: str = "ws://127.0.0.1:8000/ws/live",
+        *,
+        source: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        max_reconnects: int | None = None,
+        backoff: Backoff | None = None,
+        verify: Verify = True,
+        frame_queue: int = 8,
+    ) -> None:
+        self._client = LiveClient(
+            url,
+            source=source,
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
+            max_reconnects=max_reconnects,
+            backoff=backoff,
+            verify=verify,
+            frame_queue=frame_queue,
+        )
+        self.connection = self._client.connection
+        self.url = self._client.url
+        self._loop = LoopThread("framebroker-live-client")
+
+    @property
+    def reconnects(self) -> int:
+        """How often a dropped connection was opened again."""
+        return self._client.reconnects
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames left out for a reader that fell behind (see :class:`LiveClient`)."""
+        return self._client.frames_dropped
+
+    def __enter__(self) -> SyncLiveClient:
+        try:
+            self.connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[LiveMessage]:
+        return self.messages()
+
+    def connect(self) -> None:
+        """Connect (trying ``retries`` times more); a no-op when connected."""
+        # Each try opens the socket, then waits for the key's verdict.
+        self._loop.run(self._client.connect(), patience(self.connection, steps=2))
+
+    def messages(self, timeout: float | None = None) -> Iterator[LiveMessage]:
+        """The pushed messages as they come, as :class:`LiveClient` yields them: through
+        reconnects, until :meth:`close` (then the iteration ends) or the connection is lost
+        for good (then its error). ``timeout``: seconds to wait for each message, then
+        :class:`~.errors.Timeout` (the client stays connected: iterate again to go on)."""
+        return self._loop.iterate(self._client, timeout)
+
+    def get_face(self, face_id: int) -> Face:
+        """A saved face by id; :class:`~.errors.NotFound` when there is none."""
+        return self._loop.run(self._client.get_face(face_id), self._request_patience)
+
+    def get_all_faces(self, limit: int = 50) -> list[Face]:
+        """The newest ``limit`` saved faces (at most 500), newest first."""
+        return self._loop.run(self._client.get_all_faces(limit), self._request_patience)
+
+    def close(self) -> None:
+        """Close the socket and end the client's thread; pending calls raise
+        ``ConnectionLost``. Closing twice does nothing more."""
+        if self._loop.closed:
+            return
+        try:
+            with contextlib.suppress(Timeout):  # the loop's own closing cancels what is left
+                self._loop.run(self._client.close(), self._request_patience)
+        finally:
+            self._loop.close()
+
+    @property
+    def _request_patience(self) -> float:
+        # Sending, then one wait of timeout_s for the answer; never tried again.
+        return patience(self.connection, steps=2, retried=False)
 
 
 def _decode(raw: str | bytes) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ server encodes the window to MP4, sends it to its analysis services and pipeline
 emits the merged answers: :meth:`results` yields them as :class:`WindowResult`. A window
 that failed as a whole is kept in :attr:`VideoAnalysisClient.errors`. :meth:`options` and
 :meth:`batch` are the HTTP side (``GET /options``, ``POST /batch`` with a whole video).
+:class:`SyncVideoAnalysisClient` is the same client for blocking code.
 
 A session id serves one connection, so a dropped connection is not reopened: the client
 raises :class:`~.errors.ConnectionLost` and a new client starts a new session. Needs
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -57,8 +58,15 @@ from .errors import (
 )
 from .http import AsyncHttpClient, Call, read_json
 from .images import Image, encode_image
+from .loop_thread import GRACE_S, LoopThread, patience
 
-__all__ = ["FrameAck", "VideoAnalysisClient", "WindowResult", "socketio_error"]
+__all__ = [
+    "FrameAck",
+    "SyncVideoAnalysisClient",
+    "VideoAnalysisClient",
+    "WindowResult",
+    "socketio_error",
+]
 
 _BY_CODE: dict[str, tuple[type[ApiError], int]] = {
     "unauthorized": (Unauthorized, 401),
@@ -404,6 +412,144 @@ class VideoAnalysisClient:
                     await sio.call("end", timeout=self.connection.timeout_s)
             await _shutdown(sio)
         await self._http.aclose()
+
+
+class SyncVideoAnalysisClient:
+    """:class:`VideoAnalysisClient` for blocking code: the same arguments, methods and
+    errors, over one code path (the async client runs on an event loop in a thread this
+    client owns, see :mod:`.loop_thread`).
+
+    ::
+
+        with SyncVideoAnalysisClient("http://127.0.0.1:8000") as analysis:
+            ack = analysis.process(bgr_frame)
+            for result in analysis.results(timeout=5):
+                print(result.window, result.result)
+
+    Every call waits at most as long as the async client's own bounds allow (then
+    :class:`~.errors.Timeout`); :meth:`close` (or leaving the ``with`` block) ends the session
+    and the thread.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        session_id: str | None = None,
+        processes: Iterable[str] | None = None,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: Backoff | None = None,
+        verify: Verify = True,
+        session_id_name: str = "session_id",
+    ) -> None:
+        self._client = VideoAnalysisClient(
+            url,
+            session_id=session_id,
+            processes=processes,
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            verify=verify,
+            session_id_name=session_id_name,
+        )
+        self.connection = self._client.connection
+        self._loop = LoopThread("framebroker-video-analysis-client")
+
+    @property
+    def session_id(self) -> str | None:
+        """The session's id: as given, or the one :meth:`connect` asked for."""
+        return self._client.session_id
+
+    @property
+    def processes(self) -> list[str] | None:
+        return self._client.processes
+
+    @property
+    def errors(self) -> list[ApiError]:
+        """Windows that failed as a whole (see :class:`VideoAnalysisClient`)."""
+        return self._client.errors
+
+    def __enter__(self) -> SyncVideoAnalysisClient:
+        try:
+            self.connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def new_session_id(self) -> str:
+        """A fresh id from ``GET /get_session_id``."""
+        return self._loop.run(self._client.new_session_id(), patience(self.connection))
+
+    def connect(self) -> None:
+        """Get a session id when none was given, and connect with it; a client that could
+        not connect is closed on the server's side: make a new one to try again."""
+        # Asking for the id, then connecting, each tried again as the connection says.
+        self._loop.run(self._client.connect(), patience(self.connection, steps=2))
+
+    def test(self, data: Any = None) -> dict[str, Any]:
+        """The original API's ``test`` event: the server echoes ``data`` with the session id."""
+        return self._loop.run(self._client.test(data), patience(self.connection, retried=False))
+
+    def process(self, frame: Image) -> FrameAck:
+        """Send one frame (see :meth:`VideoAnalysisClient.process`); its acknowledgement."""
+        return self._loop.run(self._client.process(frame), patience(self.connection))
+
+    def results(self, *, timeout: float | None = None) -> Iterator[WindowResult]:
+        """Each window's result as it comes, until the connection ends (then
+        :class:`~.errors.ConnectionLost`) or no result comes for ``timeout`` seconds (then
+        the iteration just ends), as :meth:`VideoAnalysisClient.results`."""
+        # The async generator bounds each wait by ``timeout`` itself.
+        return self._loop.iterate(self._client.results(timeout=timeout), None)
+
+    def next_result(self, timeout: float | None = None) -> WindowResult:
+        """The next window's result; :class:`~.errors.Timeout` when none comes in time."""
+        wait = timeout or self.connection.timeout_s
+        return self._loop.run(self._client.next_result(wait), wait + GRACE_S)
+
+    def options(self) -> dict[str, Any]:
+        """``GET /options``: ``{"processes": [names], "details": {...}}``."""
+        return self._loop.run(self._client.options(), patience(self.connection))
+
+    def batch(
+        self,
+        video: str | os.PathLike[str] | bytes,
+        *,
+        processes: Iterable[str] | None = None,
+        content_type: str = "video/mp4",
+    ) -> dict[str, Any]:
+        """``POST /batch``: a whole video (a file, or its bytes) through every service and
+        pipeline; the merged ``result``."""
+        # No bound of its own: an upload takes as long as its size needs, and httpx bounds
+        # every read and write of it by the connection's timeout.
+        return self._loop.run(
+            self._client.batch(video, processes=processes, content_type=content_type), None
+        )
+
+    def close(self) -> None:
+        """End the session, disconnect, and end the client's thread. Closing twice does
+        nothing more."""
+        if self._loop.closed:
+            return
+        try:
+            with contextlib.suppress(Timeout):  # the loop's own closing cancels what is left
+                # ``end``, then the disconnect: each bounded by timeout_s.
+                self._loop.run(
+                    self._client.close(), patience(self.connection, steps=2, retried=False)
+                )
+        finally:
+            self._loop.close()
 
 
 async def _shutdown(sio: Any) -> None:

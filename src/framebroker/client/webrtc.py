@@ -18,6 +18,10 @@ at an ``http(s)://`` URL (``/offer`` when it names no path); predictions then co
 channel. When the source ends the client asks for the result (``{"type": "end"}``); the
 iteration ends with the :class:`StreamResult`. Needs aiortc and PyAV (``pip install
 'framebroker[webrtc]'``); ``framebroker stream`` is this client on the command line.
+
+:class:`SyncWebRTCClient` is the same client for blocking code: ``with client.stream(...) as
+stream`` and ``for message in stream``; each :class:`SyncWebRTCStream` runs a
+:class:`WebRTCStream` on an event loop in a thread of its own (:mod:`.loop_thread`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from .errors import (
     api_error,
 )
 from .http import AsyncHttpClient, Call, read_json
+from .loop_thread import GRACE_S, LoopThread, patience
 from .ws import open_websocket
 
 __all__ = [
@@ -69,12 +74,15 @@ __all__ = [
     "Prediction",
     "SignalingError",
     "StreamResult",
+    "SyncWebRTCClient",
+    "SyncWebRTCStream",
     "WebRTCClient",
     "WebRTCMessage",
     "WebRTCStream",
 ]
 
 _CLOCK = 90_000
+_TRACK_JOIN_S = 5.0  # how long closing waits for a file's reader thread
 _TIME_BASE = Fraction(1, _CLOCK)
 
 
@@ -489,7 +497,7 @@ class WebRTCStream:
                 await self._ws.close()
         if self._pc is not None:
             await self._pc.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.track.join, 5.0)
+        await asyncio.get_running_loop().run_in_executor(None, self.track.join, _TRACK_JOIN_S)
 
     # -- signaling ---------------------------------------------------------------------------
 
@@ -577,3 +585,137 @@ class WebRTCStream:
             return
         if isinstance(message, dict):
             self._queue.put_nowait(message)
+
+
+class SyncWebRTCClient:
+    """:class:`WebRTCClient` for blocking code: the same arguments and errors, over one code
+    path. The client holds no connection; each :meth:`stream` does, on an event loop in a
+    thread of its own (see :class:`SyncWebRTCStream`).
+
+    ::
+
+        client = SyncWebRTCClient("ws://127.0.0.1:8000/webrtc/ws")
+        with client.stream("clip.mp4") as stream:         # or an iterable of BGR arrays
+            for message in stream:
+                if message.type == "prediction":
+                    print(message.model, message.data)
+        print(stream.result.data)
+    """
+
+    def __init__(
+        self,
+        url: str = "ws://127.0.0.1:8000/webrtc/ws",
+        *,
+        models: Sequence[str] | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: Backoff | None = None,
+        verify: Verify = True,
+    ) -> None:
+        self._client = WebRTCClient(
+            url,
+            models=models,
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            verify=verify,
+        )
+        self.connection = self._client.connection
+
+    @property
+    def models(self) -> list[str] | None:
+        return self._client.models
+
+    @property
+    def use_http(self) -> bool:
+        return self._client.use_http
+
+    def stream(
+        self, source: str | Iterable[NDArray[np.uint8]], *, fps: float = 30.0, loop: bool = False
+    ) -> SyncWebRTCStream:
+        """A stream of ``source``, as :meth:`WebRTCClient.stream` (a plain iterable is
+        advanced in a worker thread); use it as a context manager."""
+        return SyncWebRTCStream(self._client.stream(source, fps=fps, loop=loop))
+
+
+class SyncWebRTCStream:
+    """One WebRTC session for blocking code: ``with`` opens it (the offer, then ICE and
+    DTLS), iteration yields each :data:`WebRTCMessage` until the :class:`StreamResult`, and
+    leaving the block closes everything, the stream's thread included. The attributes are
+    the :class:`WebRTCStream`'s, which runs on that thread's event loop."""
+
+    def __init__(self, stream: WebRTCStream) -> None:
+        self._stream = stream
+        self.connection = stream.connection
+        self._loop: LoopThread | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        return self._stream.session_id
+
+    @property
+    def result(self) -> StreamResult | None:
+        return self._stream.result
+
+    @property
+    def errors(self) -> list[ApiError]:
+        return self._stream.errors
+
+    @property
+    def predictions(self) -> int:
+        return self._stream.predictions
+
+    def __enter__(self) -> SyncWebRTCStream:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[WebRTCMessage]:
+        """Each message until the result. The async stream bounds the waits itself: it asks
+        for the result when the source ends or the media connection drops, and raises
+        :class:`~.errors.Timeout` when the result does not come in time."""
+        return self._running().iterate(self._stream, None)
+
+    def open(self) -> None:
+        """Start the thread and the source, send the offer and wait for the connection, as
+        ``async with`` a :class:`WebRTCStream` does; closed again when any of it fails."""
+        if self._loop is not None:
+            raise RuntimeError("this stream was opened already; make a new one")
+        self._loop = LoopThread("framebroker-webrtc-stream")
+        # The offer (connecting, then the answer, on every try), then ICE and DTLS.
+        try:
+            self._loop.run(self._stream.__aenter__(), patience(self.connection, steps=3))
+        except BaseException:
+            self._loop.close()  # the async stream closed itself before raising
+            raise
+
+    def end(self) -> None:
+        """Ask for the final result now (the iteration then ends with it)."""
+        self._running().run(self._stream.end(), patience(self.connection, retried=False))
+
+    def close(self) -> None:
+        """Stop the source, close the connection (the server then ends the session) and end
+        the thread. Closing twice does nothing more."""
+        loop = self._loop
+        if loop is None or loop.closed:
+            return
+        try:
+            with contextlib.suppress(Timeout):  # the loop's own closing cancels what is left
+                wait = self.connection.timeout_s + _TRACK_JOIN_S + GRACE_S
+                loop.run(self._stream.close(), wait)
+        finally:
+            loop.close()
+
+    def _running(self) -> LoopThread:
+        if self._loop is None:
+            raise RuntimeError("open the stream first (with ... as stream)")
+        return self._loop

@@ -70,7 +70,7 @@ from ..errors import (
 )
 from ..media.image import decode_base64_image, open_image
 from ..video_analysis.service import VideoAnalysis
-from .auth import ApiKeys
+from .auth import KEY_REFUSED, ApiKeys
 from .context import ServerContext
 from .ws_limits import MessageLimit
 
@@ -225,10 +225,12 @@ class SocketIOTransport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _authorised(self, environ: dict[str, Any], auth: Any) -> bool:
-        """With API keys configured: one in ``auth={"api_key": ...}`` or in the headers."""
+    def _key_refusal(self, environ: dict[str, Any], auth: Any) -> str | None:
+        """Why the connection may not go on (``None``: it may): with API keys configured, one
+        must come in ``auth={"api_key": ...}`` or in the headers. A key that came and was
+        refused is told apart from none, and never echoed."""
         if not self.keys:
-            return True
+            return None
         headers = [
             (name, str(environ[key]).encode())
             for name, key in (
@@ -238,14 +240,18 @@ class SocketIOTransport:
             if key in environ
         ]
         if self.keys.from_headers(headers) is not None:
-            return True
+            return None
         key = auth.get("api_key") if isinstance(auth, dict) else None
-        return isinstance(key, str) and self.keys.check(key) is not None
+        if isinstance(key, str) and self.keys.check(key) is not None:
+            return None
+        if headers or key is not None:
+            return KEY_REFUSED
+        return 'an API key is required: connect with auth={"api_key": KEY}'
 
     async def _connect(self, connection: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        if not self._authorised(environ, auth):
+        message = self._key_refusal(environ, auth)
+        if message is not None:
             self.ctx.telemetry.error(TRANSPORT, "unauthorized")
-            message = 'an API key is required: connect with auth={"api_key": KEY}'
             raise socketio.exceptions.ConnectionRefusedError(
                 message, {"error": message, "code": "unauthorized"}
             )

@@ -174,6 +174,9 @@ class PeerSession:
         self._recorder: StreamRecorder | None = None
         self._record_queue: deque[av.VideoFrame] = deque(maxlen=_RECORD_QUEUE)
         self._record_wake = asyncio.Event()
+        # Held around each encode in a worker thread: finishing the file waits for the one in
+        # flight, since the encoder cannot take a frame and its final flush at the same time.
+        self._record_lock = asyncio.Lock()
         self._record_dropped = 0
         self._tracks: list[MediaStreamTrack] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -322,13 +325,16 @@ class PeerSession:
             await self._record_wake.wait()
             self._record_wake.clear()
             while self._record_queue:
-                item = self._record_queue.popleft()
-                try:
-                    await self._offload(recorder.write, item)
-                except Exception:
-                    log.exception("webrtc session %s: recording failed; stopped", self.id)
-                    self._record_queue.clear()
-                    return
+                async with self._record_lock:
+                    if not self._record_queue:  # the finish took what was left
+                        break
+                    item = self._record_queue.popleft()
+                    try:
+                        await self._offload(recorder.write, item)
+                    except Exception:
+                        log.exception("webrtc session %s: recording failed; stopped", self.id)
+                        self._record_queue.clear()
+                        return
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if self.channel is None:
@@ -485,18 +491,19 @@ class PeerSession:
         recorder = self._recorder
         if recorder is None:
             return
-        remaining = list(self._record_queue)
-        self._record_queue.clear()
+        async with self._record_lock:
+            remaining = list(self._record_queue)
+            self._record_queue.clear()
 
-        def flush() -> None:
-            for item in remaining:
-                recorder.write(item)
-            recorder.close()
+            def flush() -> None:
+                for item in remaining:
+                    recorder.write(item)
+                recorder.close()
 
-        try:
-            await self._offload(flush)
-        except Exception:
-            log.exception("webrtc session %s: could not finish the recording", self.id)
+            try:
+                await self._offload(flush)
+            except Exception:
+                log.exception("webrtc session %s: could not finish the recording", self.id)
         if self._record_dropped:
             log.warning(
                 "webrtc session %s: %d frames not recorded (encoder too slow)",

@@ -194,13 +194,11 @@ function showConnected() {
 async function refreshSource() {
   if (!source) return;
   const asked = source;
-  try {
-    const body = await requestJSON(`/v1/sources/${encodeURIComponent(asked)}`);
-    if (asked === source) sourceState = body;
-  } catch (err) {
-    if (err.status === 404 && asked === source) sourceState = null; // not a source of ours
-    else throw err;
-  }
+  // The list, not /v1/sources/NAME: a source published onto the bus by another producer is
+  // not one of ours, and its 404 would be an error in the browser's console on every poll.
+  const body = await requestJSON("/v1/sources");
+  if (asked !== source) return;
+  sourceState = body.sources.find((s) => s.name === asked) || null;
   showConnected();
 }
 

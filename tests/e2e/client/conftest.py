@@ -2,8 +2,10 @@
 
 ``keyed`` is the real server over HTTPS with a certificate from a test CA (the clients trust
 it through ``verify=CA file``), an API key, and limits low enough to reach: a 1 MB body,
-4 frames a second per session, 12 sessions in all, 150 KB Socket.IO frames. ``live`` (in
-test_live_client) runs the people counter on the bundled clip, without TLS or keys.
+4 frames a second per session, 12 sessions in all, 150 KB Socket.IO frames. ``tight`` has
+limits a few sockets reach: 3 connections on its port, one session per client address.
+``live`` (in test_live_client) runs the people counter on the bundled clip, without TLS or
+keys. :func:`loop_threads` names the sync clients' threads still running (none, once closed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,17 @@ KEY = "client-e2e-key-" + "k" * 20
 MAX_BODY = 1_000_000
 MAX_SESSIONS = 12
 MODELS = "tests.e2e.webrtc_models"
+TIGHT_CONNECTIONS = 3
+LOOP_THREADS = (
+    "framebroker-live-client",
+    "framebroker-video-analysis-client",
+    "framebroker-webrtc-stream",
+)
+
+
+def loop_threads() -> list[str]:
+    """The sync clients' event loop threads still running."""
+    return [t.name for t in threading.enumerate() if t.name in LOOP_THREADS]
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,27 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     trusted = ssl.create_default_context(cafile=str(cafile))
     with running_server(data, *args, scheme="https", verify=trusted) as running:  # type: ignore[arg-type]
         yield Keyed(running.url, cafile, running)
+
+
+@dataclass(frozen=True)
+class Tight:
+    url: str
+
+    @property
+    def ws(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+
+@pytest.fixture(scope="package")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tight]:
+    data = tmp_path_factory.mktemp("client-tight")
+    config = data / "fb.toml"
+    config.write_text(
+        f"[limits]\nmax_connections = {TIGHT_CONNECTIONS}\nmax_sessions_per_client = 1\n"
+    )
+    args = ["--config", str(config), "--model", f"{MODELS}:FrameNumber"]
+    with running_server(data, *args) as running:
+        yield Tight(running.url)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""LiveClient against the real people counter (the bundled clip, looped), including a
-server that is killed and started again under the client's feet."""
+"""LiveClient and SyncLiveClient against the real people counter (the bundled clip, looped),
+including a server that is killed and started again under the client's feet, and a listener
+that holds all the connections it may."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from framebroker.client import (
     ConnectionLost,
     InvalidRequest,
     LiveClient,
+    LiveEvent,
     LiveFrame,
     LiveStats,
     NotFound,
+    ServiceUnavailable,
+    SyncLiveClient,
     TrackingClient,
     Unauthorized,
 )
@@ -29,7 +33,7 @@ from framebroker.media.sources import demo_clip
 
 from ...in_process import free_port
 from ..server import RunningServer
-from .conftest import KEY, Keyed, server_on
+from .conftest import KEY, TIGHT_CONNECTIONS, Keyed, Tight, loop_threads, server_on
 
 FAST = Backoff(initial_s=0.2, max_s=1.0)
 
@@ -84,6 +88,34 @@ async def test_frames_stats_and_faces(live: tuple[Live, RunningServer]) -> None:
         assert isinstance(await first_of(client, LiveStats), LiveStats)
 
 
+def test_the_sync_client_iterates_and_asks_for_faces(live: tuple[Live, RunningServer]) -> None:
+    setup, _ = live
+    with SyncLiveClient(setup.url, source="door") as client:
+        seen: dict[type, object] = {}
+        for message in client.messages(timeout=30):
+            seen.setdefault(type(message), message)
+            if LiveFrame in seen and LiveStats in seen:
+                break
+        frame = seen[LiveFrame]
+        assert isinstance(frame, LiveFrame)
+        assert frame.image().shape == (480, 640, 3)
+        faces = client.get_all_faces(limit=5)
+        assert len(faces) <= 5
+        for face in faces:
+            assert client.get_face(face.face_id).jpeg == face.jpeg
+        with pytest.raises(NotFound) as missing:
+            client.get_face(10**9)
+        assert (missing.value.code, missing.value.field) == ("face_not_found", "face_id")
+        # The plain ``for message in client`` goes on where the last iteration stopped.
+        assert isinstance(next(iter(client)), LiveFrame | LiveStats | LiveEvent)
+        assert client.frames_dropped >= 0
+    assert loop_threads() == []
+    assert list(client) == []  # a closed client's iteration ends, as the async one's
+    with pytest.raises(ConnectionLost):
+        client.get_all_faces()
+    client.close()  # twice: nothing more
+
+
 def test_the_example_prints_the_counts(live: tuple[Live, RunningServer]) -> None:
     setup, _ = live
     example = Path(__file__).resolve().parents[3] / "examples" / "count_people.py"
@@ -106,6 +138,7 @@ def test_the_example_prints_the_counts(live: tuple[Live, RunningServer]) -> None
 async def test_reconnects_after_the_server_is_killed_and_restarted(
     live: tuple[Live, RunningServer],
 ) -> None:
+    """Last of the tests on ``live``: its server is stopped at the end."""
     setup, running = live
     async with LiveClient(setup.url, backoff=FAST) as client:
         await first_of(client, LiveStats)
@@ -149,3 +182,60 @@ async def test_the_key_goes_first_and_a_wrong_one_is_told_at_once(keyed: Keyed) 
     with pytest.raises(Unauthorized) as refused:
         await asyncio.wait_for(wrong.connect(), 5)
     assert refused.value.status == 401
+
+
+def test_the_sync_client_raises_the_lost_connection_from_its_iteration(tmp_path: Path) -> None:
+    port = free_port()
+    with server_on(port, tmp_path) as running:
+        url = f"ws://127.0.0.1:{port}/ws/live"
+        with SyncLiveClient(url, max_reconnects=1, backoff=FAST) as client:
+            running.stop(signal.SIGKILL)
+            with pytest.raises(ConnectionLost):
+                for _ in client.messages(timeout=30):
+                    pass
+    assert loop_threads() == []
+
+
+def test_the_sync_client_is_told_a_wrong_key_and_leaves_no_thread(keyed: Keyed) -> None:
+    with SyncLiveClient(keyed.url, api_key=KEY, verify=keyed.cafile) as client:
+        assert isinstance(client.get_all_faces(), list)
+    with (
+        pytest.raises(Unauthorized) as refused,
+        SyncLiveClient(keyed.url, api_key="wrong-" + "x" * 20, verify=keyed.cafile, timeout=5),
+    ):
+        pass
+    assert refused.value.status == 401
+    assert loop_threads() == []
+
+
+async def test_503_when_the_listener_holds_max_connections(tight: Tight) -> None:
+    """Every open socket counts against ``limits.max_connections``; one more is refused in
+    its handshake with 503 and ``Retry-After``, which a client that may retry waits out."""
+    url = f"{tight.ws}/ws/live"
+    held: list[LiveClient] = []
+    try:
+        for _ in range(TIGHT_CONNECTIONS + 1):
+            client = LiveClient(url, retries=0)
+            try:
+                await client.connect()
+            except ServiceUnavailable:
+                break
+            held.append(client)
+        assert 0 < len(held) <= TIGHT_CONNECTIONS
+        with pytest.raises(ServiceUnavailable) as full:
+            await LiveClient(url, retries=0).connect()
+        assert (full.value.status, full.value.code) == (503, "too_many_connections")
+        assert full.value.retry_after_s == 1
+        with pytest.raises(ServiceUnavailable), SyncLiveClient(url, retries=0):
+            pass
+        assert loop_threads() == []
+        patient = LiveClient(url, retries=3)
+        waiting = asyncio.create_task(patient.connect())
+        await asyncio.sleep(0.3)
+        await held.pop().close()  # a place frees up while it waits out Retry-After
+        await asyncio.wait_for(waiting, 10)
+        held.append(patient)
+        assert isinstance(await patient.get_all_faces(), list)
+    finally:
+        for client in held:
+            await client.close()

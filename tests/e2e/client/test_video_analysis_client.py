@@ -1,5 +1,5 @@
-"""VideoAnalysisClient against the real Socket.IO server over HTTPS (custom CA, API key),
-windows of 2 frames."""
+"""VideoAnalysisClient and SyncVideoAnalysisClient against the real Socket.IO server over
+HTTPS (custom CA, API key), windows of 2 frames."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from framebroker.client import (
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
+    SyncVideoAnalysisClient,
+    Timeout,
     Unauthorized,
     VideoAnalysisClient,
 )
 from framebroker.media.sources import demo_clip
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_SESSIONS, Keyed
+from .conftest import KEY, MAX_SESSIONS, Keyed, loop_threads
 
 
 def client(keyed: Keyed, **kwargs: object) -> VideoAnalysisClient:
@@ -100,3 +102,44 @@ async def test_503_when_the_server_holds_its_streams(keyed: Keyed) -> None:
     finally:
         for analysis in held:
             await analysis.close()
+
+
+def test_the_sync_client_sends_frames_and_iterates_the_windows(keyed: Keyed) -> None:
+    with SyncVideoAnalysisClient(keyed.url, api_key=KEY, verify=keyed.cafile) as analysis:
+        assert analysis.session_id
+        assert analysis.test({"hello": 1}) == {
+            "data": {"hello": 1},
+            "session_id": analysis.session_id,
+        }
+        acks = [analysis.process(scene(64, 48)) for _ in range(4)]
+        assert [(a.frame, a.window) for a in acks] == [(0, 0), (1, 0), (2, 1), (3, 1)]
+        first = analysis.next_result(10)
+        assert (first.session_id, first.window, first.frames) == (analysis.session_id, 0, 2)
+        # The iteration ends when no result comes for its timeout.
+        assert [r.window for r in analysis.results(timeout=3)] == [1]
+        with pytest.raises(Timeout):
+            analysis.next_result(0.2)
+        assert analysis.options()["processes"] == []
+        assert analysis.batch(demo_clip()) == {}
+        assert analysis.errors == []
+    assert loop_threads() == []
+    with pytest.raises(ConnectionLost):
+        analysis.process(scene(64, 48))
+
+
+def test_the_sync_client_raises_the_servers_refusals(keyed: Keyed) -> None:
+    with (
+        pytest.raises(Unauthorized) as refused,
+        SyncVideoAnalysisClient(
+            keyed.url, api_key="wrong-" + "x" * 20, session_id="whatever", verify=keyed.cafile
+        ),
+    ):
+        pass
+    assert refused.value.code == "unauthorized"
+    assert loop_threads() == []
+    noise = np.random.default_rng(1).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    with SyncVideoAnalysisClient(keyed.url, api_key=KEY, verify=keyed.cafile) as analysis:
+        with pytest.raises(PayloadTooLarge) as big:
+            analysis.process(noise)
+        assert (big.value.status, big.value.field) == (413, "image")
+        assert analysis.process(scene(32, 24)).frame == 0

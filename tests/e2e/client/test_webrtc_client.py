@@ -1,23 +1,26 @@
-"""WebRTCClient against the real model broker over WSS and HTTPS (custom CA, API key): the
-test model reads back the frame number drawn into each picture."""
+"""WebRTCClient and SyncWebRTCClient against the real model broker over WSS and HTTPS
+(custom CA, API key): the test model reads back the frame number drawn into each picture."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from framebroker.client import (
     Prediction,
+    RateLimited,
     ServiceUnavailable,
     StreamResult,
+    SyncWebRTCClient,
     TrackingClient,
     Unauthorized,
     WebRTCClient,
 )
 
 from ...tools.clips import picture, write_clip
-from .conftest import KEY, Keyed
+from .conftest import KEY, Keyed, Tight, loop_threads
 from .test_tracking_client import server_full
 
 
@@ -65,3 +68,65 @@ async def test_503_when_the_server_is_full(keyed: Keyed) -> None:
         async with client.stream(picture(i) for i in range(5)):
             pass
     assert full.value.status == 503
+
+
+def test_the_sync_client_streams_arrays_and_iterates_to_the_result(keyed: Keyed) -> None:
+    client = SyncWebRTCClient(f"{keyed.ws}/webrtc/ws", api_key=KEY, verify=keyed.cafile)
+    with client.stream((picture(i) for i in range(20)), fps=20) as stream:
+        assert stream.session_id
+        messages = list(stream)
+    assert loop_threads() == []
+    predictions = [m for m in messages if isinstance(m, Prediction)]
+    assert predictions
+    assert stream.predictions == len(predictions)
+    drawn = [p.data["drawn_index"] for p in predictions]
+    assert drawn == sorted(drawn)
+    assert isinstance(messages[-1], StreamResult)
+    assert stream.result is messages[-1]
+    assert stream.result.data["frames_seen"] >= len(predictions)
+
+
+def test_the_sync_client_ends_a_file_early_over_https(keyed: Keyed, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", seconds=3, fps=10)
+    client = SyncWebRTCClient(keyed.url, api_key=KEY, verify=keyed.cafile, timeout=20)
+    with client.stream(str(clip)) as stream:
+        for message in stream:
+            if isinstance(message, Prediction):
+                stream.end()  # the result, now: the rest of the file is not sent
+    assert stream.result is not None
+    assert stream.result.reason == "client_ended"
+    assert loop_threads() == []
+
+
+def test_the_sync_client_raises_a_refused_offer_and_leaves_no_thread(keyed: Keyed) -> None:
+    client = SyncWebRTCClient(
+        f"{keyed.ws}/webrtc/ws", api_key="wrong-" + "x" * 20, verify=keyed.cafile
+    )
+    with pytest.raises(Unauthorized) as refused, client.stream(picture(i) for i in range(5)):
+        pass
+    assert refused.value.status == 401
+    assert loop_threads() == []
+
+
+async def test_429_when_the_client_holds_its_share_of_sessions(tight: Tight) -> None:
+    """``limits.max_sessions_per_client`` is 1: while one stream is open, another offer from
+    the same address is refused with 429 over either signaling, before any ICE work."""
+    holder = WebRTCClient(f"{tight.ws}/webrtc/ws")
+    async with holder.stream((picture(i % 50) for i in range(100_000)), fps=5) as held:
+        assert held.session_id
+        for url in (f"{tight.ws}/webrtc/ws", tight.url):
+            client = WebRTCClient(url, retries=0)
+            with pytest.raises(RateLimited) as limited:
+                async with client.stream(picture(i) for i in range(5)):
+                    pass
+            assert (limited.value.status, limited.value.code) == (429, "client_session_limit")
+            assert limited.value.body.get("limit") == "max_sessions_per_client"
+
+        def offer_from_the_sync_client() -> None:  # off this test's loop, which runs the holder
+            sync = SyncWebRTCClient(f"{tight.ws}/webrtc/ws", retries=0)
+            with sync.stream(picture(i) for i in range(5)):
+                pass
+
+        with pytest.raises(RateLimited):
+            await asyncio.to_thread(offer_from_the_sync_client)
+    assert loop_threads() == []
