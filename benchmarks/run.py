@@ -21,6 +21,7 @@ BENCHMARKS = [
     "bench_webrtc.py",
     "bench_store.py",
     "bench_cluster_bus.py",
+    "bench_cluster.py",
 ]
 
 
