@@ -99,6 +99,7 @@ log = logging.getLogger(__name__)
 TRANSPORT = "socketio"
 _PAYLOAD_KEYS = ("image", "frame", "data")
 _ENVELOPE = 64 * 1024
+ROOM_EMIT_TIMEOUT_S = 2.0
 
 
 def frame_parser(data: Any, *, max_bytes: int, max_pixels: int) -> Callable[[], ImageSource]:
@@ -250,8 +251,18 @@ class SocketIOTransport:
     async def _emit_to(self, connection: str, event: str, payload: dict[str, Any]) -> None:
         await self.sio.emit(event, payload, to=connection)
 
+    async def _to_room(self, room: str, event: str, payload: dict[str, Any]) -> None:
+        """An event to a stream's room. With the cluster's Redis manager the members on
+        this node get it at once and the others through Redis, which may not answer: the
+        emit gives up after ``ROOM_EMIT_TIMEOUT_S`` rather than hold the stream."""
+        try:
+            async with asyncio.timeout(ROOM_EMIT_TIMEOUT_S):
+                await self.sio.emit(event, payload, room=room)
+        except TimeoutError:
+            log.warning("session %s: %s not sent to other nodes in time", room, event)
+
     async def _ended(self, session_id: str, reason: str) -> None:
-        await self.sio.emit("ended", {"session_id": session_id, "reason": reason}, room=session_id)
+        await self._to_room(session_id, "ended", {"session_id": session_id, "reason": reason})
 
     def _later(self, connection: str, event: str, payload: dict[str, Any]) -> None:
         # From the connect handler: runs once the connection is accepted, so the client
@@ -312,7 +323,7 @@ class SocketIOTransport:
 
         async def emit(event: str, payload: dict[str, Any]) -> None:
             # To the stream's room: its client and its observers, on whichever node.
-            await self.sio.emit(event, payload, room=room[0])
+            await self._to_room(room[0], event, payload)
 
         scope_client = environ.get("asgi.scope", {}).get("client")
         client = str(scope_client[0]) if scope_client else None
