@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +22,16 @@ from typing import Any
 
 import httpx
 import pytest
+import socketio
 import websockets
 
 from framebroker.media.sources import demo_clip
 from tests.redis_server import RedisServer, running_redis
 
+from ..transports.images import scene
+from ..transports.socketio_harness import Client, connected, jpeg
 from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
+from ..transports.webrtc_client import ColourTrack, client_peer, negotiate, recv_type
 from .server import RunningServer, running_server
 
 CONFIG = """
@@ -50,12 +55,14 @@ def cluster(
     tmp_path: Path, redis: RedisServer, new_postgres_database: Callable[[], str]
 ) -> Iterator[Callable[..., RunningServer]]:
     """Starts nodes of one cluster by name; every one is stopped at the end."""
-    config = tmp_path / "cluster.toml"
-    config.write_text(CONFIG)
     url = new_postgres_database()
     with contextlib.ExitStack() as stack:
 
-        def node(name: str, *extra: str) -> RunningServer:
+        def node(name: str, *extra: str, analysis: str = "", toml: str = "") -> RunningServer:
+            """Node ``name``; ``analysis``: more lines of its ``[analysis]`` table, ``toml``:
+            more tables of its configuration file."""
+            config = tmp_path / f"{name}.toml"
+            config.write_text(CONFIG.replace("[cluster]", f"{analysis}\n[cluster]") + toml)
             args = (
                 "--config", str(config), "--cluster", redis.url, "--database-url", url,
                 "--node-id", name, "--max-workers", "2", *extra,
@@ -216,3 +223,131 @@ def test_a_live_listener_on_any_node_follows_a_source_another_node_runs(
 async def unknown_source(url: str) -> str:
     async with websockets.connect(f"{url}/ws/live?source=nosuch") as ws:
         return str(await asyncio.wait_for(ws.recv(), 10))
+
+
+ANALYSIS = "window_frames = 3\nreconnect_grace_s = 0\n"
+PIPELINES = '[analysis.pipelines]\ntracks = ["bytetrack"]\n'
+
+
+async def refusal(url: str, query: str) -> str:
+    """The code a Socket.IO connection with ``query`` is refused with."""
+    client = Client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(url, query)
+    await client.close()
+    code: str = client.refusal["data"]["code"]
+    return code
+
+
+def test_socket_io_clients_on_two_nodes_share_a_stream_and_its_id(
+    cluster: Callable[..., RunningServer],
+) -> None:
+    """Seed 002 across nodes: an id handed out by one node is good on the other and serves
+    one connection in the whole cluster; an observer on the other node gets the stream's
+    results through Socket.IO's Redis manager; bad input is an error event, and both nodes
+    and the other sessions go on."""
+    node_a = cluster("a", analysis=ANALYSIS, toml=PIPELINES)
+    node_b = cluster("b", analysis=ANALYSIS, toml=PIPELINES)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            sid = (await http.get(f"{node_a.url}/get_session_id")).json()["session_id"]
+            other = (await http.get(f"{node_a.url}/get_session_id")).json()["session_id"]
+        assert sid.startswith("a.")  # the proxy's route to the node that handed it out
+        async with (
+            connected(node_b.url, f"session_id={sid}") as runs,  # handed out by a, on b
+            connected(node_a.url, f"session_id={sid}&observe=1") as watches,
+            connected(node_a.url, f"session_id={other}") as neighbour,
+        ):
+            # One connection per id in the whole cluster.
+            assert await refusal(node_a.url, f"session_id={sid}") == "session_conflict"
+            assert await refusal(node_b.url, f"session_id={sid}") == "session_conflict"
+            assert await refusal(node_b.url, "session_id=guessed&observe=1") == (
+                "session_not_found"
+            )
+            for i in range(3):
+                reply = await runs.frame(scene(96, 64, seed=i))
+                assert reply["frame"] == i
+                assert (await neighbour.frame(scene(64, 48, seed=i)))["size"] == [64, 48]
+            mine, seen = await runs.next("result", 30), await watches.next("result", 30)
+            assert mine == seen
+            assert seen["session_id"] == sid
+            assert seen["window"] == 0
+            assert seen["result"]["tracks"]["frames"] == 3
+            assert (await neighbour.next("result", 30))["session_id"] == other
+            assert watches.pending("result") == []  # not the neighbour's
+
+            # Bad input on b: an error, the stream goes on; a goes on.
+            err = await runs.sio.call("process", b"not an image", timeout=10)
+            assert err["code"] == "unsupported_media_type"
+            await runs.sio.emit("process", 12345)
+            assert (await runs.next("error"))["code"] == "invalid_input"
+            err = await watches.sio.call("process", jpeg(scene(64, 48)), timeout=10)
+            assert err["code"] == "invalid_input"
+            assert err["field"] == "observe"
+            for i in range(3, 6):
+                await runs.frame(scene(96, 64, seed=i))
+                await neighbour.frame(scene(64, 48, seed=i))
+            assert (await watches.next("result", 30))["window"] == 1
+            assert (await neighbour.next("result", 30))["window"] == 1
+
+            ended = await runs.sio.call("end", timeout=10)
+            assert ended == {"session_id": sid, "ended": True}
+            assert await watches.next("ended", 10) == {"session_id": sid, "reason": "ended"}
+            # Used up on every node, and no longer observable.
+            assert await refusal(node_a.url, f"session_id={sid}") == "session_not_found"
+            assert await refusal(node_b.url, f"session_id={sid}&observe=1") == ("session_not_found")
+            assert (await neighbour.frame(scene(64, 48, seed=9)))["frame"] == 6
+
+    asyncio.run(scenario())
+    for node in (node_a, node_b):
+        assert node.proc.poll() is None, node.output()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_webrtc_media_goes_to_the_node_of_the_offer_and_its_session_is_reached_from_any(
+    cluster: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 004 in a cluster: the node that answers an offer owns its session, and the
+    peer's media flows to that node's UDP ports; what the seed keys by session (nothing in
+    its signaling, which stays on the socket of the offer) and framebroker's /v1 calls by
+    session id reach the owner from any node."""
+    # The nodes import the test models by module:attr, as they would a user's models.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    model = ("--model", "tests.e2e.webrtc_models:FrameNumber")
+    node_a, node_b = cluster("a", *model), cluster("b", *model)
+
+    async def scenario() -> None:
+        peer = client_peer(ColourTrack(size=(160, 120)))
+        try:
+            url = node_a.url.replace("http://", "ws://") + "/webrtc/ws"
+            async with websockets.connect(url) as ws, httpx.AsyncClient(timeout=30) as http:
+                answer = await negotiate(peer, ws)
+                sid = answer["session_id"]
+                assert sid.startswith("a.")
+                await recv_type(ws, "prediction", timeout=30)
+                # From the node that does not run it: info, then the end.
+                info = (await http.get(f"{node_b.url}/v1/sessions/{sid}")).json()
+                assert (info["state"], info["node"], info["transport"]) == (
+                    "active",
+                    "a",
+                    "webrtc",
+                )
+                r = await http.delete(f"{node_b.url}/v1/sessions/{sid}")
+                assert r.status_code == 200, r.text
+                result, _ = await recv_type(ws, "result", timeout=30)
+                assert result["session_id"] == sid
+                assert result["reason"] == "ended"
+                stored = (await http.get(f"{node_b.url}/v1/sessions/{sid}")).json()
+                assert stored["state"] == "ended"
+                assert stored["summary"]["stats"]["frames_processed"] >= 1
+        finally:
+            await peer.close()
+
+    asyncio.run(scenario())
+    for node in (node_a, node_b):
+        assert node.proc.poll() is None, node.output()

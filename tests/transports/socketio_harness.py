@@ -69,7 +69,7 @@ class Client:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: dict[str, asyncio.Queue[Any]] = {}
         self.refusal: Any = None
-        for name in ("result", "error", "session", "test"):
+        for name in ("result", "error", "session", "test", "ended"):
             self.sio.on(name, self._recorder(name))
         self.sio.on("connect_error", self._refused)
 

@@ -117,3 +117,32 @@ def test_a_configured_secret_key_wins_over_the_key_file(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, analysis={"secret_key": "k" * 32}).analysis
     assert signing_key(settings, tmp_path / "secret.key") == b"k" * 32
     assert not (tmp_path / "secret.key").exists()
+
+
+def test_a_node_prefix_is_signed_with_the_id_and_any_node_with_the_key_accepts_it() -> None:
+    issuer, other = SessionIds(KEY), SessionIds(KEY)
+    issuer.prefix = "node-a"
+    sid = issuer.issue()
+    assert sid.startswith("node-a.")
+    assert SESSION_ID_RE.fullmatch(sid)
+    assert other.claim(sid) == sid  # another node of the cluster, the same key
+    moved = "node-b" + sid.removeprefix("node-a")  # the prefix cannot be changed
+    for bad in (moved, sid.removeprefix("node-a."), "x" * 80 + "." + sid):
+        with pytest.raises(SessionNotFound):
+            SessionIds(KEY).check(bad)
+
+
+def test_verify_accepts_an_id_in_use_for_an_observer_and_unclaim_leaves_it_good() -> None:
+    clock = Clock()
+    ids = SessionIds(KEY, ttl_s=60, clock=clock)
+    sid = ids.claim(ids.issue())
+    assert ids.verify(sid) == sid  # in use: observable
+    ids.unclaim(sid)
+    assert ids.check(sid) == sid  # not used up
+    with pytest.raises(InvalidInput):
+        ids.verify(None)
+    with pytest.raises(SessionNotFound):
+        ids.verify("guessed")
+    clock.now += 61
+    with pytest.raises(SessionNotFound):
+        ids.verify(sid)

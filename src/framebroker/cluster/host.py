@@ -226,6 +226,12 @@ class Cluster(Generic[M]):
         return self._directory.node
 
     @property
+    def id_prefix(self) -> str:
+        """What ids this node makes start with (``<prefix>.``): its name in id characters,
+        known once started. A front proxy routes an id to its node by it."""
+        return self._prefix
+
+    @property
     def _directory(self) -> Directory:
         if self.directory is None:
             raise RuntimeError("the cluster is not started")

@@ -62,6 +62,12 @@ class Keys:
     def prefix(self) -> str:
         return f"fb:{{{self.cluster}}}:"
 
+    @property
+    def socketio(self) -> str:
+        """The pub/sub channel of python-socketio's ``AsyncRedisManager`` (seed 002's
+        Socket.IO server): its emits to rooms, from every node to every node."""
+        return f"{self.prefix}socketio"
+
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{check_id(session_id, 'a session id')}"
 

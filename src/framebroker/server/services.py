@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import socketio
+
 from ..cluster.host import Cluster
+from ..cluster.keys import Keys
 from ..config import Settings
 from ..core.store import Store
 from ..people.feed import SourceFeed, Sources, parse_source_arg
@@ -126,7 +129,10 @@ class Services:
             broker.run_blocking,
             key_file=settings.data_dir / "secret.key",
         )
-        socketio = SocketIOTransport(ctx, analysis, settings.limits, settings.auth)
+        manager = socket_io_manager(settings)
+        socketio = SocketIOTransport(
+            ctx, analysis, settings.limits, settings.auth, client_manager=manager
+        )
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
         own = store if sessions is not None else None
         return cls(
@@ -145,6 +151,10 @@ class Services:
 
     async def start(self) -> None:
         await self.broker.start()
+        if isinstance(self.broker, Cluster):
+            # Ids handed out here name this node: a front proxy sends their Socket.IO
+            # connections to it.
+            self.analysis.ids.prefix = self.broker.id_prefix
         await self.hub.start()
         self.started = True
         if self.records is not None and self.crops is not None:
@@ -176,3 +186,20 @@ class Services:
         await self.broker.stop()
         if self.store is not None:
             self.store.close()
+
+
+def socket_io_manager(settings: Settings) -> Any:
+    """Seed 002's Socket.IO client manager: in a cluster python-socketio's
+    ``AsyncRedisManager`` on the cluster's Redis, on a channel of the cluster's name (several
+    clusters may share a Redis), so an emit to a stream's room reaches its members on every
+    node; on one server ``None`` (python-socketio's own, in this process)."""
+    cluster = settings.cluster
+    if cluster.url is None:
+        return None
+    return socketio.AsyncRedisManager(
+        cluster.url,
+        channel=Keys(cluster.name).socketio,
+        # A Redis that does not answer must not hold a connect for ever; no read timeout,
+        # which would cut the manager's idle pub/sub listener.
+        redis_options={"socket_connect_timeout": 2.0},
+    )

@@ -17,6 +17,22 @@ client emits    payload                                     server answers
                                                             the session ends now
 ==============  ==========================================  =================================
 
+An observer connects with ``observe=1`` besides the id (``?session_id=...&observe=1``, or
+``auth={"session_id": ..., "observe": true}``): it follows a stream another connection runs,
+on this server or, in a cluster, on any node: it gets the stream's ``result`` events (and a
+window's ``error``), then ``ended`` (``{"session_id", "reason"}``: ``ended``,
+``disconnected`` or ``reconnect_timeout``) when the stream ends; it sends no frames (a
+``process`` from it is an ``invalid_input`` error) and does not use the id up. Only a holder
+of the id may observe: the id must be good (signed, not expired) and its stream running, else
+``session_not_found``.
+
+The events of a stream go to a Socket.IO room named by its session id, which its client and
+its observers join. In a cluster the server's client manager is python-socketio's
+``AsyncRedisManager`` on the cluster's Redis (channel ``fb:{<cluster name>}:socketio``), so an
+emit to the room reaches a member connected to any node; the stream itself (its frames in
+flight, its open window, the windows being analysed, results held for a dropped connection)
+lives on the node its client is connected to.
+
 A connection that goes away without ``end`` leaves its session waiting
 ``reconnect_grace_s`` for the same id to connect again (python-socketio's clients reconnect
 by themselves), its open window and the answers of windows analysed meanwhile kept; then it
@@ -36,7 +52,8 @@ A refused connection gets ``connect_error`` with ``{"message", "data": {"error",
 server holds its limit of sessions, ``client_session_limit`` (with ``"limit":
 "max_sessions_per_client"``) when the client's address holds its share of sessions (over
 every transport). An id serves one connection: when it disconnects the id is used up, as in
-the original API.
+the original API; in a cluster, on every node (an id whose session runs on another node is
+``session_conflict``, one that ran anywhere ``session_not_found``).
 
 Frames bigger than ``max_frame_bytes`` get a ``payload_too_large`` error; frames sent faster
 than ``limits.max_fps_per_session`` a ``frame_rate_exceeded`` error (with
@@ -50,6 +67,7 @@ base64) fits that limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -81,6 +99,7 @@ log = logging.getLogger(__name__)
 TRANSPORT = "socketio"
 _PAYLOAD_KEYS = ("image", "frame", "data")
 _ENVELOPE = 64 * 1024
+ROOM_EMIT_TIMEOUT_S = 2.0
 
 
 def frame_parser(data: Any, *, max_bytes: int, max_pixels: int) -> Callable[[], ImageSource]:
@@ -167,8 +186,17 @@ class SocketIOTransport:
     (mount it at ``/socket.io``)."""
 
     def __init__(
-        self, ctx: ServerContext, analysis: VideoAnalysis, limits: Limits, auth: AuthSettings
+        self,
+        ctx: ServerContext,
+        analysis: VideoAnalysis,
+        limits: Limits,
+        auth: AuthSettings,
+        *,
+        client_manager: Any = None,
     ) -> None:
+        """``client_manager``: python-socketio's client manager (default: this process's own;
+        a cluster passes an ``AsyncRedisManager``, so that emits to a room reach every
+        node's members)."""
         self.ctx = ctx
         self.analysis = analysis
         self.limits = limits
@@ -190,7 +218,12 @@ class SocketIOTransport:
             max_http_buffer_size=max_message,
             logger=False,
             engineio_logger=False,
+            client_manager=client_manager,
         )
+        analysis.on_ended = self._ended
+        self._observing: dict[str, str] = {}
+        """Observer connections of this node: connection -> the session id they follow (one
+        per connection, removed when it disconnects)."""
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
         self.sio.on("test", self._test)
@@ -217,6 +250,19 @@ class SocketIOTransport:
 
     async def _emit_to(self, connection: str, event: str, payload: dict[str, Any]) -> None:
         await self.sio.emit(event, payload, to=connection)
+
+    async def _to_room(self, room: str, event: str, payload: dict[str, Any]) -> None:
+        """An event to a stream's room. With the cluster's Redis manager the members on
+        this node get it at once and the others through Redis, which may not answer: the
+        emit gives up after ``ROOM_EMIT_TIMEOUT_S`` rather than hold the stream."""
+        try:
+            async with asyncio.timeout(ROOM_EMIT_TIMEOUT_S):
+                await self.sio.emit(event, payload, room=room)
+        except TimeoutError:
+            log.warning("session %s: %s not sent to other nodes in time", room, event)
+
+    async def _ended(self, session_id: str, reason: str) -> None:
+        await self._to_room(session_id, "ended", {"session_id": session_id, "reason": reason})
 
     def _later(self, connection: str, event: str, payload: dict[str, Any]) -> None:
         # From the connect handler: runs once the connection is accepted, so the client
@@ -261,6 +307,11 @@ class SocketIOTransport:
         if requested is None and isinstance(auth, dict):
             value = auth.get(settings.session_id_name)
             requested = value if isinstance(value, str) else None
+        observe = _first(query, "observe") in ("1", "true") or (
+            isinstance(auth, dict) and auth.get("observe") is True
+        )
+        if observe:
+            return await self._observe(connection, requested)
         raw_processes = _first(query, "processes")
         processes = (
             [p.strip() for p in raw_processes.split(",") if p.strip()]
@@ -268,8 +319,11 @@ class SocketIOTransport:
             else None
         )
 
+        room: list[str] = []
+
         async def emit(event: str, payload: dict[str, Any]) -> None:
-            await self._emit_to(connection, event, payload)
+            # To the stream's room: its client and its observers, on whichever node.
+            await self._to_room(room[0], event, payload)
 
         scope_client = environ.get("asgi.scope", {}).get("client")
         client = str(scope_client[0]) if scope_client else None
@@ -281,11 +335,26 @@ class SocketIOTransport:
             log.info("video analysis connection refused: %s", exc.message)
             self.ctx.telemetry.error(TRANSPORT, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        room.append(stream.id)
+        await self.sio.enter_room(connection, stream.id)
         if generated:
             self._later(connection, "session", {"session_id": stream.id})
         return True
 
+    async def _observe(self, connection: str, requested: str | None) -> bool:
+        try:
+            session_id = await self.analysis.observe(requested)
+        except FramebrokerError as exc:
+            self.ctx.telemetry.error(TRANSPORT, exc.code)
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        self._observing[connection] = session_id
+        await self.sio.enter_room(connection, session_id)
+        log.info("video analysis session %s observed by %s", session_id, connection)
+        return True
+
     async def _disconnect(self, connection: str, reason: Any = None) -> None:
+        if self._observing.pop(connection, None) is not None:
+            return
         # python-socketio's client closes the socket before its goodbye goes out, so a
         # disconnect cannot tell a client that left from one that dropped: each waits for a
         # reconnect. A client that is done says so first, with "end".
@@ -309,6 +378,11 @@ class SocketIOTransport:
         settings = self.analysis.settings
         try:
             if stream is None:
+                if connection in self._observing:
+                    raise InvalidInput(
+                        "an observer sends no frames: connect without observe to run a stream",
+                        field="observe",
+                    )
                 raise SessionNotFound(connection, field="session_id")
             parse = frame_parser(
                 data,
@@ -331,3 +405,19 @@ class SocketIOTransport:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_manager(self.sio.manager)
+
+
+async def stop_manager(manager: Any) -> None:
+    """Stop a pub/sub client manager's listening task and close its Redis connection (it has
+    no public way to: its task is ``thread`` and its client ``redis``, both set once it
+    started). A manager of this process alone has neither."""
+    task = getattr(manager, "thread", None)
+    if isinstance(task, asyncio.Future):
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    redis = getattr(manager, "redis", None)
+    close = getattr(redis, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()

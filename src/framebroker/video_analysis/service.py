@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncGenerator, Collection, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnalysisSettings
-from ..errors import InvalidInput, SessionNotFound
+from ..errors import InvalidInput, SessionConflict, SessionNotFound
 from ..media.container import open_source
 from ..media.convert import to_bgr
 from ..media.encode import EncoderOptions
@@ -28,7 +28,7 @@ from ..media.sources import SourceError
 from ..sessions import Sessions
 from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
 from .session_ids import SessionIds
-from .streams import Emit, RunBlocking, StreamConfig, VideoStream, VideoStreams
+from .streams import TRANSPORT, Emit, RunBlocking, StreamConfig, VideoStream, VideoStreams
 
 __all__ = ["VideoAnalysis", "signing_key"]
 
@@ -112,6 +112,9 @@ class VideoAnalysis:
         pipelines = InProcessPipelines(sessions, settings.pipelines) if settings.pipelines else None
         self.fanout = Fanout(http, pipelines)
         self.streams = VideoStreams()
+        self.on_ended: Callable[[str, str], Awaitable[None]] | None = None
+        """``await on_ended(session_id, reason)`` once a stream has ended (the transport tells
+        the session's observers); not called for streams the server stops."""
         self._detached: dict[str, tuple[VideoStream, asyncio.TimerHandle]] = {}
         """Streams whose connection went, by id, waiting for it to come back."""
         self._expiring: set[asyncio.Task[None]] = set()
@@ -184,6 +187,14 @@ class VideoAnalysis:
         generated = False
         try:
             sid = self.ids.claim(session_id)
+            try:
+                await self._unused_elsewhere(sid)
+            except SessionConflict:
+                self.ids.unclaim(sid)
+                raise
+            except BaseException:
+                self.ids.release(sid)
+                raise
         except (InvalidInput, SessionNotFound):
             if not self.settings.generate_session_id_on_connect:
                 raise
@@ -206,6 +217,34 @@ class VideoAnalysis:
         log.info("video analysis session %s connected (%s)", sid, "made" if generated else "given")
         return stream, generated
 
+    async def _unused_elsewhere(self, session_id: str) -> None:
+        """What this process's id table cannot know: whether another process (a node of the
+        cluster, or this server before a restart) has the id's session running, or ran it
+        and so used the id up. The store and the cluster's directory know, through
+        :meth:`Sessions.info`. Raises :class:`SessionConflict` or :class:`SessionNotFound`."""
+        try:
+            info = await self.sessions.info(session_id)
+        except SessionNotFound:
+            return
+        if info.state == "ended":
+            raise SessionNotFound(session_id, field="session_id")
+        where = f" on node {info.node!r}" if info.node else ""
+        raise SessionConflict(
+            f"session {session_id!r} is already connected{where}; an id serves one connection",
+            field="session_id",
+        )
+
+    async def observe(self, session_id: str | None) -> str:
+        """The id of the running stream an observer may follow: a good id (:meth:`SessionIds.
+        verify`: an observer must hold the id, as its client does) of a video analysis session
+        running now, on this node or another. Raises :class:`InvalidInput` or
+        :class:`SessionNotFound`."""
+        sid = self.ids.verify(session_id)
+        info = await self.sessions.info(sid)
+        if info.state != "active" or info.transport != TRANSPORT:
+            raise SessionNotFound(sid, field="session_id")
+        return sid
+
     async def close_stream(self, connection: str, *, dropped: bool = False) -> None:
         """The connection ended: its stream is closed and its id used up. When it ``dropped``
         (it went without the client's ``end``), the stream first waits ``reconnect_grace_s``
@@ -213,7 +252,8 @@ class VideoAnalysis:
         keeping its open window and the answers of the windows analysed meanwhile."""
         grace = self.settings.reconnect_grace_s if dropped else 0.0
         if grace <= 0:
-            await self._end_stream(await self.streams.close(connection))
+            reason = "disconnected" if dropped else "ended"
+            await self._end_stream(await self.streams.close(connection), reason=reason)
             return
         stream = self.streams.detach(connection)
         if stream is None:
@@ -229,17 +269,26 @@ class VideoAnalysis:
     def _expire(self, session_id: str) -> None:
         waiting = self._detached.pop(session_id, None)
         if waiting is not None:
-            task = asyncio.ensure_future(self._end_stream(waiting[0], close=True))
+            task = asyncio.ensure_future(
+                self._end_stream(waiting[0], close=True, reason="reconnect_timeout")
+            )
             self._expiring.add(task)
             task.add_done_callback(self._expiring.discard)
 
-    async def _end_stream(self, stream: VideoStream | None, *, close: bool = False) -> None:
+    async def _end_stream(
+        self, stream: VideoStream | None, *, close: bool = False, reason: str = "ended"
+    ) -> None:
         if stream is None:
             return
         self.ids.release(stream.id)  # used up first: a late reconnect is refused, not raced
         if close:
             await stream.close()
-        log.info("video analysis session %s ended", stream.id)
+        log.info("video analysis session %s ended (%s)", stream.id, reason)
+        if self.on_ended is not None:
+            try:
+                await self.on_ended(stream.id, reason)
+            except Exception:  # telling observers must not break ending a stream
+                log.debug("session %s: observers not told of the end", stream.id, exc_info=True)
 
     async def probe_upload(self, path: Path) -> None:
         """Raise :class:`InvalidInput` unless ``path`` holds a video FFmpeg can decode."""

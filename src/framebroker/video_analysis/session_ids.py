@@ -6,7 +6,10 @@ one (``GENERATE_SESSION_ID_ON_CONNECT``). Each id serves one connection: the ori
 id from the allowed list when its client disconnects, and so does this.
 
 A handed-out id is ``TOKEN.SIGNATURE``: ``TOKEN`` holds its issue time and 16 random bytes,
-``SIGNATURE`` is an HMAC-SHA256 of it under ``SECRET_KEY``. So checking one needs no table
+``SIGNATURE`` is an HMAC-SHA256 of it under ``SECRET_KEY``. In a cluster the id starts with the
+node that handed it out, ``NODE.TOKEN.SIGNATURE`` (signed with it), so a front proxy can send
+the client's Socket.IO connection to that node, as it routes the ids ``Cluster.create`` makes;
+any node with the same key accepts it. So checking one needs no table
 (a server with the same key can check ids another one handed out) and an id cannot be made
 up or altered; what the table keeps is bounded: ids are good for ``ttl_s`` after issue, and a
 used-up id is remembered only until then. No I/O, no threads; the clock is injectable.
@@ -31,6 +34,7 @@ _RANDOM_BYTES = 16
 _SIGNATURE_BYTES = 16
 _TOKEN_CHARS = 32  # base64url of 8 + 16 bytes, unpadded
 _SIGNATURE_CHARS = 22  # base64url of 16 bytes, unpadded
+_MAX_PREFIX_CHARS = 64  # "NODE." (a node's id prefix is at most 48 characters)
 
 
 def _b64(data: bytes) -> str:
@@ -68,6 +72,9 @@ class SessionIds:
         self.ttl_s = ttl_s
         self.max_ids = max_ids
         self._clock = clock
+        self.prefix = ""
+        """Put before the ids :meth:`issue` makes (``NODE.``): in a cluster, the node's name in
+        id characters, set once the node knows it."""
         self._in_use: set[str] = set()
         self._used_up: dict[str, float] = {}  # handed-out id -> when it stops being valid
         self._issued_recently: list[float] = []  # expiry times, oldest first
@@ -107,16 +114,20 @@ class SessionIds:
             )
         self._issued_recently.append(now + self.ttl_s)
         token = _b64(struct.pack(">d", now) + secrets.token_bytes(_RANDOM_BYTES))
+        if self.prefix:
+            token = f"{self.prefix}.{token}"
         return f"{token}.{self._sign(token)}"
 
     def _issued_at(self, session_id: str) -> float | None:
         """The issue time of a correctly signed id, else ``None``."""
-        token, sep, signature = session_id.partition(".")
+        head, sep, signature = session_id.rpartition(".")
+        token = head.rpartition(".")[2]  # after the node, if any (signed with it)
         if (
             not sep
             or len(token) != _TOKEN_CHARS
+            or len(head) > _TOKEN_CHARS + _MAX_PREFIX_CHARS
             or len(signature) != _SIGNATURE_CHARS
-            or not hmac.compare_digest(signature, self._sign(token))
+            or not hmac.compare_digest(signature, self._sign(head))
         ):
             return None
         try:
@@ -145,6 +156,19 @@ class SessionIds:
             raise SessionNotFound(session_id, field=field)
         return session_id
 
+    def verify(self, session_id: str | None, *, field: str = "session_id") -> str:
+        """``session_id`` if it is an id this server (or another with the same key) could
+        have handed out and it has not expired, in use or not: what an observer of a session
+        must show. Raises :class:`InvalidInput` (missing) or :class:`SessionNotFound`."""
+        if not session_id:
+            raise InvalidInput(f"{field}: a session id is required", field=field)
+        if session_id in self._allowed or session_id in self._in_use:
+            return session_id
+        issued_at = self._issued_at(session_id)
+        if issued_at is None or self._clock() >= issued_at + self.ttl_s:
+            raise SessionNotFound(session_id, field=field)
+        return session_id
+
     def claim(self, session_id: str | None, *, field: str = "session_id") -> str:
         """:meth:`check`, then mark the id in use by one connection."""
         sid = self.check(session_id, field=field)
@@ -156,6 +180,11 @@ class SessionIds:
         sid = self.issue()
         self._in_use.add(sid)
         return sid
+
+    def unclaim(self, session_id: str) -> None:
+        """Undo :meth:`claim` of an id that turned out to be in use elsewhere (another node
+        of the cluster): it stays as good as it was."""
+        self._in_use.discard(session_id)
 
     def release(self, session_id: str) -> None:
         """The connection using ``session_id`` ended: the id is used up (safe to repeat)."""

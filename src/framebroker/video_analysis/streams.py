@@ -48,7 +48,7 @@ from ..processors.video_window import CLOSE
 from ..sessions import FrameIn, FrameOut, Sessions
 from .fanout import Fanout, Video
 
-__all__ = ["Emit", "StreamConfig", "VideoStream", "VideoStreams"]
+__all__ = ["TRANSPORT", "Emit", "StreamConfig", "VideoStream", "VideoStreams"]
 
 log = logging.getLogger(__name__)
 
