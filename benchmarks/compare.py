@@ -141,6 +141,10 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
+        # The benchmarks read test data from ../shared beside their checkout.
+        shared = ROOT.parent / "shared"
+        if shared.is_dir():
+            (Path(tmp) / "shared").symlink_to(shared)
         try:
             for script in args.only:
                 print(f"\n## {script}: before ({args.ref}) against after (this checkout)\n")
