@@ -196,7 +196,7 @@ class SourceFeed:
             node = gate.node
             if not gate.held:
                 state, reason, session = "standby", None, None
-            elif gate.starting and state != "running":
+            elif gate.starting:
                 state = "starting"
         return {
             "name": self.name,
