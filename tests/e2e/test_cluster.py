@@ -18,6 +18,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -277,11 +278,15 @@ async def kill_the_holder(nodes: dict[str, RunningServer]) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             took = time.monotonic() - killed_at
             shown = await source_on(clients[survivor])
-            # The same listener gets frames again, from the survivor now.
-            while True:  # what the holder sent before it died
+            # The same listener gets frames again, from the survivor now; before them, what
+            # the holder sent before it died (its last counts shown count too).
+            while True:
                 msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if msg.get("type") == "frame" and sent_at(msg) > killed_wall:
-                    break
+                if sent_at(msg) > killed_wall:
+                    if msg.get("type") == "frame":
+                        break
+                elif msg.get("type") == "stats":
+                    before = {k: max(before[k], int(msg["data"][k])) for k in before}
             after = await counts(ws, frames=3, at_least=0, timeout_s=30)
         metrics = (await clients[survivor].get("/metrics")).text
         return {"before": before, "after": after, "took": took, "shown": shown,
@@ -301,7 +306,8 @@ def test_a_source_on_two_nodes_runs_once_and_a_survivor_takes_it_over_with_its_c
     cluster: Callable[..., RunningServer],
 ) -> None:
     args = ("--source", f"demo={demo_clip()}", "--loop")
-    nodes = {"a": cluster("a", *args), "b": cluster("b", *args)}
+    with ThreadPoolExecutor(2) as pool:  # side by side: the first to start runs the detector
+        nodes = dict(zip("ab", pool.map(lambda name: cluster(name, *args), "ab"), strict=True))
     got = asyncio.run(kill_the_holder(nodes))
     assert got["took"] < 10, got["took"]  # its leases (1 s each) run out; its detector loads
     assert (got["shown"]["node"], got["shown"]["session_id"]) == (got["survivor"], "demo")
