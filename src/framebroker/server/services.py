@@ -164,6 +164,17 @@ class Services:
         await self.analysis.start()
         await self.webrtc.start()
 
+    async def stop_sources(self) -> None:
+        """Stop every source; in a cluster, give each one's lease back once it stopped, so
+        another node takes it over at once, from the counts this one stored. Never raises
+        (a source that does not stop cleanly is logged)."""
+        for feed in self.feeds:
+            keeper = self.keepers.pop(feed.name, None)
+            try:
+                await (keeper.close() if keeper is not None else feed.stop())
+            except Exception:
+                log.exception("source %s did not stop cleanly", feed.name)
+
     async def _sweep_faces(self, records: PeopleRecords, crops: FaceCrops) -> None:
         """Before any feed writes a face, remove the crops a crash left unfinished."""
         gone = await self.broker.run_blocking(lambda: crops.sweep(records.face_filenames()))
@@ -177,14 +188,7 @@ class Services:
         await self.webrtc.stop()
         await self.socketio.stop()
         await self.analysis.stop()
-        for feed in self.feeds:
-            keeper = self.keepers.pop(feed.name, None)
-            try:
-                # A kept source stops, then its lease is given back: another node takes it
-                # over at once, from the counts this one stored.
-                await (keeper.close() if keeper is not None else feed.stop())
-            except Exception:
-                log.exception("source %s did not stop cleanly", feed.name)
+        await self.stop_sources()
         await self.hub.stop()
         await self.broker.stop()
         if self.store is not None:
