@@ -140,9 +140,16 @@ def _source_series(sources: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         "few are expected in a takeover, while the dead holder's session is still its own)",
         labels=["source"],
     )
+    errors = CounterMetricFamily(
+        "framebroker_cluster_source_errors",
+        "Stops of the source that raised, and failures of the loop that follows its lease "
+        "(logged; the loop carries on)",
+        labels=["source"],
+    )
     for name, s in sorted(sources.items()):
         held.add_metric([name], 1 if s["held"] else 0)
         takeovers.add_metric([name], s["takeovers"])
         losses.add_metric([name], s["losses"])
         failures.add_metric([name], s["start_failures"])
-    yield from (held, takeovers, losses, failures)
+        errors.add_metric([name], s["failures"])
+    yield from (held, takeovers, losses, failures, errors)
