@@ -531,6 +531,14 @@ class ClusterSettings(BaseModel):
         description="a node's lease: how long after a node dies its sessions can be taken "
         "over by another (renewed every ttl_s / 3)",
     )
+    source_ttl_s: float = Field(
+        3.0,
+        ge=0.3,
+        le=300,
+        description="a --source's lease: the node that holds it runs the source; how long "
+        "after that node dies another node configured with the same source takes it over "
+        "(renewed every source_ttl_s / 3)",
+    )
     address: str | None = Field(
         None,
         description="the address other nodes reach this one at (its relay port); default: "

@@ -16,6 +16,8 @@ The tree::
     ├── PayloadTooLarge               413  payload_too_large  (a size limit was exceeded)
     │   └── HeadersTooLarge           431  headers_too_large  (max_header_bytes, 8 KiB lines)
     ├── SessionNotFound               404  session_not_found
+    ├── SourceNotFound                404  source_not_found
+    ├── SourceElsewhere               409  source_elsewhere   (another node of the cluster runs it)
     ├── SessionConflict               409  session_conflict
     │   └── StaleOwner                409  stale_owner        (a newer owner holds the session)
     │       └── SessionFenced         409  stale_owner        (the same, refused by the directory)
@@ -59,6 +61,7 @@ __all__ = [
     "SessionConflict",
     "SessionFenced",
     "SessionNotFound",
+    "SourceElsewhere",
     "SourceNotFound",
     "StaleOwner",
     "StoreUnavailable",
@@ -153,6 +156,25 @@ class SourceNotFound(FramebrokerError):
     http_status = 404
     ws_close_code = 4404
     code = "source_not_found"
+
+
+class SourceElsewhere(FramebrokerError):
+    """A ``--source`` this node of a cluster stands by for: another node holds its lease
+    and runs it (``node``; ``None`` while no node does), so it cannot start here."""
+
+    http_status = 409
+    ws_close_code = 4409
+    code = "source_elsewhere"
+
+    def __init__(self, source: str, node: str | None) -> None:
+        where = f"node {node!r} runs it" if node else "no node holds it this moment"
+        super().__init__(
+            f"source {source!r} runs on one node of the cluster at a time, and {where}; "
+            "start or stop it there",
+            field="name",
+        )
+        self.source = source
+        self.node = node
 
 
 class SessionConflict(FramebrokerError):

@@ -2,6 +2,8 @@
 free loopback ports, one real redis-server, one real PostgreSQL database, driven by httpx as
 the seed's clients drive one server.
 
+A ``--source`` configured on two nodes runs on one; kill -9 of that node and the other takes
+it over within seconds, its listeners get frames again and the day's counts carry on.
 A session is answered the same whichever node a request lands on; listings and DELETE span
 the cluster; a node killed with kill -9 has its sessions taken over by a survivor, resumed
 with the same track ids; Redis restarted leaves running sessions answering, new ones 503
@@ -17,6 +19,8 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ secret_key = "a-cluster-secret-of-32-characters!"
 
 [cluster]
 ttl_s = 1.0
+source_ttl_s = 1.0
 checkpoint_every_s = 0.2
 """
 
@@ -351,3 +356,98 @@ def test_webrtc_media_goes_to_the_node_of_the_offer_and_its_session_is_reached_f
     asyncio.run(scenario())
     for node in (node_a, node_b):
         assert node.proc.poll() is None, node.output()
+
+
+async def source_on(client: httpx.AsyncClient) -> dict[str, Any]:
+    r = await client.get("/v1/sources/demo")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def one_runs_it(clients: dict[str, httpx.AsyncClient], timeout_s: float) -> str:
+    """The node that runs ``demo``, once the other stands by naming it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = {name: await source_on(c) for name, c in clients.items()}
+        running = [name for name, s in shown.items() if s["state"] == "running"]
+        if len(running) == 1:
+            [holder] = running
+            if all(s["state"] == "standby" and s["node"] == holder
+                   for name, s in shown.items() if name != holder):  # fmt: skip
+                return holder
+        assert len(running) <= 1, shown  # never two at once
+        assert time.monotonic() < deadline, shown
+        await asyncio.sleep(0.2)
+
+
+async def counts(ws: Any, *, frames: int, at_least: int, timeout_s: float) -> dict[str, int]:
+    """Read pushed messages until ``frames`` frames came and a stats message shows at least
+    ``at_least`` crossings; the last stats' counts."""
+    deadline = time.monotonic() + timeout_s
+    seen, last = 0, {"count_in": -1, "count_out": -1}
+    while time.monotonic() < deadline:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+        if msg.get("type") == "frame":
+            seen += 1
+        elif msg.get("type") == "stats":
+            last = {k: int(msg["data"][k]) for k in ("count_in", "count_out")}
+            if seen >= frames and last["count_in"] + last["count_out"] >= at_least:
+                return last
+    raise AssertionError(f"{seen} frames, counts {last} within {timeout_s} s")
+
+
+async def kill_the_holder(nodes: dict[str, RunningServer]) -> dict[str, Any]:
+    clients = {name: httpx.AsyncClient(base_url=n.url, timeout=30) for name, n in nodes.items()}
+    try:
+        holder = await one_runs_it(clients, timeout_s=60)
+        [survivor] = [name for name in nodes if name != holder]
+        url = nodes[survivor].url.replace("http://", "ws://")
+        async with websockets.connect(f"{url}/ws/live?source=demo", max_size=None) as ws:
+            # Followed on the survivor while the holder runs it (its frames come by Redis).
+            before = await counts(ws, frames=3, at_least=1, timeout_s=60)
+            nodes[holder].stop(signal.SIGKILL)
+            killed_at, killed_wall = time.monotonic(), time.time()
+            deadline = killed_at + 30
+            while (await source_on(clients[survivor]))["state"] != "running":
+                assert time.monotonic() < deadline, await source_on(clients[survivor])
+                await asyncio.sleep(0.1)
+            took = time.monotonic() - killed_at
+            shown = await source_on(clients[survivor])
+            # The same listener gets frames again, from the survivor now; before them, what
+            # the holder sent before it died (its last counts shown count too).
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if sent_at(msg) > killed_wall:
+                    if msg.get("type") == "frame":
+                        break
+                elif msg.get("type") == "stats":
+                    before = {k: max(before[k], int(msg["data"][k])) for k in before}
+            after = await counts(ws, frames=3, at_least=0, timeout_s=30)
+        metrics = (await clients[survivor].get("/metrics")).text
+        return {"before": before, "after": after, "took": took, "shown": shown,
+                "survivor": survivor, "metrics": metrics}  # fmt: skip
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+def sent_at(msg: dict[str, Any]) -> float:
+    """When a pushed message was made (its ``timestamp``, in the counter's zone: UTC)."""
+    stamp = datetime.strptime(str(msg["timestamp"]), "%Y-%m-%d %H:%M:%S.%f")
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
+def test_a_source_on_two_nodes_runs_once_and_a_survivor_takes_it_over_with_its_counts(
+    cluster: Callable[..., RunningServer],
+) -> None:
+    args = ("--source", f"demo={demo_clip()}", "--loop")
+    with ThreadPoolExecutor(2) as pool:  # side by side: the first to start runs the detector
+        nodes = dict(zip("ab", pool.map(lambda name: cluster(name, *args), "ab"), strict=True))
+    got = asyncio.run(kill_the_holder(nodes))
+    assert got["took"] < 10, got["took"]  # its leases (1 s each) run out; its detector loads
+    assert (got["shown"]["node"], got["shown"]["session_id"]) == (got["survivor"], "demo")
+    # The day's counts carry on from the store: not reset, nothing shown taken back.
+    assert got["after"]["count_in"] >= got["before"]["count_in"], got
+    assert got["after"]["count_out"] >= got["before"]["count_out"], got
+    assert 'framebroker_cluster_source_takeovers_total{source="demo"} 1.0' in got["metrics"]
+    assert 'framebroker_cluster_source_held{source="demo"} 1.0' in got["metrics"]

@@ -121,3 +121,40 @@ async def test_ending_a_sources_session_from_outside_closes_its_event_with_its_c
             assert event["count_in"] >= 1
     finally:
         await services.stop()
+
+
+class Lease:
+    """A cluster's lease on the source, as the feed sees it (``SourceKeeper`` in a node)."""
+
+    def __init__(self, held: bool, node: str | None, starting: bool = False) -> None:
+        self.held, self.node, self.starting = held, node, starting
+
+
+async def test_in_a_cluster_it_names_the_node_that_runs_it_and_a_standby_refuses_a_start(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(data_dir=tmp_path, sources=[f"demo={demo_clip()}"], loop=True)
+    services = Services.build(settings)  # not started: nothing runs the source here
+    feed = services.feeds.get("demo")
+    app = build_app(settings, services)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://fb", timeout=30
+        ) as client:
+            alone = await source(client)
+            assert (alone["state"], alone["node"]) == ("stopped", None)  # no cluster: no node
+            feed.gate = Lease(held=False, node="node-b")
+            shown = await source(client)
+            assert (shown["state"], shown["node"]) == ("standby", "node-b")
+            assert shown["session_id"] is None
+            r = await client.post("/v1/sources/demo/start")
+            assert r.status_code == 409, r.text
+            assert r.json()["code"] == "source_elsewhere"
+            assert "node-b" in r.json()["error"]
+            assert feed.video is None  # nothing was opened
+            assert (await client.post("/v1/sources/demo/stop")).json()["state"] == "standby"
+            feed.gate = Lease(held=True, node="node-a", starting=True)
+            shown = await source(client)
+            assert (shown["state"], shown["node"]) == ("starting", "node-a")
+    finally:
+        await services.broker.stop()  # closes its store

@@ -81,6 +81,7 @@ from .relay_wire import (
     summary_from_wire,
     summary_to_wire,
 )
+from .sources import Action, SourceKeeper, SourceLease
 
 __all__ = ["Cluster", "ClusterConfig", "LocalSessions"]
 
@@ -140,12 +141,14 @@ class ClusterConfig:
     ``secret``: the cluster's shared ``SECRET_KEY`` (the relay's token is derived from it).
     ``host``: where the relay listens; ``address``: where other nodes reach it;
     ``relay_port`` 0: any free port. ``ports``: this node's other listeners, shown in the
-    directory (``http``: its public port)."""
+    directory (``http``: its public port). ``source_ttl_s``: a ``--source``'s lease (how
+    soon another node takes a dead holder's source over)."""
 
     url: str
     secret: str
     name: str = "framebroker"
     ttl_s: float = 5.0
+    source_ttl_s: float = 3.0
     host: str = "127.0.0.1"
     address: str | None = None
     relay_port: int = 0
@@ -196,8 +199,11 @@ class Cluster(Generic[M]):
         self._tasks: list[asyncio.Task[None]] = []
         self._prefix = "node"
         self.local_sources: Callable[[], Iterable[str]] = lambda: ()
-        """The ``--source`` names this node runs, advertised to the others at each
+        """The ``--source`` names configured on this node, advertised to the others at each
         heartbeat (set by the server that assembles the node)."""
+        self.running_sources: Callable[[], Iterable[str]] = lambda: ()
+        """Those of them this node runs now (it holds their lease), advertised likewise."""
+        self._keepers: dict[str, SourceKeeper] = {}
         local.metrics.registry.register(ClusterCollector(self.snapshot))
 
     # -- life cycle ------------------------------------------------------------------------
@@ -287,6 +293,8 @@ class Cluster(Generic[M]):
     async def stop(self) -> None:
         """Suspend this node's sessions (their snapshots stored, as on one server), give
         their leases back and leave: their clients resume them on any node."""
+        for keeper in list(self._keepers.values()):  # the server closed them first, usually
+            await keeper.close()
         for task in self._tasks:
             await stop_task(task, timeout_s=2.0)
         self._tasks = []
@@ -326,17 +334,62 @@ class Cluster(Generic[M]):
                 log.exception("cluster upkeep failed")
 
     def _stats(self) -> dict[str, Any]:
-        return {"sessions": self.local.session_count, "sources": sorted(self.local_sources())}
+        return {
+            "sessions": self.local.session_count,
+            "sources": sorted(self.local_sources()),
+            "running": sorted(self.running_sources()),
+        }
 
     def sources(self) -> list[str]:
         """The ``--source`` names of the whole cluster: this node's, and those each live
-        node advertised at its last heartbeat (as last read)."""
-        names = set(self.local_sources())
+        node advertised at its last heartbeat (as last read), whichever node runs them."""
+        return sorted(self.source_nodes())
+
+    def source_nodes(self) -> dict[str, str | None]:
+        """Every ``--source`` of the cluster and the node that runs it (``None`` while no
+        node does, as in a takeover): this node's from its own feeds, the others' as they
+        advertised them at their last heartbeat. A node that stands by for a source (it is
+        configured there, another node holds its lease) does not claim it."""
+        found: dict[str, str | None] = dict.fromkeys(self.local_sources())
+        me = self.directory.node if self.directory is not None else None
         for node in self._nodes.values():
-            advertised = node.stats.get("sources")
-            if isinstance(advertised, list):
-                names.update(n for n in advertised if isinstance(n, str))
-        return sorted(names)
+            if node.id == me:
+                continue
+            for key in ("sources", "running"):
+                advertised = node.stats.get(key)
+                if not isinstance(advertised, list):
+                    continue
+                for name in advertised:
+                    if isinstance(name, str):
+                        found.setdefault(name, None)
+                        if key == "running":
+                            found[name] = node.id
+        for name in self.running_sources():
+            found[name] = me
+        return found
+
+    def keep_source(self, name: str, start: Action, stop: Action) -> SourceKeeper:
+        """Run the source ``name`` on this node only while this node holds its lease in the
+        cluster: ``start()`` when it comes to hold it, ``stop()`` when it stops holding it
+        (:class:`~.sources.SourceKeeper`). Call once the cluster is started; the keeper's
+        ``close()`` (or this node's stop) stops the source and hands the lease over.
+        Raises ``ValueError`` for a source kept already."""
+        if self._redis is None or self.directory is None:
+            raise RuntimeError("the cluster is not started")
+        if name in self._keepers:
+            raise ValueError(f"source {name!r} is kept already")
+        lease = SourceLease(
+            self._redis,
+            keys=self.keys,
+            node=self.directory.node,
+            source=name,
+            ttl_s=self.config.source_ttl_s,
+            op_timeout_s=self.config.op_timeout_s,
+        )
+        keeper = SourceKeeper(lease, start, stop)
+        self._keepers[name] = keeper
+        keeper.start()
+        return keeper
 
     async def _refresh_nodes(self) -> None:
         nodes = await self._directory.nodes()
@@ -375,6 +428,17 @@ class Cluster(Generic[M]):
             "nodes": len(self._nodes),
             "held": len(directory.held) if directory is not None else 0,
             "lease_valid": directory.lease_valid if directory is not None else False,
+            "sources": {
+                name: {
+                    "held": keeper.held,
+                    "takeovers": keeper.lease.takeovers,
+                    "losses": keeper.lease.losses,
+                    "refusals": keeper.lease.refusals,
+                    "start_failures": keeper.start_failures,
+                    "failures": keeper.failures,
+                }
+                for name, keeper in sorted(self._keepers.items())
+            },
         }
 
     # -- finding a session -----------------------------------------------------------------

@@ -88,7 +88,12 @@ class ClusterCollector(Collector):
         for part, counts in sorted(state["refusals"].items()):
             for reason, n in sorted(counts.items()):
                 refusals.add_metric([part, reason], n)
+        sources: dict[str, dict[str, Any]] = state.get("sources", {})
+        lease_refusals = sum(int(s["refusals"]) for s in sources.values())
+        if lease_refusals:
+            refusals.add_metric(["sources", "lease"], lease_refusals)
         yield refusals
+        yield from _source_series(sources)
         yield CounterMetricFamily(
             "framebroker_cluster_unavailable",
             "Calls to the cluster's Redis that failed (it did not answer in time)",
@@ -109,3 +114,42 @@ class ClusterCollector(Collector):
             "1 while this node's own lease in the cluster is current",
             value=1 if state["lease_valid"] else 0,
         )
+
+
+def _source_series(sources: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Per ``--source`` of this node (a handful, from its configuration: bounded)."""
+    held = GaugeMetricFamily(
+        "framebroker_cluster_source_held",
+        "1 while this node holds the source's lease (it runs the source), 0 while it stands by",
+        labels=["source"],
+    )
+    takeovers = CounterMetricFamily(
+        "framebroker_cluster_source_takeovers",
+        "Times this node came to hold the source's lease and started it (the first time included)",
+        labels=["source"],
+    )
+    losses = CounterMetricFamily(
+        "framebroker_cluster_source_losses",
+        "Times this node stopped the source because it no longer held its lease (it could "
+        "not renew it in time, or another node holds it now)",
+        labels=["source"],
+    )
+    failures = CounterMetricFamily(
+        "framebroker_cluster_source_start_failures",
+        "Starts of the source that failed while this node held its lease (tried again; a "
+        "few are expected in a takeover, while the dead holder's session is still its own)",
+        labels=["source"],
+    )
+    errors = CounterMetricFamily(
+        "framebroker_cluster_source_errors",
+        "Stops of the source that raised, and failures of the loop that follows its lease "
+        "(logged; the loop carries on)",
+        labels=["source"],
+    )
+    for name, s in sorted(sources.items()):
+        held.add_metric([name], 1 if s["held"] else 0)
+        takeovers.add_metric([name], s["takeovers"])
+        losses.add_metric([name], s["losses"])
+        failures.add_metric([name], s["start_failures"])
+        errors.add_metric([name], s["failures"])
+    yield from (held, takeovers, losses, failures, errors)

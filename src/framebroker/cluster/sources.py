@@ -18,11 +18,17 @@ is only unreachable from it, because another node may be holding the source by t
 nodes counting the same door would double the day's counts; a gap of a few seconds in them
 is the lesser harm. If Redis itself restarted empty, a holder whose lease is still current
 puts the key back and keeps the source: nobody else can have taken it.
+
+:class:`SourceKeeper` is that loop as a node runs it: it starts the source when the lease
+comes and stops it when it goes, retries a start that fails while the lease is held (the
+source's session may still be the dead holder's until its node lease runs out), and on a
+clean stop stops the source before it gives the lease back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,11 +38,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ..errors import ClusterUnavailable
-from .connection import guarded
+from ..errors import ClusterUnavailable, SessionConflict
+from .connection import describe, guarded, stop_task
 from .keys import Keys, check_id
 
-__all__ = ["SourceHolder", "SourceLease"]
+__all__ = ["SourceHolder", "SourceKeeper", "SourceLease"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +138,9 @@ class SourceLease:
         self.takeovers = 0  # times this node acquired it
         self.losses = 0  # times it stopped holding it without releasing
         self.refusals = 0  # lease values of a format this node cannot read
+        self.held_by: str | None = None
+        """The node that holds the lease, as last read (this one's while it does; ``None``
+        when nobody did or it is not known)."""
         self._value: bytes | None = None
         self._valid_until = 0.0  # monotonic
         self._key = keys.source(source)
@@ -165,6 +174,7 @@ class SourceLease:
             log.warning("source %s: a lease value this node cannot read: %r", self.source, value)
             return False
         if outcome != b"acquired":
+            self.held_by = parsed[0]
             if parsed[0] != self.node:
                 return False
             # Ours from before this node gave it up (Redis did not answer in time): nobody
@@ -176,6 +186,7 @@ class SourceLease:
             self._value, self.epoch = bytes(value), parsed[1]
             self._valid_until = sent + self.ttl_s
         self.takeovers += 1
+        self.held_by = self.node
         log.info("source %s: held by node %s (epoch %d)", self.source, self.node, self.epoch)
         return True
 
@@ -209,6 +220,7 @@ class SourceLease:
 
     def _lose(self, why: str) -> None:
         self._value = None
+        self.held_by = None
         self.losses += 1
         log.warning("source %s: node %s no longer holds it: %s", self.source, self.node, why)
 
@@ -218,6 +230,7 @@ class SourceLease:
         value, self._value = self._value, None
         if value is None:
             return
+        self.held_by = None
         await guarded(
             "release source",
             lambda: self._release(keys=[self._key], args=[value]),
@@ -274,3 +287,151 @@ class SourceLease:
                 log.warning("source %s: Redis refused the lease (%d so far): %s", self.source,
                             self.refusals, e)  # fmt: skip
         return None
+
+
+Action = Callable[[], Awaitable[None]]
+
+
+class SourceKeeper:
+    """Runs one source on this node only while this node holds its lease (see the module).
+
+    ``start`` starts the source here and ``stop`` stops it (it must do nothing when the
+    source is not running). :meth:`start` follows the lease in a task of its own, so a
+    source that is slow to start never delays a renewal; :meth:`close` is the clean stop.
+    A start that fails while the lease is held is tried again after ``start_retry_s``,
+    doubling up to ``max_start_retry_s``: after its holder died, a source's session stays
+    the dead node's until that node's own lease runs out. Nothing the lease or the source
+    raises ends the keeper: it is logged and counted (``start_failures``, ``failures``).
+    """
+
+    def __init__(
+        self,
+        lease: SourceLease,
+        start: Action,
+        stop: Action,
+        *,
+        start_retry_s: float | None = None,
+        max_start_retry_s: float = 2.0,
+    ) -> None:
+        self.lease = lease
+        self.start_retry_s = lease.retry_s if start_retry_s is None else start_retry_s
+        self.max_start_retry_s = max(max_start_retry_s, self.start_retry_s)
+        if self.start_retry_s <= 0:
+            raise ValueError(f"need start_retry_s > 0, got {self.start_retry_s}")
+        self._start = start
+        self._stop = stop
+        self.starting = False
+        """True while this node holds the lease and the source has not started yet."""
+        self.start_failures = 0  # starts that raised while the lease was held
+        self.failures = 0  # the keeper's own loop or a stop that raised: logged, counted
+        self._task: asyncio.Task[None] | None = None
+        self._starter: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._ending = asyncio.Lock()
+
+    @property
+    def source(self) -> str:
+        return self.lease.source
+
+    @property
+    def held(self) -> bool:
+        """Whether this node holds the source's lease (and so may run it), as far as it
+        knows."""
+        return self.lease.held
+
+    @property
+    def node(self) -> str | None:
+        """The node that runs the source: this one while it holds the lease, else the
+        holder as last read (``None`` while nobody holds it, or when it is not known)."""
+        return self.lease.node if self.lease.held else self.lease.held_by
+
+    def start(self) -> None:
+        """Follow the lease from now on (on the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"source-lease-{self.source}")
+
+    async def close(self) -> None:
+        """A clean stop: stop following the lease, stop the source, then give the lease
+        back so another node takes over within its ``retry_s``. Never raises for Redis (the
+        lease then runs out by itself)."""
+        if self._task is not None:
+            await stop_task(self._task, timeout_s=2.0)
+            self._task = None
+        await self._end()
+        try:
+            await self.lease.release()
+        except (ClusterUnavailable, RedisError) as e:
+            log.warning(
+                "source %s: could not give its lease back (it runs out within %.1f s): %s",
+                self.source,
+                self.lease.ttl_s,
+                describe(e),
+            )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for held in self.lease.watch():
+                    if held:
+                        self._begin()
+                    else:
+                        # Shielded: a close meanwhile waits for this stop, never cuts it.
+                        await asyncio.shield(self._end())
+            except Exception:
+                self.failures += 1
+                log.exception("source %s: following its lease failed; again", self.source)
+                if not self.lease.held:
+                    await asyncio.shield(self._end())
+                await asyncio.sleep(self.lease.retry_s)
+
+    def _begin(self) -> None:
+        if self._starter is not None and not self._starter.done():
+            return
+        self._lost = asyncio.Event()
+        self._starter = asyncio.create_task(
+            self._start_while_held(self._lost), name=f"source-start-{self.source}"
+        )
+
+    async def _start_while_held(self, lost: asyncio.Event) -> None:
+        self.starting = True
+        failed = 0
+        delay = self.start_retry_s
+        try:
+            while self.lease.held and not lost.is_set():
+                try:
+                    await self._start()
+                    return
+                except Exception as e:
+                    failed += 1
+                    self.start_failures += 1
+                    if failed & (failed - 1) == 0:
+                        # Expected for a few seconds after a takeover: the dead holder's
+                        # session is still its own until its node lease runs out.
+                        level = logging.INFO if isinstance(e, SessionConflict) else logging.WARNING
+                        log.log(
+                            level,
+                            "source %s: could not start it (%d time(s)); trying again while "
+                            "this node holds it: %s",
+                            self.source,
+                            failed,
+                            describe(e),
+                        )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), delay)
+                delay = min(delay * 2, self.max_start_retry_s)
+        finally:
+            self.starting = False
+
+    async def _end(self) -> None:
+        """Stop the source here: the lease is gone, or the node stops. Waits for a start
+        under way to finish its attempt first, so what it opened is closed."""
+        async with self._ending:
+            self._lost.set()
+            starter, self._starter = self._starter, None
+            if starter is not None:
+                await asyncio.wait({starter})
+            try:
+                await self._stop()
+            except Exception:
+                self.failures += 1
+                log.exception("source %s: stopping it failed", self.source)

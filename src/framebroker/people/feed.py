@@ -21,13 +21,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from ..core.frame import RawImage
 from ..core.inbox import Backpressure
 from ..core.manager import ProcessorSpec
-from ..errors import SessionNotFound, SourceNotFound
+from ..errors import SessionNotFound, SourceElsewhere, SourceNotFound
 from ..media.reader import VideoSource
 from ..media.sources import parse_source
 from ..sessions import Feed, FrameIn, SessionInfo, Sessions
@@ -35,10 +35,42 @@ from .config import LiveSettings, PeopleCounterSettings
 from .live import LiveFeed, Offload, end_interrupted_events, local_day
 from .records import FaceCrops, PeopleRecords
 
-__all__ = ["SourceFeed", "SourceState", "Sources", "parse_source_arg", "people_pipeline"]
+__all__ = [
+    "SourceFeed",
+    "SourceGate",
+    "SourceState",
+    "Sources",
+    "parse_source_arg",
+    "people_pipeline",
+]
 
-SourceState = Literal["running", "stopped", "ended", "failed"]
-"""``ended``: a file came to its end (without ``--loop``); ``failed``: its reader gave up."""
+SourceState = Literal["running", "stopped", "ended", "failed", "starting", "standby"]
+"""``ended``: a file came to its end (without ``--loop``); ``failed``: its reader gave up.
+In a cluster, ``standby``: another node runs it (this one takes it over if that one stops);
+``starting``: this node holds it and is starting it (after a takeover, until the previous
+holder's session is released)."""
+
+
+class SourceGate(Protocol):
+    """Whether this process may run a source now: in a cluster, the source's lease (a
+    source runs on one node at a time); without one there is no gate and a source just
+    runs."""
+
+    @property
+    def held(self) -> bool:
+        """This process may run the source."""
+        ...
+
+    @property
+    def starting(self) -> bool:
+        """It may, and the source is being started."""
+        ...
+
+    @property
+    def node(self) -> str | None:
+        """The node that runs it (this one's while ``held``), as last known."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +171,10 @@ class SourceFeed:
         self._slots = threading.BoundedSemaphore(2)
         self._stopping = threading.Event()
         self._end_watch: Feed | None = None
+        self.gate: SourceGate | None = None
+        """In a cluster, the source's lease: while another node holds it, this feed stands
+        by (set by the server that assembles it, which starts and stops the feed as the
+        lease comes and goes)."""
         self.state: SourceState = "stopped"
         self.reason: str | None = None
         """Why the source is not running: ``stopped`` (asked to), ``session_ended`` (its
@@ -150,14 +186,25 @@ class SourceFeed:
         return self.state == "running"
 
     def describe(self) -> dict[str, Any]:
-        """The source as ``/v1/sources`` shows it."""
+        """The source as ``/v1/sources`` shows it; in a cluster, with the node that runs it
+        (a node that stands by says ``standby`` and names the holder)."""
         video = self.video
+        state, reason, node = self.state, self.reason, None
+        session = self.session
+        gate = self.gate
+        if gate is not None:
+            node = gate.node
+            if not gate.held:
+                state, reason, session = "standby", None, None
+            elif gate.starting:
+                state = "starting"
         return {
             "name": self.name,
             "uri": parse_source(self.uri).label,
-            "state": self.state,
-            "reason": self.reason,
-            "session_id": self.session.id if self.session is not None else None,
+            "state": state,
+            "reason": reason,
+            "node": node,
+            "session_id": session.id if session is not None else None,
             "frames_read": video.frames_read if video is not None else 0,
             "frames_submitted": self.frames_submitted,
             "frames_failed": self.frames_failed,
@@ -165,7 +212,11 @@ class SourceFeed:
 
     async def start(self) -> None:
         """Open the source and feed a new session from it; after :meth:`stop` (or its session
-        ended from outside) this starts it again."""
+        ended from outside) this starts it again. Raises :class:`SourceElsewhere` on a
+        node of a cluster that stands by for it (another node runs it)."""
+        gate = self.gate
+        if gate is not None and not gate.held:
+            raise SourceElsewhere(self.name, gate.node)
         if self.state == "running":
             return
         self._stopping = threading.Event()

@@ -136,6 +136,7 @@ def build_host(settings: Settings, store: Store | None = None) -> SessionHost:
             secret=secret.get_secret_value(),
             name=cluster.name,
             ttl_s=cluster.ttl_s,
+            source_ttl_s=cluster.source_ttl_s,
             host=settings.host,
             address=cluster.address,
             relay_port=cluster.relay_port,

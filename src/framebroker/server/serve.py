@@ -67,11 +67,7 @@ class _MainServer(uvicorn.Server):
         self.services = services
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for feed in self.services.feeds:
-            try:
-                await feed.stop()
-            except Exception:
-                log.exception("source %s did not stop cleanly", feed.name)
+        await self.services.stop_sources()
         await self.services.hub.flush(_FLUSH_S)
         await super().shutdown(sockets=sockets)
 

@@ -19,6 +19,7 @@ import socketio
 
 from ..cluster.host import Cluster
 from ..cluster.keys import Keys
+from ..cluster.sources import SourceKeeper
 from ..config import Settings
 from ..core.store import Store
 from ..people.feed import SourceFeed, Sources, parse_source_arg
@@ -84,6 +85,8 @@ class Services:
     feeds: Sources = field(default_factory=Sources)
     store: Store | None = None
     """The store, when this ``Services`` (not the broker) is the one to close it."""
+    keepers: dict[str, SourceKeeper] = field(default_factory=dict, init=False)
+    """In a cluster, each source's lease, which starts and stops its feed."""
     started: bool = field(default=False, init=False)
     listening: bool = field(default=True, init=False)
     """False while a server is still opening its listeners; /healthz answers 503 meanwhile."""
@@ -122,6 +125,7 @@ class Services:
         if isinstance(broker, Cluster):
             # A listener on any node follows any node's source (its frames come by Redis).
             broker.local_sources = hub.known_sources
+            broker.running_sources = lambda: [feed.name for feed in feeds if feed.running]
             hub.known_sources = broker.sources
         analysis = VideoAnalysis(
             settings.analysis,
@@ -160,9 +164,26 @@ class Services:
         if self.records is not None and self.crops is not None:
             await self._sweep_faces(self.records, self.crops)
         for feed in self.feeds:
-            await feed.start()
+            if isinstance(self.broker, Cluster):
+                # One node of the cluster runs it at a time: whichever holds its lease.
+                keeper = self.broker.keep_source(feed.name, feed.start, feed.stop)
+                feed.gate = keeper
+                self.keepers[feed.name] = keeper
+            else:
+                await feed.start()
         await self.analysis.start()
         await self.webrtc.start()
+
+    async def stop_sources(self) -> None:
+        """Stop every source; in a cluster, give each one's lease back once it stopped, so
+        another node takes it over at once, from the counts this one stored. Never raises
+        (a source that does not stop cleanly is logged)."""
+        for feed in self.feeds:
+            keeper = self.keepers.pop(feed.name, None)
+            try:
+                await (keeper.close() if keeper is not None else feed.stop())
+            except Exception:
+                log.exception("source %s did not stop cleanly", feed.name)
 
     async def _sweep_faces(self, records: PeopleRecords, crops: FaceCrops) -> None:
         """Before any feed writes a face, remove the crops a crash left unfinished."""
@@ -177,11 +198,7 @@ class Services:
         await self.webrtc.stop()
         await self.socketio.stop()
         await self.analysis.stop()
-        for feed in self.feeds:
-            try:
-                await feed.stop()
-            except Exception:
-                log.exception("source %s did not stop cleanly", feed.name)
+        await self.stop_sources()
         await self.hub.stop()
         await self.broker.stop()
         if self.store is not None:

@@ -2,6 +2,10 @@
 
 ``GET /v1/sources`` lists them with their state (``running``, ``stopped``, ``ended``: a file
 came to its end, ``failed``: its reader gave up) and why a source is not running;
+In a cluster (``serve --cluster``) a source runs on one node at a time, the one that holds
+its lease; ``node`` names it, and the other nodes configured with it say ``standby`` (they
+take it over if that node stops) and refuse to start it (409 ``source_elsewhere``).
+``starting``: this node holds it and is starting it.
 ``POST /v1/sources/{name}/stop`` stops one (its session ends, its counts are kept) and
 ``POST /v1/sources/{name}/start`` opens it again, the day's counts carrying on. Ending a
 source's session from outside (``DELETE /v1/sessions/{name}``, the console) stops it the
@@ -25,10 +29,15 @@ __all__ = ["router"]
 class SourceOut(BaseModel):
     name: str
     uri: str = Field(description="the source, with any password in it replaced by ***")
-    state: Literal["running", "stopped", "ended", "failed"]
+    state: Literal["running", "stopped", "ended", "failed", "starting", "standby"]
     reason: str | None = Field(
         None,
         description="why it is not running: stopped, session_ended, finished, or the error",
+    )
+    node: str | None = Field(
+        None,
+        description="in a cluster, the node that runs it (null while none does, and "
+        "without a cluster)",
     )
     session_id: str | None = Field(None, description="the session it feeds")
     frames_read: int
@@ -68,7 +77,10 @@ def router(sources: Sources) -> APIRouter:
     @api.post(
         "/sources/{name}/start",
         response_model=SourceOut,
-        responses={400: {"model": ErrorOut, "description": "the source cannot be opened"}},
+        responses={
+            400: {"model": ErrorOut, "description": "the source cannot be opened"},
+            409: {"model": ErrorOut, "description": "another node of the cluster runs it"},
+        },
     )
     async def start_source(name: str) -> Response:
         """Open the source again and feed a new session from it (idempotent)."""

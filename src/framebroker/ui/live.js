@@ -181,7 +181,14 @@ const REASONS = {
 
 function showConnected() {
   if (!socket) return;
-  if (sourceState && sourceState.state !== "running") {
+  if (sourceState && (sourceState.state === "standby" || sourceState.state === "starting")) {
+    // In a cluster: another node runs it (its frames come here all the same), or this one
+    // is taking it over.
+    const where = sourceState.node ? ` on node ${sourceState.node}` : "";
+    const what = sourceState.state === "standby" ? `runs${where}` : `is starting${where}`;
+    setStatus(status, "ok", `Connected to ${source} (it ${what})`);
+    startButton.hidden = true;
+  } else if (sourceState && sourceState.state !== "running") {
     const why = REASONS[sourceState.reason] || sourceState.reason || sourceState.state;
     setStatus(status, "bad", `Source ${source} is ${sourceState.state}: ${why}`);
     startButton.hidden = false;
