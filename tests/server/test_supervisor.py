@@ -29,6 +29,7 @@ def test_each_worker_is_a_node_of_the_cluster_on_the_bound_ports() -> None:
     assert all(w.workers is None and w.port == 8123 for w in made)
     assert made[0].compat_ports["frames"] == 5123
     assert made[0].compat_ports["people_ws"] == settings.compat_ports["people_ws"]
+    assert set(made[0].compat_ports) == set(settings.compat_ports)
     assert [w.sources for w in made] == [["demo=clip.mp4"], []]  # a source runs once
     for w in made:
         assert w.cluster.url == "unix:///r.sock"

@@ -87,7 +87,10 @@ def worker_settings(
             "workers": None,
             "node_id": f"{node}-w{index}",
             "port": ports["http"],
-            "compat_ports": {**settings.compat_ports, **ports},
+            "compat_ports": {
+                **settings.compat_ports,
+                **{name: port for name, port in ports.items() if name != "http"},
+            },
             "cluster": cluster.model_copy(update=updates),
             "analysis": analysis,
             "sources": settings.sources if index == 0 else [],
