@@ -83,3 +83,36 @@ def test_db_names_an_unreachable_database_in_one_line(
     assert err.startswith("framebroker: cannot reach database postgresql+psycopg://someone:***@")
     assert "secret" not in err
     assert err.count("\n") == 1
+
+
+def test_workers_take_a_count_or_auto() -> None:
+    assert settings_for("serve").worker_count is None  # type: ignore[attr-defined]
+    assert settings_for("serve", "--workers", "3").worker_count == 3  # type: ignore[attr-defined]
+    auto = settings_for("serve", "--workers", "auto")
+    assert auto.workers == "auto"  # type: ignore[attr-defined]
+    assert auto.worker_count >= 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "257"])
+def test_a_bad_worker_count_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--workers", value])
+    assert exited.value.code == 2
+    assert "expected a number of processes from 1 to 256, or auto" in capsys.readouterr().err
+
+
+def test_workers_without_redis_server_refuse_to_start_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from framebroker.server import private_redis
+
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(private_redis, "_FALLBACKS", ())
+    argv = ["serve", "--workers", "2", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "install it (apt-get install redis-server) or pass --cluster" in err
+    assert not (tmp_path / "data").exists()  # refused before anything was made

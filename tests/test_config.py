@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,13 @@ def test_client_limits_default_to_what_changes_nothing_and_are_checked(
     ):
         with pytest.raises(ConfigError, match=f"limits.{name}"):
             load_settings(limits={name: bad})
+
+
+def test_workers_are_a_count_or_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().worker_count is None
+    monkeypatch.setenv("FRAMEBROKER_WORKERS", "3")
+    assert load_settings().worker_count == 3
+    monkeypatch.setenv("FRAMEBROKER_WORKERS", "auto")
+    assert load_settings().worker_count == len(os.sched_getaffinity(0))
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(workers=0)

@@ -59,6 +59,14 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         help="worker threads for decoding, tracking and drawing (default 4)",
     )
     p.add_argument(
+        "--workers",
+        type=_checked(_worker_count),
+        metavar="N|auto",
+        help="run N server processes under one supervisor, sharing every port ('auto': "
+        "one per core); each is a node of a cluster on a private redis-server, or on "
+        "--cluster (default: one process)",
+    )
+    p.add_argument(
         "--data-dir",
         "--data_dir",
         dest="data_dir",
@@ -260,6 +268,14 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"expected a number of seconds, 0 or more, got {text!r}")
     return value
+
+
+def _worker_count(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"expected a number of processes from 1 to 256, or auto, got {text!r}")
+    return int(text)
 
 
 def _positive_seconds(text: str) -> float:
@@ -464,6 +480,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     from .server.serve import run_serve
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.worker_count is not None:
+        from .server.supervisor import run_supervisor
+
+        return run_supervisor(settings, app_dir=args.app_dir.resolve())
     with contextlib.suppress(KeyboardInterrupt):
         run_serve(settings)
     return 0

@@ -7,6 +7,7 @@ names the setting, rather than surfacing later as a 500. Every limit lives in :c
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -544,6 +545,11 @@ class ClusterSettings(BaseModel):
         description="the address other nodes reach this one at (its relay port); default: "
         "host, or this machine's name when host is 0.0.0.0 or ::",
     )
+    relay_host: str | None = Field(
+        None,
+        description="address the relay listens on; default: host (serve --workers without "
+        "--cluster: 127.0.0.1, the workers' relays being for each other only)",
+    )
     relay_port: int = Field(
         0,
         ge=0,
@@ -590,6 +596,12 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     max_workers: int = Field(4, ge=1, le=256)
+    workers: int | Literal["auto"] | None = Field(
+        None,
+        description="server processes under one supervisor, sharing the listening ports "
+        "(serve --workers; 'auto': one per core); unset: one process, as always. Each "
+        "worker is a node of a cluster (docs/cluster.md)",
+    )
     inference_threads: int = Field(
         1,
         ge=1,
@@ -666,6 +678,21 @@ class Settings(BaseSettings):
             if self.ssl and path is not None and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path}")
         return self
+
+    @field_validator("workers", mode="after")
+    @classmethod
+    def _worker_count(cls, workers: int | str | None) -> int | str | None:
+        if isinstance(workers, int) and not 1 <= workers <= 256:
+            raise ValueError(f"expected 1 to 256 or 'auto', got {workers}")
+        return workers
+
+    @property
+    def worker_count(self) -> int | None:
+        """How many worker processes to run (``auto``: the cores this process may use);
+        ``None``: no supervisor, one process."""
+        if self.workers is None or isinstance(self.workers, int):
+            return self.workers
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
     @field_validator("compat_ports", mode="after")
     @classmethod

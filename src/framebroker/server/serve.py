@@ -31,7 +31,16 @@ from .startup_checks import check_startup
 from .uvicorn_hooks import check_uvicorn
 from .ws_protocol import PreframedWebSocketProtocol
 
-__all__ = ["loop_factory", "run_serve", "serve", "startup_lines", "uvicorn_config"]
+__all__ = [
+    "bind_listeners",
+    "build_services",
+    "loop_factory",
+    "run_serve",
+    "serve",
+    "serve_on",
+    "startup_lines",
+    "uvicorn_config",
+]
 
 log = logging.getLogger("framebroker")
 
@@ -191,10 +200,10 @@ async def serve(settings: Settings) -> None:
     """
     check_uvicorn()
     check_startup(settings, build_registry(settings))
-    listeners = _bind_listeners(settings)
+    listeners = bind_listeners(settings)
     try:
         with DataDirLock(settings.data_dir):
-            await _serve_on(settings, listeners)
+            await serve_on(settings, listeners)
     finally:
         for _, sock in listeners.values():
             sock.close()
@@ -216,7 +225,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
+def bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
     """Every listener of ``settings`` by name ("http": the main port), bound and listening;
     raises :class:`ConfigError` naming the option that chose a port that cannot be had."""
     wanted = {"http": settings.port}
@@ -251,12 +260,28 @@ def _bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
     return bound
 
 
-async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.socket]]) -> None:
-    warn_if_open(settings)
+def build_services(settings: Settings) -> Services:
+    """:meth:`Services.build`, with a store that cannot be opened said in one line."""
     try:
-        services = Services.build(settings)
+        return Services.build(settings)
     except SQLAlchemyError as exc:
         raise ConfigError(f"--database-url: cannot open the store: {exc}") from None
+
+
+async def serve_on(
+    settings: Settings,
+    listeners: dict[str, tuple[int, socket.socket]],
+    services: Services | None = None,
+    *,
+    announce: bool = True,
+) -> None:
+    """Serve ``services`` (built from ``settings`` when not given) on ``listeners``, bound
+    already, until interrupted. ``announce``: log where each API is (a worker of
+    ``serve --workers`` other than the first leaves that to the first)."""
+    if announce:
+        warn_if_open(settings)
+    if services is None:
+        services = build_services(settings)
     port, main_socket = listeners["http"]
     main = _MainServer(
         uvicorn_config(
@@ -288,7 +313,7 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
     if main_task.done():  # failed to start: report it
         await main_task
         return
-    for line in startup_lines(settings):
+    for line in startup_lines(settings) if announce else ():
         log.info("%s", line)
     tasks = []
     for name, compat_port, sock, server in companions:
@@ -300,6 +325,8 @@ async def _serve_on(settings: Settings, listeners: dict[str, tuple[int, socket.s
             await asyncio.gather(main_task, *tasks, return_exceptions=True)
             raise ConfigError(f"compatibility listener {name} did not start")
         kind = ws if name in ("people_ws", "webrtc_ws") else scheme
+        if not announce:
+            continue
         log.info(
             "  %s on its original port: %s://%s:%d/ (--compat %s)",
             _COMPAT_ROLES.get(name, name),

@@ -90,6 +90,10 @@ class Services:
     started: bool = field(default=False, init=False)
     listening: bool = field(default=True, init=False)
     """False while a server is still opening its listeners; /healthz answers 503 meanwhile."""
+    sweep_faces: bool = field(default=True, init=False)
+    """Remove the face crops a crash left unfinished at start. Only the process that writes
+    faces may (a worker of ``serve --workers`` that runs no source sets it False): a sweep
+    beside a writer could take a crop renamed into place before its row is committed."""
 
     @classmethod
     def build(cls, settings: Settings, sessions: SessionHost | None = None) -> Services:
@@ -161,7 +165,7 @@ class Services:
             self.analysis.ids.prefix = self.broker.id_prefix
         await self.hub.start()
         self.started = True
-        if self.records is not None and self.crops is not None:
+        if self.sweep_faces and self.records is not None and self.crops is not None:
             await self._sweep_faces(self.records, self.crops)
         for feed in self.feeds:
             if isinstance(self.broker, Cluster):
