@@ -22,11 +22,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def framebroker_server(*args: str, timeout: float = 60) -> Iterator[tuple[str, int]]:
-    """Yields (base URL, server pid)."""
+def framebroker_server(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """Yields (base URL, server pid); ``env`` adds to the environment, whose
+    ``FRAMEBROKER_*`` settings are left out."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBROKER_")}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBROKER_")}
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -41,7 +44,7 @@ def framebroker_server(*args: str, timeout: float = 60) -> Iterator[tuple[str, i
                 "warning",
                 *args,
             ],
-            env=env,
+            env=environ | (env or {}),
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -27,16 +27,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -45,43 +39,15 @@ sys.path.insert(0, str(HERE.parent))  # tests.redis_server, tests.postgres: the 
 from tests.postgres import running_postgres  # noqa: E402
 from tests.redis_server import running_redis  # noqa: E402
 
-from _server import free_port  # noqa: E402
+from _server import framebroker_server  # noqa: E402
 from bench_rest import Connection, cpu_seconds, frame_boxes  # noqa: E402
 
 SECRET = "bench-cluster-secret-of-32-characters"
 
 
-@contextlib.contextmanager
-def serve(*args: str, name: str) -> Iterator[tuple[str, int]]:
-    """`framebroker serve ARGS` on a free port: (URL, pid), stopped at the end."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBROKER_")}
-        env["SECRET_KEY"] = SECRET
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "framebroker", "serve", "--port", str(port),
-             "--data-dir", data, "--log-level", "warning", "--node-id", name, *args],
-            env=env,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited during start-up")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start")
-                time.sleep(0.1)
-            yield url, proc.pid
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def serve(*args: str, name: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """`framebroker serve ARGS` as node ``name`` on a free port: (URL, pid)."""
+    return framebroker_server("--node-id", name, *args, env={"SECRET_KEY": SECRET})
 
 
 async def one_session(
