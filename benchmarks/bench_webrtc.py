@@ -29,7 +29,6 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
@@ -221,7 +220,10 @@ class Heavy(Processor):
 
 
 async def with_lanes(seconds: float) -> dict[str, float]:
+    from framebroker.runtime.metrics import Metrics
     from framebroker.runtime.model_lanes import ModelLanes, Prediction
+    from framebroker.runtime.watchdog import Watchdog
+    from framebroker.runtime.workers import WorkerPool
 
     quick: list[float] = []
 
@@ -229,8 +231,9 @@ async def with_lanes(seconds: float) -> dict[str, float]:
         if p.model == "quick":
             quick.append(p.latency_s)
 
-    pool = ThreadPoolExecutor(4)
-    lanes = ModelLanes(Session("b", Pipeline([Quick(), Heavy()])), pool, on_prediction=seen)
+    pool = WorkerPool(4)
+    watchdog = Watchdog(pool, 5.0, Metrics())
+    lanes = ModelLanes(Session("b", Pipeline([Quick(), Heavy()])), watchdog, on_prediction=seen)
     lanes.start()
     n = int(seconds * FPS)
     for _ in range(n):
