@@ -10,7 +10,8 @@
    Latency runs from a frame's hand-off to the client's RTP sender to its prediction
    arriving over the signaling WebSocket; "server" is the part from the decoded frame to
    the prediction. Server CPU is the server process's (with `--workers`: the supervisor's,
-   every worker's and the private redis-server's), in cores. A session's fps is the
+   every worker's and the private redis-server's), in cores; the clients' is this
+   script's, which shares the cores with it. A session's fps is the
    predictions it got per second after the warm-up; issue 15's target for `--workers 2`
    is 16 sessions each above 25 fps with a p50 within 10 ms of one session's.
    `--workers 1 2` runs the ramp against `serve --workers 1`, then `serve --workers 2`
@@ -186,14 +187,17 @@ def cpu_seconds(pids: list[int]) -> float:
 async def ramp_row(
     url: str, pids: list[int], packets: list[bytes], n: int, seconds: float
 ) -> dict[str, Any]:
-    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    me = [os.getpid()]
+    cpu0, client0, t0 = cpu_seconds(pids), cpu_seconds(me), time.monotonic()
     # Bounded: past the knee a session may never get its result back in time, and one such
     # session must cost the row, not the whole run.
     outcomes = await asyncio.gather(
         *(asyncio.wait_for(one_session(url, packets, seconds), seconds + 60) for _ in range(n)),
         return_exceptions=True,
     )
-    cpu = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(pids) - cpu0) / elapsed
+    client = (cpu_seconds(me) - client0) / elapsed
     sessions = [s for s in outcomes if isinstance(s, dict)]
     failed = n - len(sessions)
     received = min((s["received"] / s["sent"] for s in sessions), default=0.0)
@@ -208,6 +212,7 @@ async def ramp_row(
         "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
         "server_p50": float(np.percentile(server, 50)) if server.size else float("nan"),
         "cpu": cpu,
+        "client_cpu": client,
         "fps": min((s["fps"] for s in sessions), default=0.0),
         "failed": failed,
         "realtime": received >= REALTIME and not failed,
@@ -435,16 +440,17 @@ def main() -> None:
     )
     print(
         "| server | sessions | frames received (worst) | model ran on | worst session fps "
-        "| latency p50 ms | p99 ms | server part p50 ms | server CPU (cores) | realtime |"
+        "| latency p50 ms | p99 ms | server part p50 ms | server CPU (cores) "
+        "| clients' CPU (cores) | realtime |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for w in setups:
         for r in rows[w]:
             late = f" ({r['failed']} got no result in time)" if r["failed"] else ""
             print(
                 f"| {server_name(w)} | {r['n']} | {100 * r['received']:.1f} % "
                 f"| {100 * r['ran']:.1f} % | {r['fps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} "
-                f"| {r['server_p50']:.1f} | {r['cpu']:.2f} "
+                f"| {r['server_p50']:.1f} | {r['cpu']:.2f} | {r['client_cpu']:.2f} "
                 f"| {'yes' if r['realtime'] else 'no'}{late} |"
             )
     print()
