@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import websockets
 
@@ -44,13 +44,30 @@ def run_server(port: int, fps: float, event_loop: str, plain: bool, kb: int) -> 
     import uvicorn
     from starlette.applications import Starlette
 
-    from framebroker.core.bus import Bus
+    from framebroker.core.bus import Bus, Message
+    from framebroker.runtime.feeds import BusFeed
     from framebroker.server.serve import loop_factory
     from framebroker.server.ws_protocol import PreframedWebSocketProtocol
     from framebroker.transports.people_ws import LiveHub, live_routes
 
+    Keep = Callable[[Message], bool]
+
+    class BusSessions:
+        """What LiveHub asks of its Sessions, the bus as the broker offers it: no sessions."""
+
+        def __init__(self, bus: Bus) -> None:
+            self.bus = bus
+
+        def subscribe(
+            self, pattern: str, *, maxlen: int | None = None, keep: Keep | None = None
+        ) -> BusFeed:
+            return BusFeed(self.bus, pattern, maxlen=maxlen, keep=keep)
+
+        def publish(self, topic: str, payload: object) -> int:
+            return self.bus.publish(topic, payload)
+
     bus = Bus()
-    hub = LiveHub(bus)
+    hub = LiveHub(BusSessions(bus))  # type: ignore[arg-type]
     jpeg_b64 = base64.b64encode(os.urandom(kb * 1000 * 3 // 4)).decode()
 
     async def publish() -> None:
