@@ -43,7 +43,8 @@ CONFIG = """
 secret_key = "a-cluster-secret-of-32-characters!"
 
 [cluster]
-ttl_s = 1.0
+# 2 s: a node starved of CPU (two test processes on two cores) still heartbeats in time.
+ttl_s = 2.0
 source_ttl_s = 1.0
 checkpoint_every_s = 0.2
 """

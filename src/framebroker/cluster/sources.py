@@ -269,7 +269,11 @@ class SourceLease:
                 if renewed:
                     delay = self.renew_s
                     continue
-                if renewed is False or not self.held:
+                if renewed is False:  # lost, and counted, in renew()
+                    break
+                if not self.held:
+                    # Redis did not answer until the lease ran out: lost all the same.
+                    self._lose("its lease ran out while Redis did not answer")
                     break
                 delay = self.retry_s  # Redis did not answer: try again soon
             yield False
