@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pickle
 import socket
@@ -24,6 +25,8 @@ from .serve import build_services, loop_factory, serve_on
 from .workers import RosterCollector, WorkerSpec, die_with_parent
 
 __all__ = ["main", "run_worker"]
+
+log = logging.getLogger("framebroker")
 
 
 async def run_worker(spec: WorkerSpec) -> None:
@@ -59,7 +62,7 @@ def main() -> int:
         ):
             runner.run(run_worker(spec))
     except FramebrokerError as exc:
-        print(f"framebroker: worker {spec.index}: {exc.message}", file=sys.stderr)
+        log.error("worker %d could not start: %s", spec.index, exc.message)
         return 2
     return 0
 
