@@ -181,6 +181,21 @@ class FakeSessions:
         self.bus.publish(f"session/{session_id}/result", out)
         return out
 
+    async def attach_and_submit(
+        self,
+        session_id: str,
+        frame: FrameIn,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
+        create: bool = True,
+    ) -> tuple[SessionInfo, FrameOut]:
+        info = await self.attach(
+            session_id, transport=transport, pipeline=pipeline, client=client, create=create
+        )
+        return info, await self.submit(info.id, frame)
+
     def offer(self, session_id: str, frame: FrameIn) -> bool:
         session = self.manager.get(session_id)
         try:

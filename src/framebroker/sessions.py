@@ -290,6 +290,20 @@ class Sessions(Protocol):
         ``FrameRateExceeded`` and ``ProcessorTimeout``.
         """
 
+    async def attach_and_submit(
+        self,
+        session_id: str,
+        frame: FrameIn,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
+        create: bool = True,
+    ) -> tuple[SessionInfo, FrameOut]:
+        """:meth:`attach`, then :meth:`submit` ``frame`` to that session: the tracking
+        APIs' "create or attach, then track" as one call, so that a cluster reaches a
+        session's owner once per request rather than twice. Raises what both raise."""
+
     def offer(self, session_id: str, frame: FrameIn) -> bool:
         """Hand a live frame to a ``newest`` session, whose processors each take the newest
         frame they can keep up with; never waits. Answers come on

@@ -107,6 +107,26 @@ async def test_client_chosen_ids_are_claimed_once_in_the_cluster(nodes: MakeNode
     assert b.session_count == 0
 
 
+async def test_attach_and_submit_reaches_the_owner_in_one_relayed_call(nodes: MakeNode) -> None:
+    a, b = await nodes("a"), await nodes("b")
+    got = []
+    for k in range(10):
+        via = b if k % 2 else a  # the first call makes "cam-2" on a; b relays the rest
+        info, out = await via.attach_and_submit(
+            "cam-2", frame(k), transport="rest", pipeline=["bytetrack"]
+        )
+        assert (info.id, info.node) == ("cam-2", "a")
+        got.append(track_ids(out))
+    assert got == await reference(10)
+    assert b.counters.relays == {("attach_submit", "ok"): 5}
+    assert a.counters.served == {"attach_submit": 5}
+    assert b.session_count == 0
+    # Without create, an id nobody runs is not found, wherever it is asked.
+    for node in (a, b):
+        with pytest.raises(SessionNotFound):
+            await node.attach_and_submit("nobody", frame(0), transport="rest", create=False)
+
+
 async def test_listing_from_any_node_shows_every_session_with_its_node(nodes: MakeNode) -> None:
     a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
     ids = {

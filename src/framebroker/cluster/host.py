@@ -158,8 +158,20 @@ class ClusterConfig:
     route_cache: int = 65536
 
 
-_OPS = frozenset({"attach", "submit", "end", "info", "live"})
+_OPS = frozenset({"attach", "attach_submit", "submit", "end", "info", "live"})
 """What a node may relay to another."""
+
+
+def _attach_body(
+    transport: str, pipeline: Sequence[ProcessorSpec] | None, client: str | None, create: bool
+) -> dict[str, Any]:
+    return {
+        "transport": transport,
+        "pipeline": list(pipeline) if pipeline is not None else None,
+        "client": client,
+        "create": create,
+    }
+
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_~-]")
 
@@ -627,34 +639,77 @@ class Cluster(Generic[M]):
     ) -> SessionInfo:
         if self.local.holds(session_id):
             return self._mine(await self.local.attach(session_id, transport=transport))
+        attached = functools.partial(
+            self._attach_here, session_id, transport, pipeline, client, create
+        )
+        body = _attach_body(transport, pipeline, client, create)
+        answer = await self._relay_claimed(session_id, "attach", body, fallback=attached)
+        return answer if isinstance(answer, SessionInfo) else info_from_wire(answer)
 
-        async def here() -> SessionInfo:
-            async def make(lease: Lease) -> SessionInfo:
-                if lease.taken_over_from is not None:
-                    with contextlib.suppress(SessionNotFound):
-                        return await self._resume(session_id, client)
-                return await self.local.attach(
-                    session_id, transport=transport, pipeline=pipeline, client=client,
-                    create=create,
-                )  # fmt: skip
+    async def attach_and_submit(
+        self,
+        session_id: str,
+        frame: FrameIn,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
+        create: bool = True,
+    ) -> tuple[SessionInfo, FrameOut]:
+        if self.local.holds(session_id):
+            info = await self.local.attach(session_id, transport=transport)
+            return self._mine(info), await self.local.submit(session_id, frame)
 
-            info = await self._claimed(session_id, make)
-            return self._mine(info)
+        async def here() -> tuple[SessionInfo, FrameOut]:
+            info = await self._attach_here(session_id, transport, pipeline, client, create)
+            return info, await self.local.submit(info.id, frame)
 
-        body = {
-            "transport": transport,
-            "pipeline": list(pipeline) if pipeline is not None else None,
-            "client": client,
-            "create": create,
-        }
+        body = {**_attach_body(transport, pipeline, client, create), "frame": frame.to_wire()}
+        answer = await self._relay_claimed(session_id, "attach_submit", body, fallback=here)
+        if isinstance(answer, tuple):
+            return answer
         try:
-            answer = await self._relay_to_owner(session_id, "attach", body, fallback=here)
+            return info_from_wire(answer["info"]), FrameOut.from_wire(answer["frame"])
+        except (KeyError, TypeError, ValueError) as e:
+            self.refusals.refuse("relay_malformed", f"attach_submit of {session_id!r}: {e!r:.200}")
+            raise ClusterUnavailable(
+                f"the owner of session {session_id!r} answered a frame this node cannot read",
+                operation="relay",
+            ) from None
+
+    async def _attach_here(
+        self,
+        session_id: str,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None,
+        client: str | None,
+        create: bool,
+    ) -> SessionInfo:
+        """Run the session on this node: it has no live owner (none yet, or a dead one's,
+        taken over and resumed from its snapshot)."""
+
+        async def make(lease: Lease) -> SessionInfo:
+            if lease.taken_over_from is not None:
+                with contextlib.suppress(SessionNotFound):
+                    return await self._resume(session_id, client)
+            return await self.local.attach(
+                session_id, transport=transport, pipeline=pipeline, client=client, create=create
+            )
+
+        return self._mine(await self._claimed(session_id, make))
+
+    async def _relay_claimed(
+        self, session_id: str, op: str, body: dict[str, Any], *, fallback: Callable[[], Any]
+    ) -> Any:
+        """:meth:`_relay_to_owner` for a call that may claim the session here: a claim that
+        loses the race to another node (it claimed between the lookup and ours) is relayed
+        to that node, which owns it now."""
+        try:
+            return await self._relay_to_owner(session_id, op, body, fallback=fallback)
         except SessionConflict as e:
             if isinstance(e, SessionFenced):
                 raise
-            # Claimed by another node between the lookup and the claim: it owns it now.
-            answer = await self._relay_to_owner(session_id, "attach", body, fallback=here)
-        return answer if isinstance(answer, SessionInfo) else info_from_wire(answer)
+            return await self._relay_to_owner(session_id, op, body, fallback=fallback)
 
     async def submit(self, session_id: str, frame: FrameIn) -> FrameOut:
         if self.local.holds(session_id):
@@ -790,9 +845,10 @@ class Cluster(Generic[M]):
             raise RelayRefused("relay_malformed", f"{op}: no session_id")
         runs_here = self.local.holds(sid)
         holds_lease = sid in self._directory.held
-        if op == "attach":
+        if op in ("attach", "attach_submit"):
             if not runs_here and not holds_lease:
                 raise NotOwner(sid, self.node)
+            frame_in = _frame_of(op, body) if op == "attach_submit" else None
             pipeline = body.get("pipeline")
             info = await self.local.attach(
                 sid,
@@ -801,22 +857,29 @@ class Cluster(Generic[M]):
                 client=body.get("client") if isinstance(body.get("client"), str) else None,
                 create=bool(body.get("create", True)),
             )
-            return info_to_wire(self._mine(info))
+            if frame_in is None:
+                return info_to_wire(self._mine(info))
+            out = await self.local.submit(info.id, frame_in)
+            return {"info": info_to_wire(self._mine(info)), "frame": out.to_wire()}
         if not runs_here:
             if holds_lease:  # an entry left by a session that ended here: give it back
                 with contextlib.suppress(ClusterUnavailable):
                     await self._release(self._directory.held[sid])
             raise NotOwner(sid, self.node)
         if op == "submit":
-            frame = body.get("frame")
-            if not isinstance(frame, dict):
-                raise RelayRefused("relay_malformed", "submit: no frame")
-            try:
-                frame_in = FrameIn.from_wire(frame)
-            except (KeyError, TypeError, ValueError) as e:
-                raise RelayRefused("relay_malformed", f"submit: a frame: {e!r:.200}") from None
-            return (await self.local.submit(sid, frame_in)).to_wire()
+            return (await self.local.submit(sid, _frame_of(op, body))).to_wire()
         if op == "end":
             summary = await self._end_here(sid, str(body.get("reason") or "ended"))
             return summary_to_wire(summary)
         return info_to_wire(self._mine(await self.local.info(sid)))
+
+
+def _frame_of(op: str, body: dict[str, Any]) -> FrameIn:
+    """The frame a relayed ``op`` carries; a missing or unreadable one is refused."""
+    frame = body.get("frame")
+    if not isinstance(frame, dict):
+        raise RelayRefused("relay_malformed", f"{op}: no frame")
+    try:
+        return FrameIn.from_wire(frame)
+    except (KeyError, TypeError, ValueError) as e:
+        raise RelayRefused("relay_malformed", f"{op}: a frame: {e!r:.200}") from None

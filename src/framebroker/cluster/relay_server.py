@@ -1,4 +1,4 @@
-"""The internal endpoint a node answers relayed calls on: ``POST /relay/v1/<op>``, on its relay
+"""The internal endpoint a node answers relayed calls on: ``POST /relay/v2/<op>``, on its relay
 port, for the other nodes of its cluster only.
 
 It is its own listener rather than a route of the public app: what a client may reach and

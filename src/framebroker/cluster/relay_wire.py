@@ -1,7 +1,7 @@
 """What crosses the relay between nodes: the calls a node makes to a session's owner, their
 answers and their errors, as versioned JSON.
 
-A relayed call is ``POST /relay/v1/<op>`` with a JSON object body; the answer is a JSON object,
+A relayed call is ``POST /relay/v2/<op>`` with a JSON object body; the answer is a JSON object,
 ``{"ok": <result>}`` or ``{"error": {...}}``. Errors travel as the class name of a
 :class:`~framebroker.errors.FramebrokerError` with its message, field and own attributes, and
 come back as that very class, so a transport on the receiving node answers a relayed
@@ -46,7 +46,7 @@ __all__ = [
     "summary_to_wire",
 ]
 
-VERSION = 1
+VERSION = 2
 PATH_PREFIX = f"/relay/v{VERSION}/"
 _DUMPS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _BASE_ATTRS = frozenset({"message", "field", "args"})

@@ -334,6 +334,21 @@ class Broker:
             )
             return self._info(self._register(session, pipeline))
 
+    async def attach_and_submit(
+        self,
+        session_id: str,
+        frame: FrameIn,
+        *,
+        transport: str,
+        pipeline: Sequence[ProcessorSpec] | None = None,
+        client: str | None = None,
+        create: bool = True,
+    ) -> tuple[SessionInfo, FrameOut]:
+        info = await self.attach(
+            session_id, transport=transport, pipeline=pipeline, client=client, create=create
+        )
+        return info, await self.submit(info.id, frame)
+
     async def _resume(self, session_id: str, *, client: str | None = None) -> Session | None:
         """Bring back a session suspended by a server stop, exactly where it was; ``client``
         holds it from now on."""

@@ -72,11 +72,11 @@ def router(ctx: ServerContext, boxes: BoxReader, post_frame: Handler) -> APIRout
             info = await sessions.create(
                 transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
             )
+            result = await sessions.submit(info.id, req.to_frame())
         else:
-            info = await sessions.attach(
-                sid, transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
+            info, result = await sessions.attach_and_submit(
+                sid, req.to_frame(), transport=TRANSPORT, pipeline=TRACKING_PIPELINE, client=client
             )
-        result = await sessions.submit(info.id, req.to_frame())
         perf = [result.timings.get("bytetrack", 0.0)]
         reply: dict[str, Any] = {"tracked_boxes": tracked_boxes(req, result)}
         if req.image is not None:

@@ -349,8 +349,9 @@ def frame_handler(ctx: ServerContext, settings: FramesSettings, limits: Limits) 
         client = client_of(request)
         if sid is None:
             sid = stream_session_id(req.frame, client)
-        info = await sessions.attach(sid, transport=TRANSPORT, pipeline=pipeline, client=client)
-        result = await sessions.submit(info.id, req.to_frame())
+        info, result = await sessions.attach_and_submit(
+            sid, req.to_frame(), transport=TRANSPORT, pipeline=pipeline, client=client
+        )
         headers = {SESSION_HEADER: info.id}
         try:
             return json_response(frame_reply(req, result), headers=headers)

@@ -252,11 +252,11 @@ def router(ctx: ServerContext, boxes: BoxReader) -> APIRouter:
 
         A session suspended by a server restart resumes here, with its tracks."""
         require_json(request)
-        info = await sessions.attach(
-            session_id, transport=TRANSPORT, client=client_of(request), create=False
-        )
         req = await boxes.read(request, allowed_fields=FRAME_FIELDS)
-        result = await sessions.submit(info.id, req.to_frame())
+        client = client_of(request)
+        _, result = await sessions.attach_and_submit(
+            session_id, req.to_frame(), transport=TRANSPORT, client=client, create=False
+        )
         return json_response(_frame_out(req, result))
 
     return api
