@@ -376,3 +376,43 @@ async def test_while_the_database_is_away_nothing_new_is_shown_and_nothing_shown
         finally:
             await live.stop()
             store.close()
+
+
+async def test_a_run_whose_source_was_taken_over_stores_and_shows_no_more_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A holder cut off from the cluster keeps counting for a moment: once another run of
+    the source claimed it, this one's counts are refused by the store and never shown."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'fenced.sqlite3'}")
+    records = SQLPeopleRecords(store)
+    day = local_day(1_763_700_000.0, ZoneInfo("UTC"))
+    bus = sessions()
+    sub = bus.subscribe("live/cam/*")
+    live = LiveFeed(
+        "cam", "s1", bus, inline, records,
+        PeopleCounterSettings(), LiveSettings(max_fps=0, stats_interval_s=0.05),
+        fence=records.claim_source("cam"),
+    )  # fmt: skip
+    await live.start()
+
+    def counted(n: int) -> FrameOut:
+        return result(annotated_image="QUJD", count_in=n, count_out=0, day=day,
+                      lines={"door": {"in": n, "out": 0}})  # fmt: skip
+
+    try:
+        await live.handle(counted(1))
+        assert records.load_counts("cam", day) == {"door": {"in": 1, "out": 0}}
+        newer = records.claim_source("cam")  # another node took the source over
+        records.save_counts("cam", day, {"door": {"in": 7, "out": 0}}, fence=newer)
+        sub.drain()
+        await live.handle(counted(2))
+        await asyncio.sleep(0.15)  # a stats tick: the save is not tried again
+        assert records.load_counts("cam", day) == {"door": {"in": 7, "out": 0}}
+        assert live.holding_back
+        shown = sub.drain()
+        assert "live/cam/frame" not in {m.topic for m in shown}
+        assert {m.payload["data"]["count_in"] for m in shown} <= {1}
+        assert "kept by a later run of it (fence 2, this run's 1)" in caplog.text
+    finally:
+        await live.stop()
+        store.close()

@@ -27,7 +27,7 @@ from framebroker.storage.schema import metadata
 
 from .legacy_schema import write_version_1
 
-REVISIONS = ["0001", "0002", "0003"]
+REVISIONS = ["0001", "0002", "0003", "0004"]
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_every_revision_in_turn_from_empty(url: str, engine: Engine) -> None:
         assert inspect_database(url).revision == revision
     assert differences(engine) == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_version")).scalar() == 3
+        assert conn.execute(text("SELECT version FROM schema_version")).scalar() == 4
 
 
 def test_an_empty_database_is_created_at_start(url: str, engine: Engine) -> None:
@@ -69,8 +69,8 @@ def test_the_newest_revision_goes_down_and_up_again(url: str, engine: Engine) ->
     with engine.begin() as conn:
         from alembic import command
 
-        command.downgrade(migrations._config(conn), "0002")
-    assert inspect_database(url).revision == "0002"
+        command.downgrade(migrations._config(conn), "0003")
+    assert inspect_database(url).revision == "0003"
     with engine.begin() as conn:
         migrations.upgrade(conn)
     assert differences(engine) == []
@@ -87,7 +87,7 @@ def test_a_database_from_before_alembic_is_upgraded_only_when_told(
         version,
         "older",
     )
-    told = r"older than 0003; back it up, then run `framebroker db upgrade` \(or serve with"
+    told = r"older than 0004; back it up, then run `framebroker db upgrade` \(or serve with"
     with pytest.raises(ConfigError, match=told):
         open_store(url)
     assert inspect_database(url).revision == REVISIONS[version - 1]  # untouched
@@ -123,7 +123,7 @@ def test_a_newer_database_is_refused_in_one_line(url: str, engine: Engine) -> No
     with pytest.raises(ConfigError) as refused:
         open_store(url, migrate=True)
     assert "\n" not in refused.value.message
-    assert "is at schema revision 0099, newer than 0003 that this framebroker knows" in str(
+    assert "is at schema revision 0099, newer than 0004 that this framebroker knows" in str(
         refused.value
     )
     with pytest.raises(ConfigError, match="newer"):

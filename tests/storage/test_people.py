@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from framebroker.errors import StaleOwner
 from framebroker.storage import SQLPeopleRecords, SQLStore, face_filename
 
 from .conftest import OpenStore
@@ -149,3 +150,26 @@ def test_events_left_open_and_when_counts_were_last_stored(records: SQLPeopleRec
     records.event_ended(running, ended_at=50.0, end_time="e", count_in=None)
     assert records.open_events("cam") == []
     assert records.events_on("cam", "2026-11-21")[-1]["count_in"] is None
+
+
+def test_a_later_run_of_a_source_fences_an_earlier_runs_counts(
+    records: SQLPeopleRecords,
+) -> None:
+    day = "2026-12-04"
+    first = records.claim_source("door")
+    records.save_counts("door", day, {"a": {"in": 3, "out": 1}}, fence=first)
+    second = records.claim_source("door")  # the source taken over: a new run
+    assert second > first
+    assert records.claim_source("other") == 1  # fences are per source
+    records.save_counts("door", day, {"a": {"in": 4, "out": 1}}, fence=second)
+    # The earlier run, cut off while committing, cannot overwrite the later run's counts.
+    with pytest.raises(StaleOwner, match="fence 2, this run's 1"):
+        records.save_counts(
+            "door", day, {"a": {"in": 9, "out": 9}}, {(8, "a"): (9, 9)}, fence=first
+        )
+    assert records.load_counts("door", day) == {"a": {"in": 4, "out": 1}}
+    assert records.load_hourly("door", day) == {}
+    # Unfenced saves (tools, tests) and the current run's go through.
+    records.save_counts("door", day, {"a": {"in": 5, "out": 1}}, fence=second)
+    records.save_counts("door", day, {"a": {"in": 6, "out": 1}})
+    assert records.load_counts("door", day) == {"a": {"in": 6, "out": 1}}

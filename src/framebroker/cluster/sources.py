@@ -9,8 +9,9 @@ another node takes over within ``ttl_s + retry_s`` (3.5 s by default). A clean s
 
 The key is ``fb:{c}:source:<name>``, a string ``1|<node>|<epoch>`` with a TTL (the
 ``1`` is its format's version). Each acquisition draws a new epoch from the cluster's
-fencing counter (the directory's), so the feed can write it beside what it stores (the day's
-counts) and a store can refuse an older holder's late write.
+fencing counter (the directory's), which says which acquisition a holder's lease is. The
+day's counts are fenced in the store instead (``PeopleRecords.claim_source``): a Redis
+restarted empty starts its counter again, the store's fences only grow.
 
 Safety over availability, on purpose: a holder that cannot renew gives the source up when
 its lease would have run out, as far as it knows (``watch`` yields ``False``), even if Redis

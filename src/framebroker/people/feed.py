@@ -238,8 +238,12 @@ class SourceFeed:
         day = local_day(time.time(), tz)
         counts: dict[str, dict[str, int]] = {}
         events_today = 0
+        fence: int | None = None
         if self.records is not None:
             records = self.records
+            # First the fence, then the counts: a run this one replaces (another node's,
+            # cut off) cannot store over what this run starts from.
+            fence = await self._offload(records.claim_source, self.name)
             closed = await self._offload(end_interrupted_events, records, self.name, tz)
             if closed:
                 log.info(
@@ -272,6 +276,7 @@ class SourceFeed:
             self.counter,
             self.live_settings,
             crops=self.crops,
+            fence=fence,
         )
         await self.live.start()
         self.video = VideoSource(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -35,7 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..core.bus import Message
-from ..errors import StoreUnavailable
+from ..errors import StaleOwner, StoreUnavailable
 from ..sessions import Feed, FrameOut, Sessions
 from .config import LiveSettings, PeopleCounterSettings
 from .records import FaceCrops, PeopleRecords, face_filename
@@ -98,6 +99,7 @@ class LiveFeed:
         live: LiveSettings | None = None,
         *,
         crops: FaceCrops | None = None,
+        fence: int | None = None,
     ) -> None:
         self.source = source
         self.session_id = session_id
@@ -108,6 +110,10 @@ class LiveFeed:
         self._run_blocking = run_blocking
         self._records = records
         self._faces = crops
+        # This run's fence of the source (PeopleRecords.claim_source); set when a later run
+        # claimed it: this one's counts are stale and never stored again.
+        self._fence = fence
+        self._fenced = False
         self.stats: dict[str, Any] = dict.fromkeys(STATS_FIELDS, 0)
         self.stats["event_active"] = False
         self.day = local_day(time.time(), self.tz)
@@ -322,18 +328,27 @@ class LiveFeed:
         """Store the day's counts if they changed since they were last stored."""
         async with self._saving:
             version = self._counts_changed
-            if not self._counts_dirty or self._records is None:
+            if not self._counts_dirty or self._records is None or self._fenced:
                 return
             try:
                 await self._run_blocking(
-                    self._records.save_counts,
-                    self.source,
-                    self.day,
-                    dict(self._lines),
-                    dict(self._hours),
+                    functools.partial(
+                        self._records.save_counts,
+                        self.source,
+                        self.day,
+                        dict(self._lines),
+                        dict(self._hours),
+                        fence=self._fence,
+                    )
                 )
             except StoreUnavailable:
                 self._store_away("counts")
+                return
+            except StaleOwner as e:
+                # Another run of the source (another node's, after a takeover) carries the
+                # day's counts on: these are held back for good, never shown.
+                self._fenced = True
+                log.warning("source %s: counts not stored: %s", self.source, e.message)
                 return
             except Exception:
                 log.exception("could not save the counts of %s", self.source)

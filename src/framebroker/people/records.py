@@ -81,15 +81,26 @@ class PeopleRecords(Protocol):
 
     # -- counts --------------------------------------------------------------------------
 
+    def claim_source(self, source: str) -> int:
+        """A fence for this run of ``source``: greater than any run of it claimed before
+        (in a cluster, on any node), so that its counts can be saved under it."""
+        ...
+
     def save_counts(
         self,
         source: str,
         day: str,
         lines: dict[str, dict[str, int]],
         hours: dict[tuple[int, str], tuple[int, int]] | None = None,
+        *,
+        fence: int | None = None,
     ) -> None:
         """Store the day's totals per line and, when given, its crossings per (hour, line)
-        as ``(in, out)``, replacing what was stored for that day, in one transaction."""
+        as ``(in, out)``, replacing what was stored for that day, in one transaction.
+
+        With ``fence``, raise ``StaleOwner`` (storing nothing) when a later run of the
+        source claimed it since: a holder the source was taken from must not overwrite the
+        counts its successor carries on from."""
         ...
 
     def load_counts(self, source: str, day: str) -> dict[str, dict[str, int]]: ...

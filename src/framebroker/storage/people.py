@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
+from ..errors import StaleOwner
 from ..people.records import MAX_FACE_ID, face_filename
-from .schema import daily_counts, faces, hourly_counts, traffic_events
+from .schema import daily_counts, faces, hourly_counts, source_fences, traffic_events
 from .sqlstore import SQLStore
 
 __all__ = ["MAX_FACE_ID", "SQLPeopleRecords", "face_filename"]
@@ -139,17 +140,48 @@ class SQLPeopleRecords:
 
     # -- counts --------------------------------------------------------------------------
 
+    def claim_source(self, source: str) -> int:
+        """The next fence of ``source``: one more than any start of it took before."""
+        now = time.time()
+        with self._store.transaction() as conn:
+            claimed = conn.execute(
+                update(source_fences)
+                .where(source_fences.c.source == source)
+                .values(fence=source_fences.c.fence + 1, claimed_at=now)
+                .returning(source_fences.c.fence)
+            ).scalar_one_or_none()
+            if claimed is None:
+                conn.execute(insert(source_fences).values(source=source, fence=1, claimed_at=now))
+                claimed = 1
+        return int(claimed)
+
     def save_counts(
         self,
         source: str,
         day: str,
         lines: dict[str, dict[str, int]],
         hours: dict[tuple[int, str], tuple[int, int]] | None = None,
+        *,
+        fence: int | None = None,
     ) -> None:
         """Store the day's counts per line and, when given, its crossings per (hour, line)
-        as ``(in, out)``, replacing what was stored for that day, in one transaction."""
+        as ``(in, out)``, replacing what was stored for that day, in one transaction. With
+        ``fence`` (what :meth:`claim_source` gave this run of the source), raise
+        ``StaleOwner`` and store nothing if a later run of the source claimed it since."""
         now = time.time()
         with self._store.transaction() as conn:
+            if fence is not None:
+                newest = conn.execute(
+                    select(source_fences.c.fence)
+                    .where(source_fences.c.source == source)
+                    .with_for_update()
+                ).scalar_one_or_none()
+                if newest is not None and newest > fence:
+                    raise StaleOwner(
+                        f"the counts of source {source!r} are kept by a later run of it "
+                        f"(fence {newest}, this run's {fence})",
+                        field="source",
+                    )
             conn.execute(
                 delete(daily_counts).where(
                     daily_counts.c.source == source, daily_counts.c.day == day

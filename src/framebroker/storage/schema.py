@@ -35,6 +35,7 @@ __all__ = [
     "schema_version",
     "session_snapshots",
     "sessions",
+    "source_fences",
     "traffic_events",
 ]
 
@@ -142,6 +143,16 @@ hourly_counts = Table(
     Column("line", String(255), primary_key=True),
     Column("count_in", Integer, nullable=False),
     Column("count_out", Integer, nullable=False),
+)
+
+source_fences = Table(
+    "source_fences",
+    metadata,
+    # Each start of a source takes the next fence; its counts are saved under it, and a save
+    # under an older one (a holder the source was taken from) is refused.
+    Column("source", String(255), primary_key=True),
+    Column("fence", Integer, nullable=False),
+    Column("claimed_at", Double, nullable=False),
 )
 
 traffic_events = Table(
