@@ -359,6 +359,52 @@ def test_webrtc_media_goes_to_the_node_of_the_offer_and_its_session_is_reached_f
         assert node.proc.poll() is None, node.output()
 
 
+def test_a_webrtc_peer_of_a_killed_node_sees_its_end_and_any_node_reports_it(
+    cluster: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the node that runs a WebRTC session: the peer's signaling socket closes at
+    once (no hang), and the session, which cannot move (its media went to the dead node),
+    reads as ended with reason ``node_lost`` from the survivor once the node's lease ran
+    out, never as running."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    model = ("--model", "tests.e2e.webrtc_models:FrameNumber")
+    node_a, node_b = cluster("a", *model), cluster("b", *model)
+
+    async def scenario() -> None:
+        peer = client_peer(ColourTrack(size=(160, 120)))
+        try:
+            url = node_a.url.replace("http://", "ws://") + "/webrtc/ws"
+            async with websockets.connect(url) as ws, httpx.AsyncClient(timeout=30) as http:
+                sid = (await negotiate(peer, ws))["session_id"]
+                await recv_type(ws, "prediction", timeout=30)
+                await asyncio.sleep(0.5)  # past a checkpoint of the session
+                node_a.stop(signal.SIGKILL)
+                killed = time.monotonic()
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:  # a silence of 10 s (no close) raises TimeoutError
+                        await asyncio.wait_for(ws.recv(), timeout=10)
+                assert time.monotonic() - killed < 5
+                while True:
+                    info = (await http.get(f"{node_b.url}/v1/sessions/{sid}")).json()
+                    if info["state"] != "active":
+                        break
+                    assert info["node"] == "a"
+                    assert time.monotonic() - killed < 15, info
+                    await asyncio.sleep(0.2)
+                assert info["state"] == "ended", info
+                assert info["summary"]["reason"] == "node_lost"
+                listed = (await http.get(f"{node_b.url}/v1/sessions")).json()["sessions"]
+                assert sid not in {s["id"] for s in listed}
+        finally:
+            await peer.close()
+
+    asyncio.run(scenario())
+    assert node_b.proc.poll() is None, node_b.output()
+    assert "Traceback" not in node_b.output(), node_b.output()
+
+
 async def source_on(client: httpx.AsyncClient) -> dict[str, Any]:
     r = await client.get("/v1/sources/demo")
     assert r.status_code == 200, r.text

@@ -124,7 +124,7 @@ class LocalSessions(Sessions, Protocol[M_co]):
     def holds(self, session_id: str) -> bool:
         """Whether the session runs here now."""
 
-    async def recover(self, gone: Sequence[Owner]) -> int:
+    async def recover(self, gone: Sequence[Owner], *, reason: str = "node_lost") -> int:
         """End in the store the sessions of owners that are gone (their snapshots stay)."""
 
     async def start(self) -> None: ...
@@ -775,6 +775,17 @@ class Cluster(Generic[M]):
             return self._mine(await self.local.info(session_id))
 
         async def stored() -> SessionInfo:
+            info = await self.local.info(session_id)
+            if info.state != "active":
+                return info
+            # Recorded as running, and nobody runs it: its owner died. Say so (as a takeover
+            # would), so a client polling its session learns it ended: a WebRTC session,
+            # whose media went to that node, is never resumed elsewhere.
+            entry = await self._directory.lookup(session_id)
+            if entry is None or entry.alive or entry.node == self.node:
+                return info
+            ended = await self.local.recover([entry.owner])
+            log.info("node %s (life %d) gone: %d session(s) ended", entry.node, entry.life, ended)
             return await self.local.info(session_id)
 
         answer = await self._relay_to_owner(session_id, "info", {}, fallback=stored)

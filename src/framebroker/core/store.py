@@ -54,10 +54,11 @@ class Store(Protocol):
         every write this store makes from now on carries, and is fenced by, the result."""
         ...
 
-    def recover(self, gone: Sequence[Owner]) -> int:
+    def recover(self, gone: Sequence[Owner], *, reason: str = "server_restarted") -> int:
         """End the active sessions whose owner is gone: those recorded by an owner of
         ``gone`` at that owner's epoch or an earlier one, and those recorded before sessions
-        had owners. Each gets a summary with ``reason="server_restarted"``; returns how many.
+        had owners. Each gets a summary with ``reason`` (``server_restarted``: this server's
+        earlier life; in a cluster ``node_lost``: another node died); returns how many.
         """
         ...
 

@@ -165,13 +165,14 @@ class Broker:
                 self._checkpoint_forever(), name="framebroker-checkpoints"
             )
 
-    async def recover(self, gone: Sequence[Owner]) -> int:
+    async def recover(self, gone: Sequence[Owner], *, reason: str = "node_lost") -> int:
         """End, in the store, the sessions left active by owners that are gone (another
         process that died, whose sessions this one takes over); returns how many. Their
         snapshots stay, so each can still be resumed by :meth:`attach`."""
         if self.store is None or not gone:
             return 0
-        return await self.run_blocking(self.store.recover, list(gone))
+        store = self.store
+        return await self.run_blocking(lambda: store.recover(list(gone), reason=reason))
 
     async def stop(self) -> None:
         """End every session, keeping each one's state so a client can resume it after a

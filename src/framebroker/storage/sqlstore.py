@@ -411,12 +411,12 @@ class SQLStore:
         if (holder.owner, holder.epoch) != (self._owner.id, self._owner.epoch):
             raise self._stale(session_id, holder)
 
-    def recover(self, gone: Sequence[Owner]) -> int:
+    def recover(self, gone: Sequence[Owner], *, reason: str = "server_restarted") -> int:
         """End the sessions left active by an owner that is gone; returns how many.
 
         Those recorded by an owner of ``gone`` at its epoch or before, and those recorded with
         no owner (before migration 0003, or by a store never begun), each get
-        ``state="ended"`` and a summary with ``reason="server_restarted"`` built from its
+        ``state="ended"`` and a summary with ``reason`` built from its
         stored info (which is kept as it was), and pass to this store's owner: a gone owner
         still writing is fenced off them. Sessions of owners not named, alive elsewhere, are
         left alone.
@@ -443,7 +443,7 @@ class SQLStore:
                     "pipeline": pipeline,
                     "created_at": created_at,
                     "ended_at": now,
-                    "reason": "server_restarted",
+                    "reason": reason,
                     "stats": dict(info or {}).get("stats", {}),
                     "results": {},
                     "errors": [],
