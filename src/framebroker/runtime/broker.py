@@ -577,6 +577,10 @@ class Broker:
             raise SessionNotFound(session_id)
         if lane.models is None:
             raise ValueError(f"session {session_id!r} takes frames by submit, not offer")
+        if lane.models.closing:
+            # Being ended (its live frames stop first, while its models finish): to the
+            # caller it is gone, as it will be once the end is done.
+            raise SessionNotFound(session_id)
         return lane.models.offer(_frame(frame))
 
     def _predicted(self, session_id: str, prediction: Prediction) -> None:
