@@ -121,9 +121,14 @@ async def test_a_live_frame_offered_while_its_session_ends_finds_it_gone(broker:
     assert not ending.done()
     with pytest.raises(SessionNotFound):
         broker.offer(s.id, FrameIn())
-    await ending
+    # The peer, told so, ends the session too: one end, both told its summary.
+    again = await broker.end(s.id, reason="ended")
+    assert again is await ending
+    assert again.reason == "deleted"
     with pytest.raises(SessionNotFound):
         broker.offer(s.id, FrameIn())
+    with pytest.raises(SessionNotFound):
+        await broker.end(s.id)
 
 
 async def test_end_waits_for_queued_frames_and_runs_end(broker: Broker) -> None:
