@@ -106,6 +106,31 @@ async def test_latest_policy_drops_stale_frames_and_counts_them(broker: Broker) 
     assert s.stats.frames_processed == 2
 
 
+async def test_a_live_frame_offered_while_its_session_ends_finds_it_gone(broker: Broker) -> None:
+    """A WebRTC peer learns that its session was ended elsewhere (DELETE, the console) from
+    the next frame it offers: while the end waits for a busy model, that frame must be
+    refused as for an ended session, not with an error the peer does not expect."""
+    s = await live_session(
+        broker, transport="webrtc", pipeline=[{"name": "sleepy", "seconds": 0.3}],
+        backpressure=Backpressure.NEWEST,
+    )  # fmt: skip
+    broker.offer(s.id, FrameIn())
+    await asyncio.sleep(0.05)  # the model is busy with it
+    ending = asyncio.create_task(broker.end(s.id, reason="deleted"))
+    await asyncio.sleep(0.05)  # the end waits for the model
+    assert not ending.done()
+    with pytest.raises(SessionNotFound):
+        broker.offer(s.id, FrameIn())
+    # The peer, told so, ends the session too: one end, both told its summary.
+    again = await broker.end(s.id, reason="ended")
+    assert again is await ending
+    assert again.reason == "deleted"
+    with pytest.raises(SessionNotFound):
+        broker.offer(s.id, FrameIn())
+    with pytest.raises(SessionNotFound):
+        await broker.end(s.id)
+
+
 async def test_end_waits_for_queued_frames_and_runs_end(broker: Broker) -> None:
     s = await live_session(broker, transport="t", pipeline=["counter"])
     pending = [asyncio.create_task(broker.submit(s.id, FrameIn())) for _ in range(3)]

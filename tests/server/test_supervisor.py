@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from framebroker.config import load_settings
-from framebroker.server.supervisor import Supervisor, worker_settings
+from framebroker.server.supervisor import Supervisor, _prepare_store, worker_settings
+from framebroker.storage.face_files import FaceFolder
 
 
 def test_each_worker_is_a_node_of_the_cluster_on_the_bound_ports() -> None:
@@ -30,7 +31,8 @@ def test_each_worker_is_a_node_of_the_cluster_on_the_bound_ports() -> None:
     assert made[0].compat_ports["frames"] == 5123
     assert made[0].compat_ports["people_ws"] == settings.compat_ports["people_ws"]
     assert set(made[0].compat_ports) == set(settings.compat_ports)
-    assert [w.sources for w in made] == [["demo=clip.mp4"], []]  # a source runs once
+    # Every worker follows every source's lease: one runs it, the other takes it over.
+    assert [w.sources for w in made] == [["demo=clip.mp4"], ["demo=clip.mp4"]]
     for w in made:
         assert w.cluster.url == "unix:///r.sock"
         assert (w.cluster.relay_host, w.cluster.address, w.cluster.relay_port) == (
@@ -121,3 +123,17 @@ def test_the_worker_module_refuses_to_run_by_hand() -> None:
     )
     assert done.returncode == 2
     assert b"started by serve --workers" in done.stderr
+
+
+def test_the_supervisor_sweeps_a_crash_s_face_crops_before_any_worker_starts(
+    tmp_path: Path,
+) -> None:
+    """Workers never sweep (one may write a face while another starts); the supervisor
+    does, once, while nothing writes."""
+    settings = load_settings(data_dir=tmp_path, workers=2)
+    folder = FaceFolder(settings.faces_dir)
+    folder.write("face_3.jpg", b"its row never committed")
+    folder.stage(b"killed before its rename")
+    (settings.faces_dir / "notes.txt").write_text("not ours")
+    _prepare_store(settings)
+    assert [p.name for p in settings.faces_dir.iterdir()] == ["notes.txt"]

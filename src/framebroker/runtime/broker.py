@@ -137,6 +137,8 @@ class Broker:
         self._watchdog = Watchdog(self.executor, self.config.processor_timeout_s, self.metrics)
         self._probe = RssProbe.open(self.config.memory_sample_every, self.metrics.memory_grew)
         self._lanes: dict[str, Lane] = {}
+        self._ending: dict[str, asyncio.Future[SessionSummary]] = {}
+        """The ends under way, by session: a second end of a session waits for the first."""
         self._sweeper: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.owner: Owner | None = None
@@ -472,9 +474,38 @@ class Broker:
         back (a server stop suspends sessions this way). A session stuck in a processor call
         is not waited for: it ends without that processor's ``end`` (reported in the
         summary's ``errors``), and without its state.
+
+        Two ends of one session at once (a ``DELETE`` while its WebRTC peer notices it is
+        going and ends it too) are one end: the second waits for the first and gets its
+        summary (or its error).
         """
-        loop = asyncio.get_running_loop()
+        ending = self._ending.get(session_id)
+        if ending is not None:
+            await asyncio.wait({ending})  # a cancel of this call leaves the first end be
+            if not ending.cancelled():
+                return ending.result()
+            # The first end was cut short: this one ends the session.
+            return await self.end(session_id, reason=reason, keep_state=keep_state)
         self.manager.get(session_id)  # SessionNotFound first
+        ending = asyncio.get_running_loop().create_future()
+        self._ending[session_id] = ending
+        try:
+            summary = await self._end_now(session_id, reason=reason, keep_state=keep_state)
+        except Exception as exc:
+            ending.set_exception(exc)
+            ending.exception()  # retrieved: nobody else may be waiting for it
+            raise
+        except BaseException:
+            ending.cancel()
+            raise
+        else:
+            ending.set_result(summary)
+            return summary
+        finally:
+            del self._ending[session_id]
+
+    async def _end_now(self, session_id: str, *, reason: str, keep_state: bool) -> SessionSummary:
+        loop = asyncio.get_running_loop()
         # While the database is away the session stays, and its client is told 503.
         await self._store_answers()
         lane = self._lanes.get(session_id)
@@ -593,6 +624,10 @@ class Broker:
             raise SessionNotFound(session_id)
         if lane.models is None:
             raise ValueError(f"session {session_id!r} takes frames by submit, not offer")
+        if lane.models.closing:
+            # Being ended (its live frames stop first, while its models finish): to the
+            # caller it is gone, as it will be once the end is done.
+            raise SessionNotFound(session_id)
         return lane.models.offer(_frame(frame))
 
     def _predicted(self, session_id: str, prediction: Prediction) -> None:

@@ -264,6 +264,11 @@ class ModelLanes:
     # -- state -----------------------------------------------------------------------------
 
     @property
+    def closing(self) -> bool:
+        """Whether :meth:`stop` began: no frame is taken any more."""
+        return self._closing
+
+    @property
     def names(self) -> list[str]:
         """The models, in pipeline (merge) order."""
         return [lane.name for lane in self._lanes]

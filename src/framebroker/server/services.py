@@ -91,9 +91,11 @@ class Services:
     listening: bool = field(default=True, init=False)
     """False while a server is still opening its listeners; /healthz answers 503 meanwhile."""
     sweep_faces: bool = field(default=True, init=False)
-    """Remove the face crops a crash left unfinished at start. Only the process that writes
-    faces may (a worker of ``serve --workers`` that runs no source sets it False): a sweep
-    beside a writer could take a crop renamed into place before its row is committed."""
+    """Remove the face crops a crash left unfinished at start. Only while nothing else
+    writes faces to the same folder: a sweep beside a writer could take a crop renamed into
+    place before its row is committed. The workers of ``serve --workers`` set it False (any
+    of them may run a source while another starts); their supervisor sweeps before any
+    starts."""
 
     @classmethod
     def build(cls, settings: Settings, sessions: SessionHost | None = None) -> Services:

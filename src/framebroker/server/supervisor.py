@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..storage import SQLPeopleRecords, face_crops_for
 from ..video_analysis.service import read_or_make_key
 from .app import build_registry, open_configured_store
 from .data_lock import DataDirLock
@@ -72,8 +73,9 @@ def worker_settings(
     """The settings of worker ``index``: a node ``<node>-w<index>`` of the cluster at
     ``url``, on the ports bound already. With a ``private`` Redis its relay listens on
     loopback (the workers are its only callers); else as configured, each worker on its own
-    port (``relay_port`` + index, or any). Only worker 0 runs the ``--source`` feeds (a
-    source read twice would be counted twice); the others' listeners follow them by Redis."""
+    port (``relay_port`` + index, or any). Every worker is given every ``--source``: each
+    source's lease in Redis lets one worker run it at a time (a source read twice would be
+    counted twice), and another takes it over when that worker dies."""
     cluster = settings.cluster
     relay = cluster.relay_port + index if cluster.relay_port else 0
     updates: dict[str, object] = {"url": url, "relay_port": relay}
@@ -93,7 +95,7 @@ def worker_settings(
             },
             "cluster": cluster.model_copy(update=updates),
             "analysis": analysis,
-            "sources": settings.sources if index == 0 else [],
+            "sources": settings.sources,
         }
     )
 
@@ -339,8 +341,21 @@ def run_supervisor(settings: Settings, *, app_dir: Path) -> int:
 
 def _prepare_store(settings: Settings) -> None:
     """Open the store once before any worker does: an empty database is made (or an older
-    one migrated, or a newer one refused) here, not by N workers racing to do it."""
+    one migrated, or a newer one refused) here, not by N workers racing to do it. Then
+    remove the face crops a crash left unfinished, here for the same reason: once workers
+    run, one may be writing a face while another starts, and a sweep beside a writer could
+    delete a crop renamed into place before its row commits (so workers never sweep)."""
     try:
-        open_configured_store(settings).close()
+        store = open_configured_store(settings)
     except SQLAlchemyError as exc:
         raise ConfigError(f"--database-url: cannot open the store: {exc}") from None
+    try:
+        records, crops = SQLPeopleRecords(store), face_crops_for(store, settings.faces_dir)
+        gone = crops.sweep(records.face_filenames())
+        if gone:
+            log.info("removed %d face crop(s) a previous run left unfinished", gone)
+    except (SQLAlchemyError, OSError) as exc:
+        # Leftovers are harmless until the next start: not a reason to refuse this one.
+        log.warning("could not sweep the face crops a previous run left: %s", exc)
+    finally:
+        store.close()

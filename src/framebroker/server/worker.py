@@ -37,7 +37,7 @@ async def run_worker(spec: WorkerSpec) -> None:
     }
     try:
         services = build_services(settings)
-        services.sweep_faces = bool(settings.sources)
+        services.sweep_faces = False  # the supervisor swept before any worker started
         services.broker.metrics.registry.register(RosterCollector(spec.roster))
         await serve_on(settings, listeners, services, announce=spec.index == 0)
     finally:
