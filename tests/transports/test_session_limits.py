@@ -232,3 +232,28 @@ async def test_webrtc_offers_count_with_the_clients_other_sessions(tmp_path: Pat
             await peer.close()
         errors = 'framebroker_errors_total{code="client_session_limit",transport="webrtc_ws"}'
         assert counted(services, errors) == 1
+
+
+async def test_a_socketio_id_refused_for_capacity_stays_good_for_a_retry(tmp_path: Path) -> None:
+    """A connection refused because the server is full (503) used nothing up: the id it
+    came with connects once there is room, as the client's retry expects."""
+    async with (
+        served(settings_with(tmp_path, max_sessions=1)) as (_, host),
+        httpx.AsyncClient(base_url=f"http://{host}") as http,
+    ):
+        url = f"http://{host}"
+        sid = (await http.get("/get_session_id")).json()["session_id"]
+        rest = (await http.post("/v1/sessions")).json()["id"]
+        refused = Client()
+        try:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await refused.connect(url, f"session_id={sid}")
+            assert refused.refusal["data"]["code"] == "capacity_exceeded"
+        finally:
+            await refused.close()
+        assert (await http.delete(f"/v1/sessions/{rest}")).status_code == 200
+        async with connected(url, f"session_id={sid}") as retried:
+            assert "size" in await retried.frame()
+            # Its own id, not one made on connect for an id refused as used up.
+            listed = (await http.get("/v1/sessions")).json()["sessions"]
+            assert [s["id"] for s in listed] == [sid]

@@ -189,11 +189,13 @@ class VideoAnalysis:
             sid = self.ids.claim(session_id)
             try:
                 await self._unused_elsewhere(sid)
-            except SessionConflict:
-                self.ids.unclaim(sid)
+            except SessionNotFound:
+                self.ids.release(sid)  # used up elsewhere: remembered here too
                 raise
             except BaseException:
-                self.ids.release(sid)
+                # In use elsewhere, or not known now (the cluster or the store did not
+                # answer): the id stays as good as it was, for this client to retry.
+                self.ids.unclaim(sid)
                 raise
         except (InvalidInput, SessionNotFound):
             if not self.settings.generate_session_id_on_connect:
@@ -211,7 +213,9 @@ class VideoAnalysis:
                 client=client,
             )
         except BaseException:
-            self.ids.release(sid)
+            # Nothing ran (no capacity, the store or the cluster away): the id stays good.
+            # A stream that did start and end is in the store, which says so next time.
+            self.ids.unclaim(sid)
             raise
         self.streams.add(connection, stream)
         log.info("video analysis session %s connected (%s)", sid, "made" if generated else "given")
