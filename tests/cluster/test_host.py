@@ -242,7 +242,12 @@ async def test_relay_calls_that_cannot_be_used_are_refused_and_counted(nodes: Ma
     assert junk.status_code == 400
     unknown = await relay_post(a, PATH_PREFIX + "teleport", b'{"session_id": "x"}', token)
     assert unknown.status_code == 400
-    assert refusals(a) == {"relay_auth": 1, "relay_version": 1, "relay_malformed": 2}
+    odd = await relay_post(a, PATH_PREFIX + "source", b'{"name": "d", "action": "burn"}', token)
+    assert odd.status_code == 400
+    assert refusals(a) == {"relay_auth": 1, "relay_version": 1, "relay_malformed": 3}
+    # A well-formed call for a source this node does not have: the error, not a refusal.
+    none = await relay_post(a, PATH_PREFIX + "source", b'{"name": "d", "action": "stop"}', token)
+    assert none.json()["error"]["type"] == "SourceNotFound", none.text
     # Still serving.
     info = await a.create(transport="test")
     ok = await relay_post(a, PATH_PREFIX + "info", f'{{"session_id": "{info.id}"}}'.encode(), token)

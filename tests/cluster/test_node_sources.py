@@ -106,7 +106,17 @@ async def test_a_source_on_two_nodes_runs_on_one_and_moves_on_a_clean_stop_with_
 
     # The day's counts as the store has them when the holder stops (written after the
     # standby started: it must read them at the takeover, not at its own start).
-    await feed(holder).stop()  # the operator stops it; the holder keeps the lease
+    # The operator stops it, asking the standby (POST /v1/sources/demo/stop): the holder
+    # stops it and keeps the lease; a start asked of the standby starts it there again.
+    stopped = await standby.feeds.act("demo", "stop")
+    assert (stopped["state"], stopped["node"]) == ("stopped", name)
+    assert feed(holder).state == "stopped"
+    started = await standby.feeds.act("demo", "start")
+    assert (started["state"], started["node"]) == ("running", name)
+    assert feed(holder).running
+    assert not feed(standby).running
+    assert cluster(holder).counters.served["source"] == 2
+    await standby.feeds.act("demo", "stop")
     assert feed(standby).describe()["state"] == "standby"
     assert holder.records is not None
     day = local_day(time.time(), ZoneInfo(holder.settings.people.timezone))

@@ -412,6 +412,20 @@ def one_story(workers: Workers, timeout_s: float = 30) -> str:
         time.sleep(0.3)
 
 
+def test_the_source_is_stopped_and_started_on_its_worker_whichever_gets_the_request(
+    workers: Workers,
+) -> None:
+    """A client cannot choose its worker: every stop and start, over fresh connections, is
+    done by the worker that runs the source (a standby relays it there) and says so."""
+    holder = one_story(workers)
+    for _ in range(5):
+        for action, state in (("stop", "stopped"), ("start", "running")):
+            r = fresh("POST", f"{workers.url}/v1/sources/demo/{action}")
+            assert r.status_code == 200, r.text
+            assert (r.json()["state"], r.json()["node"]) == (state, holder), r.json()
+    assert one_story(workers) == holder
+
+
 def test_kill_9_of_the_worker_running_the_source_another_takes_it_over_with_its_counts(
     workers: Workers,
 ) -> None:

@@ -38,9 +38,9 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -54,6 +54,7 @@ from ..errors import (
     SessionConflict,
     SessionFenced,
     SessionNotFound,
+    SourceNotFound,
 )
 from ..sessions import (
     Backpressure,
@@ -158,7 +159,7 @@ class ClusterConfig:
     route_cache: int = 65536
 
 
-_OPS = frozenset({"attach", "attach_submit", "submit", "end", "info", "live"})
+_OPS = frozenset({"attach", "attach_submit", "submit", "end", "info", "live", "source"})
 """What a node may relay to another."""
 
 
@@ -172,6 +173,9 @@ def _attach_body(
         "create": create,
     }
 
+
+SourceAction = Literal["stop", "start"]
+"""What another node may ask of a source this node runs."""
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_~-]")
 
@@ -215,6 +219,9 @@ class Cluster(Generic[M]):
         heartbeat (set by the server that assembles the node)."""
         self.running_sources: Callable[[], Iterable[str]] = lambda: ()
         """Those of them this node runs now (it holds their lease), advertised likewise."""
+        self.source_action: Callable[[str, SourceAction], Awaitable[dict[str, Any]]] | None = None
+        """``(source, action)`` done here for another node (``/v1/sources/<name>/stop``
+        asked of a node that stands by for it), answering the source as described here."""
         self._keepers: dict[str, SourceKeeper] = {}
         local.metrics.registry.register(ClusterCollector(self.snapshot))
 
@@ -402,6 +409,24 @@ class Cluster(Generic[M]):
         self._keepers[name] = keeper
         keeper.start()
         return keeper
+
+    async def source_elsewhere(self, node: str, name: str, action: SourceAction) -> dict[str, Any]:
+        """Ask ``node``, which runs the source ``name``, to ``stop`` or ``start`` it; the
+        source as that node describes it. ``ClusterUnavailable`` when it cannot be reached."""
+        info = await self._node_info(node)
+        if info is None:
+            raise ClusterUnavailable(
+                f"source {name!r} runs on node {node!r}, which this node cannot find",
+                operation="relay",
+            )
+        answer = await self._call(info, "source", {"name": name, "action": action})
+        if not isinstance(answer, dict):
+            self.refusals.refuse("relay_malformed", f"source {name!r}: {answer!r:.200}")
+            raise ClusterUnavailable(
+                f"node {node!r} answered for source {name!r} what this node cannot read",
+                operation="relay",
+            )
+        return answer
 
     async def _refresh_nodes(self) -> None:
         nodes = await self._directory.nodes()
@@ -851,6 +876,13 @@ class Cluster(Generic[M]):
         self.counters.served[op] = self.counters.served.get(op, 0) + 1
         if op == "live":
             return [info_to_wire(self._mine(info)) for info in await self.local.live()]
+        if op == "source":
+            name, action = body.get("name"), body.get("action")
+            if not isinstance(name, str) or action not in ("stop", "start"):
+                raise RelayRefused("relay_malformed", f"source: {name!r} {action!r:.50}")
+            if self.source_action is None:
+                raise SourceNotFound(f"no source {name!r} on node {self.node!r}", field="name")
+            return await self.source_action(name, action)
         sid = body.get("session_id")
         if not isinstance(sid, str) or not sid:
             raise RelayRefused("relay_malformed", f"{op}: no session_id")

@@ -19,7 +19,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -36,6 +36,8 @@ from .live import LiveFeed, Offload, end_interrupted_events, local_day
 from .records import FaceCrops, PeopleRecords
 
 __all__ = [
+    "Elsewhere",
+    "SourceAction",
     "SourceFeed",
     "SourceGate",
     "SourceState",
@@ -435,12 +437,45 @@ class SourceFeed:
             self.state, self.reason = state, why
 
 
+SourceAction = Literal["stop", "start"]
+
+Elsewhere = Callable[[str, str, SourceAction], Awaitable[dict[str, Any]]]
+"""``(node, source, action)``: the action done by the node that runs the source, which
+answers the source as it describes it."""
+
+
 class Sources:
     """The server's ``--source`` feeds by name: listed, stopped and started again
-    (``/v1/sources``)."""
+    (``/v1/sources``).
+
+    In a cluster a source runs on the node that holds its lease, and ``elsewhere`` (set by
+    the server that assembles the node) reaches that node: a stop or a start asked of a
+    node that stands by is done by the one that runs the source, wherever the request
+    landed (with ``serve --workers`` the client cannot choose)."""
 
     def __init__(self, feeds: Iterable[SourceFeed] = ()) -> None:
         self._feeds = {feed.name: feed for feed in feeds}
+        self.elsewhere: Elsewhere | None = None
+
+    async def act(self, name: str, action: SourceAction) -> dict[str, Any]:
+        """Stop or start the source where it runs; the source as it is then."""
+        feed = self.get(name)
+        gate = feed.gate
+        if (
+            self.elsewhere is not None
+            and gate is not None
+            and not gate.held
+            and gate.node is not None
+        ):
+            return await self.elsewhere(gate.node, name, action)
+        return await self.act_here(name, action)
+
+    async def act_here(self, name: str, action: SourceAction) -> dict[str, Any]:
+        """Stop or start the source on this node, whoever holds it (never relayed again: a
+        node that lost the source in the meantime stands by, or refuses to start it)."""
+        feed = self.get(name)
+        await (feed.stop() if action == "stop" else feed.start())
+        return feed.describe()
 
     def __iter__(self) -> Iterator[SourceFeed]:
         return iter(self._feeds.values())

@@ -128,11 +128,15 @@ class Services:
                 )
             )  # fmt: skip
         hub.known_sources = lambda: [feed.name for feed in feeds]
+        sources = Sources(feeds)
         if isinstance(broker, Cluster):
             # A listener on any node follows any node's source (its frames come by Redis).
             broker.local_sources = hub.known_sources
             broker.running_sources = lambda: [feed.name for feed in feeds if feed.running]
             hub.known_sources = broker.sources
+            # A stop or start of a source reaches the node that runs it, from any node.
+            sources.elsewhere = broker.source_elsewhere
+            broker.source_action = sources.act_here
         analysis = VideoAnalysis(
             settings.analysis,
             broker,
@@ -155,7 +159,7 @@ class Services:
             analysis,
             socketio,
             webrtc,
-            Sources(feeds),
+            sources,
             own,
         )
 

@@ -4,7 +4,7 @@
 came to its end, ``failed``: its reader gave up) and why a source is not running;
 In a cluster (``serve --cluster``) a source runs on one node at a time, the one that holds
 its lease; ``node`` names it, and the other nodes configured with it say ``standby`` (they
-take it over if that node stops) and refuse to start it (409 ``source_elsewhere``).
+take it over if that node stops); a stop or start asked of any node is done by that one.
 ``starting``: this node holds it and is starting it.
 ``POST /v1/sources/{name}/stop`` stops one (its session ends, its counts are kept) and
 ``POST /v1/sources/{name}/start`` opens it again, the day's counts carrying on. Ending a
@@ -69,10 +69,9 @@ def router(sources: Sources) -> APIRouter:
 
     @api.post("/sources/{name}/stop", response_model=SourceOut)
     async def stop_source(name: str) -> Response:
-        """Stop reading the source and end its session (idempotent)."""
-        feed = sources.get(name)
-        await feed.stop()
-        return json_response(feed.describe())
+        """Stop reading the source and end its session (idempotent); in a cluster, on the
+        node that runs it."""
+        return json_response(await sources.act(name, "stop"))
 
     @api.post(
         "/sources/{name}/start",
@@ -83,9 +82,8 @@ def router(sources: Sources) -> APIRouter:
         },
     )
     async def start_source(name: str) -> Response:
-        """Open the source again and feed a new session from it (idempotent)."""
-        feed = sources.get(name)
-        await feed.start()
-        return json_response(feed.describe())
+        """Open the source again and feed a new session from it (idempotent); in a
+        cluster, on the node that holds it."""
+        return json_response(await sources.act(name, "start"))
 
     return api
