@@ -45,7 +45,7 @@ class OwnerUnreachable(Exception):
 
 
 MAX_POLLS = 1024
-"""Engine.IO requests forwarded to one node at once, at most (more wait for a connection)."""
+"""Engine.IO requests this node forwards at once, at most (more wait for a connection)."""
 
 _HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"}
