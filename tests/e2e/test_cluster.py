@@ -33,7 +33,7 @@ from framebroker.media.sources import demo_clip
 from tests.redis_server import RedisServer, running_redis
 
 from ..transports.images import scene
-from ..transports.socketio_harness import Client, connected, jpeg
+from ..transports.socketio_harness import Client, connected, jpeg, polling, stream_windows
 from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
 from ..transports.webrtc_client import ColourTrack, client_peer, negotiate, recv_type
 from .server import RunningServer, running_server
@@ -373,6 +373,78 @@ def test_socket_io_streams_go_on_while_redis_is_away_and_observers_come_back_aft
     asyncio.run(scenario())
     for node in (node_a, node_b):
         assert node.proc.poll() is None, node.output()
+
+
+class RoundRobin:
+    """A TCP balancer on a free loopback port that hands each new connection to the next of
+    ``upstreams`` (``http://host:port``) in turn and pipes its bytes, sticky to nothing: what
+    a client's requests meet behind a plain round-robin L4 balancer. ``accepted`` counts the
+    connections each upstream was given."""
+
+    def __init__(self, upstreams: list[str]) -> None:
+        self.upstreams = [u.removeprefix("http://").rsplit(":", 1) for u in upstreams]
+        self.accepted = [0] * len(upstreams)
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._next = 0
+
+    async def __aenter__(self) -> RoundRobin:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        i, self._next = self._next, (self._next + 1) % len(self.upstreams)
+        self.accepted[i] += 1
+        host, port = self.upstreams[i]
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+
+def test_a_long_polling_client_whose_requests_alternate_between_two_nodes_gets_every_result(
+    cluster: Callable[..., RunningServer],
+) -> None:
+    """Seed 002 on long-polling alone behind a round-robin balancer, each request on a new
+    connection, so a client's requests alternate between the nodes: the node that did not
+    make its Engine.IO session forwards them to the one that did, and every frame and window
+    is answered."""
+    node_a = cluster("a", analysis=ANALYSIS, toml=PIPELINES)
+    node_b = cluster("b", analysis=ANALYSIS, toml=PIPELINES)
+
+    async def scenario() -> list[int]:
+        async with RoundRobin([node_a.url, node_b.url]) as balancer:
+            async with httpx.AsyncClient(timeout=30) as http:
+                for node in (node_a, node_b):
+                    sid = (await http.get(f"{node.url}/get_session_id")).json()["session_id"]
+                    async with polling(balancer.url, f"session_id={sid}") as client:
+                        assert client.sio.transport() == "polling"
+                        await stream_windows(client, sid, windows=2, size=3)
+            return balancer.accepted
+
+    accepted = asyncio.run(scenario())
+    assert min(accepted) >= 5, accepted
+    forwarded = 0
+    for node in (node_a, node_b):
+        metrics = httpx.get(f"{node.url}/metrics").text
+        line = 'framebroker_cluster_relays_total{op="engineio",outcome="ok"} '
+        forwarded += sum(
+            int(float(r[len(line) :])) for r in metrics.splitlines() if r.startswith(line)
+        )
+        assert node.proc.poll() is None, node.output()
+    assert forwarded >= 5, forwarded
 
 
 ROOT = Path(__file__).resolve().parents[2]

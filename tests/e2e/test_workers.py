@@ -11,6 +11,7 @@ behind.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import httpx
 import pytest
 
 from ..transports.images import scene
+from ..transports.socketio_harness import polling, stream_windows
 from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
 from .server import RunningServer, compat_flags, free_port, running_server
 from .test_frame_server import files, seed_frame
@@ -189,6 +191,52 @@ def test_two_workers_serve_as_one_server_and_survive_a_kill_9(
     assert not redis.exists()
     assert not (data / "workers.json").exists()
     assert "Traceback" not in server.output(), server.output()
+
+
+ANALYSIS = """
+[analysis]
+window_frames = 3
+reconnect_grace_s = 0
+
+[analysis.pipelines]
+tracks = ["bytetrack"]
+"""
+
+
+def engineio_relays(url: str, outcome: str = "ok") -> int:
+    """The most Engine.IO requests one worker forwarded to another, in a few scrapes of
+    /metrics (each on a fresh connection: any worker answers)."""
+    found = 0
+    for _ in range(12):
+        metrics = fresh("GET", f"{url}/metrics").text
+        line = f'framebroker_cluster_relays_total{{op="engineio",outcome="{outcome}"}} '
+        for row in metrics.splitlines():
+            if row.startswith(line):
+                found = max(found, int(float(row[len(line) :])))
+    return found
+
+
+def test_long_polling_clients_stream_through_two_workers(tmp_path: Path, config: Path) -> None:
+    """Seed 002 on Engine.IO's long-polling alone, every request on a fresh connection: the
+    requests land on both workers, and the one that did not make a client's Engine.IO
+    session forwards them to the one that did; every frame and every window is answered."""
+    config.write_text(CONFIG + ANALYSIS)
+    args = ("--config", str(config), "--workers", "2")
+    with running_server(tmp_path / "data", *args, timeout=120) as server:
+        url = server.url
+
+        async def one(k: int) -> None:
+            sid = fresh("GET", f"{url}/get_session_id").json()["session_id"]
+            async with polling(url, f"session_id={sid}") as client:
+                assert client.sio.transport() == "polling"
+                await stream_windows(client, sid, windows=2, size=3)
+
+        async def clients() -> None:
+            await asyncio.gather(*(one(k) for k in range(3)))
+
+        asyncio.run(clients())
+        assert engineio_relays(url) > 0, "no poll landed on the worker that did not make its sid"
+        assert "Traceback" not in server.output(), server.output()
 
 
 def test_a_killed_supervisor_takes_its_workers_and_redis_with_it(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import cv2
 import httpx
 import numpy as np
@@ -65,8 +66,9 @@ async def serve(tmp_path: Path, **analysis: Any) -> AsyncIterator[Served]:
 class Client:
     """A python-socketio client whose received events wait in queues by name."""
 
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+    def __init__(self, **options: Any) -> None:
+        """``options``: more of python-socketio's client options."""
+        self.sio = socketio.AsyncClient(reconnection=False, **options)
         self.events: dict[str, asyncio.Queue[Any]] = {}
         self.refusal: Any = None
         for name in ("result", "error", "session", "test", "ended"):
@@ -122,6 +124,43 @@ async def connected(url: str, query: str = "", **kwargs: Any) -> AsyncIterator[C
         yield client
     finally:
         await client.close()
+
+
+@contextlib.asynccontextmanager
+async def polling(url: str, query: str = "") -> AsyncIterator[Client]:
+    """A client on Engine.IO's long-polling transport alone, each of its requests on a
+    connection of its own (the connection closes after each answer): its requests land on
+    whichever process of the server, or node of a cluster, accepts each connection."""
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    client = Client(http_session=http)
+    try:
+        await client.connect(url, query, transports=["polling"])
+        yield client
+    finally:
+        eio = client.sio.eio
+        if client.sio.connected:
+            with contextlib.suppress(socketio.exceptions.TimeoutError):
+                await client.sio.call("end", timeout=5)  # done: no reconnect grace
+            # python-engineio's client would wait for its open poll to end, which the server
+            # ends at its next ping (25 s): the stream has ended, so leave without waiting.
+            tasks = [t for t in (eio.read_loop_task, eio.write_loop_task) if t is not None]
+            await eio.disconnect(abort=True)
+            await http.close()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        await client.close()
+        await http.close()
+
+
+async def stream_windows(client: Client, session_id: str, windows: int, size: int) -> None:
+    """Send ``windows * size`` frames on ``client`` and check every frame's ack and every
+    window's result (a stream of ``size``-frame windows running ``tracks``)."""
+    for w in range(windows):
+        for i in range(size):
+            reply = await client.frame(scene(64, 48, seed=w * size + i))
+            assert reply["frame"] == w * size + i, reply
+        result = await client.next("result", 30)
+        assert (result["session_id"], result["window"]) == (session_id, w), result
+        assert result["result"]["tracks"]["frames"] == size, result
 
 
 def jpeg(image: np.ndarray, quality: int = 90) -> bytes:

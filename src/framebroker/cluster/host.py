@@ -44,6 +44,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from starlette.types import ASGIApp
 
 from ..core.bus import Message
 from ..core.store import Owner
@@ -69,10 +70,11 @@ from ..sessions import (
 from .bus import RedisBus
 from .connection import Refusals, connect, stop_task
 from .directory import Directory, Entry, Lease, NodeInfo
+from .engineio_route import EngineIOSids, Forwarded, SidParts, SidRefused
 from .keys import Keys
 from .metrics import ClusterCollector, ClusterCounters
 from .relay_client import OwnerUnreachable, RelayClient
-from .relay_server import RelayServer, relay_app
+from .relay_server import EngineIOForwards, RelayServer, relay_app
 from .relay_wire import (
     NotOwner,
     RelayRefused,
@@ -177,6 +179,9 @@ def _attach_body(
 SourceAction = Literal["stop", "start"]
 """What another node may ask of a source this node runs."""
 
+NODES_REREAD_S = 1.0
+"""How often a sid of a node not known here may make this node read the node list again."""
+
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_~-]")
 
 
@@ -223,6 +228,11 @@ class Cluster(Generic[M]):
         """``(source, action)`` done here for another node (``/v1/sources/<name>/stop``
         asked of a node that stands by for it), answering the source as described here."""
         self._keepers: dict[str, SourceKeeper] = {}
+        self._sids = EngineIOSids(config.secret, config.name)
+        self._reread_at = 0.0  # when a sid of an unknown node last made it read the nodes
+        self.engineio_app: ASGIApp | None = None
+        """This node's Socket.IO app, which answers the Engine.IO requests other nodes
+        forward to it (set by the server that assembles the node)."""
         local.metrics.registry.register(ClusterCollector(self.snapshot))
 
     # -- life cycle ------------------------------------------------------------------------
@@ -268,9 +278,14 @@ class Cluster(Generic[M]):
         config = self.config
         self._redis = connect(config.url, timeout_s=config.op_timeout_s, name=owner.id)
         token = relay_token(config.secret, config.name)
-        self._relay = RelayServer(
-            relay_app(self._serve, token, self.refusals), config.host, config.relay_port
+        app = EngineIOForwards(
+            relay_app(self._serve, token, self.refusals),
+            lambda: self.engineio_app,
+            token,
+            self.refusals,
+            on_forward=self._served_engineio,
         )
+        self._relay = RelayServer(app, config.host, config.relay_port)
         self._client = RelayClient(token, self.refusals, timeout_s=config.relay_timeout_s)
         ports = {**dict(config.ports), "relay": self._relay.port}
         self.directory = Directory(
@@ -865,6 +880,78 @@ class Cluster(Generic[M]):
 
     async def prepare(self, specs: Sequence[ProcessorSpec]) -> None:
         await self.local.prepare(specs)
+
+    # -- Engine.IO sessions (seed 002's long-polling) -------------------------------------
+
+    def engineio_sid(self) -> str:
+        """A new Engine.IO sid, naming this node (:mod:`.engineio_route`)."""
+        return self._sids.make(self.node, self._prefix)
+
+    def _made(self, parts: SidParts) -> str | None:
+        for node in self._nodes.values():
+            if _id_prefix(node.id) == parts.prefix and self._sids.made_by(parts, node.id):
+                return node.id
+        return None
+
+    async def engineio_owner(self, sid: str) -> str | None:
+        """The live node that made ``sid`` (this node's id when this node did), ``None`` when
+        it is gone or unknown; raises ``SidRefused`` for a malformed sid, or one that names a
+        live node's prefix with a MAC none of those nodes made (both counted)."""
+        try:
+            parts = self._sids.read(sid)
+        except SidRefused as e:
+            self.refusals.refuse(e.reason, str(e))
+            raise
+        if parts.prefix == self._prefix and self._sids.made_by(parts, self.node):
+            return self.node
+        node = self._made(parts)
+        if node is None and time.monotonic() - self._reread_at > NODES_REREAD_S:
+            # A node that joined since the last heartbeat; read at most once a second, so
+            # a flood of sids of unknown nodes costs Redis nothing more.
+            self._reread_at = time.monotonic()
+            with contextlib.suppress(ClusterUnavailable):
+                await self._refresh_nodes()
+            node = self._made(parts)
+        if node is not None:
+            return node
+        if parts.prefix == self._prefix or any(_id_prefix(n) == parts.prefix for n in self._nodes):
+            error = SidRefused("sid_forged", f"a sid node {parts.prefix!r} did not make: {sid!r}")
+            self.refusals.refuse(error.reason, str(error))
+            raise error
+        self.counters.relayed("engineio", "gone")
+        return None
+
+    async def engineio_forward(
+        self,
+        node: str,
+        method: str,
+        query: bytes,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        timeout_s: float,
+    ) -> Forwarded | None:
+        """An Engine.IO request answered by ``node``'s Engine.IO server; ``None`` when that
+        node could not be reached, did not answer, or its relay refused the call."""
+        assert self._client is not None
+        info = self._nodes.get(node)
+        if info is None:
+            self.counters.relayed("engineio", "gone")
+            return None
+        try:
+            answer = await self._client.forward(info, method, query, headers, body, timeout_s)
+        except OwnerUnreachable as e:
+            log.info("an Engine.IO request for node %s: %s", node, e)
+            self._nodes.pop(node, None)
+            self.counters.relayed("engineio", "unreachable")
+            return None
+        except ClusterUnavailable:
+            self.counters.relayed("engineio", "error")
+            return None
+        self.counters.relayed("engineio", "ok" if answer.status == 200 else "error")
+        return answer
+
+    def _served_engineio(self) -> None:
+        self.counters.served["engineio"] = self.counters.served.get("engineio", 0) + 1
 
     # -- the relay: calls other nodes make to this one -------------------------------------
 

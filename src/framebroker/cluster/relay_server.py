@@ -23,12 +23,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import FramebrokerError
 from .connection import Refusals
+from .engineio_route import ENGINEIO_PATH, REFUSED_HEADER
 from .relay_wire import PATH_PREFIX, RelayRefused, dumps, error_to_wire, loads_object
 
-__all__ = ["RelayHandler", "RelayServer", "relay_app"]
+__all__ = ["EngineIOForwards", "RelayHandler", "RelayServer", "relay_app"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,57 @@ def relay_app(handler: RelayHandler, token: str, refusals: Refusals) -> Starlett
     )
 
 
+class EngineIOForwards:
+    """The relay's ASGI app, with ``ENGINEIO_PATH`` answered by this node's Socket.IO app
+    (``engineio()``, set once the server assembled it): an Engine.IO request another node
+    forwarded (:mod:`.engineio_route`), authenticated with the relay's token, reaches this
+    node's Engine.IO server as if the client had sent it here."""
+
+    def __init__(
+        self,
+        relay: ASGIApp,
+        engineio: Callable[[], ASGIApp | None],
+        token: str,
+        refusals: Refusals,
+        *,
+        on_forward: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.relay = relay
+        self.engineio = engineio
+        self.expected = f"Bearer {token}".encode()
+        self.refusals = refusals
+        self.on_forward = on_forward
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != ENGINEIO_PATH:
+            await self.relay(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        app = self.engineio()
+        if not hmac.compare_digest(given, self.expected):
+            self.refusals.refuse(
+                "relay_auth", f"from {scope.get('client')}: a wrong or missing token"
+            )
+            await _refuse(send, 401, "relay_auth")
+        elif app is None:
+            self.refusals.refuse("relay_malformed", "an Engine.IO request, no Socket.IO here")
+            await _refuse(send, 404, "relay_malformed")
+        else:
+            self.on_forward()
+            await app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, reason: str) -> None:
+    body = dumps({"refused": reason})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (REFUSED_HEADER.encode(), reason.encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _Quiet(uvicorn.Server):
     """A listener that leaves signals to the server it runs beside.
 
@@ -93,7 +146,7 @@ class _Quiet(uvicorn.Server):
 class RelayServer:
     """The relay endpoint on ``host:port`` (0: a free port; :attr:`port` says which)."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         try:

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import socketio
 
+from ..cluster.engineio_route import EngineIORouter
 from ..cluster.host import Cluster
 from ..cluster.keys import Keys
 from ..cluster.sources import SourceKeeper
@@ -147,6 +148,8 @@ class Services:
         socketio = SocketIOTransport(
             ctx, analysis, settings.limits, settings.auth, client_manager=manager
         )
+        if isinstance(broker, Cluster):
+            route_engineio(socketio, broker, settings)
         webrtc = WebRTCTransport(ctx, settings.webrtc, settings.limits)
         own = store if sessions is not None else None
         return cls(
@@ -213,6 +216,22 @@ class Services:
         await self.broker.stop()
         if self.store is not None:
             self.store.close()
+
+
+def route_engineio(socketio: SocketIOTransport, cluster: Cluster[Any], settings: Settings) -> None:
+    """Seed 002's long-polling across processes: Engine.IO sids name the node that made them,
+    this node's relay answers the requests other nodes forward to it, and the app mounted at
+    ``/socket.io`` forwards a request for another node's sid to that node
+    (:mod:`framebroker.cluster.engineio_route`). One server builds none of it."""
+    socketio.use_sids(cluster.engineio_sid)
+    cluster.engineio_app = socketio.app
+    socketio.app = EngineIORouter(
+        socketio.app,
+        holds=socketio.holds,
+        peers=cluster,
+        max_body=settings.limits.max_ws_message_bytes,
+        poll_timeout_s=socketio.poll_timeout_s,
+    )
 
 
 def socket_io_manager(settings: Settings) -> Any:

@@ -240,6 +240,23 @@ class SocketIOTransport:
         api_keys = auth.api_keys
         self.keys = ApiKeys({name: key.get_secret_value() for name, key in api_keys.items()})
 
+    def use_sids(self, make: Callable[[], str]) -> None:
+        """Engine.IO session ids made by ``make`` rather than python-engineio's random ones (a
+        cluster's name the node that made them; python-engineio's server makes every id by
+        its ``generate_id``)."""
+        self.sio.eio.generate_id = make
+
+    def holds(self, sid: str) -> bool:
+        """Whether the Engine.IO session ``sid`` lives in this process."""
+        return sid in self.sio.eio.sockets
+
+    @property
+    def poll_timeout_s(self) -> float:
+        """The longest a long-polling request waits for the server's answer (Engine.IO's
+        ping interval and timeout), plus slack."""
+        eio = self.sio.eio
+        return float(eio.ping_interval + eio.ping_timeout) + 5.0
+
     def _refusal(self, error: PayloadTooLarge) -> str:
         """An ``error`` event on the default namespace, encoded here (a Socket.IO event in an
         Engine.IO message) and written straight to the socket, which closes right after:
