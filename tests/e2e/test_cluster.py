@@ -130,7 +130,7 @@ def test_three_nodes_answer_as_one_server(cluster: Callable[..., RunningServer])
         assert a.post(f"/v1/sessions/{sid}/frames", json={"boxes": walking(0)}).status_code == 404
 
         metrics = b.get("/metrics").text
-        assert 'framebroker_cluster_relays_served_total{op="submit"}' in metrics
+        assert 'framebroker_cluster_relays_served_total{op="attach_submit"}' in metrics
 
 
 def test_kill_9_of_a_node_its_session_continues_on_a_survivor(
