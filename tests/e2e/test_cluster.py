@@ -450,19 +450,27 @@ def test_a_long_polling_client_whose_requests_alternate_between_two_nodes_gets_e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_webrtc_media_goes_to_the_node_of_the_offer_and_its_session_is_reached_from_any(
+@pytest.fixture
+def webrtc_nodes(
     cluster: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Seed 004 in a cluster: the node that answers an offer owns its session, and the
-    peer's media flows to that node's UDP ports; what the seed keys by session (nothing in
-    its signaling, which stays on the socket of the offer) and framebroker's /v1 calls by
-    session id reach the owner from any node."""
+) -> tuple[RunningServer, RunningServer]:
+    """Nodes a and b with a WebRTC model."""
     # The nodes import the test models by module:attr, as they would a user's models.
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     )
     model = ("--model", "tests.e2e.webrtc_models:FrameNumber")
-    node_a, node_b = cluster("a", *model), cluster("b", *model)
+    return cluster("a", *model), cluster("b", *model)
+
+
+def test_webrtc_media_goes_to_the_node_of_the_offer_and_its_session_is_reached_from_any(
+    webrtc_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    """Seed 004 in a cluster: the node that answers an offer owns its session, and the
+    peer's media flows to that node's UDP ports; what the seed keys by session (nothing in
+    its signaling, which stays on the socket of the offer) and framebroker's /v1 calls by
+    session id reach the owner from any node."""
+    node_a, node_b = webrtc_nodes
 
     async def scenario() -> None:
         peer = client_peer(ColourTrack(size=(160, 120)))
@@ -497,17 +505,13 @@ def test_webrtc_media_goes_to_the_node_of_the_offer_and_its_session_is_reached_f
 
 
 def test_a_webrtc_peer_of_a_killed_node_sees_its_end_and_any_node_reports_it(
-    cluster: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+    webrtc_nodes: tuple[RunningServer, RunningServer],
 ) -> None:
     """kill -9 of the node that runs a WebRTC session: the peer's signaling socket closes at
     once (no hang), and the session, which cannot move (its media went to the dead node),
     reads as ended with reason ``node_lost`` from the survivor once the node's lease ran
     out, never as running."""
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    )
-    model = ("--model", "tests.e2e.webrtc_models:FrameNumber")
-    node_a, node_b = cluster("a", *model), cluster("b", *model)
+    node_a, node_b = webrtc_nodes
 
     async def scenario() -> None:
         peer = client_peer(ColourTrack(size=(160, 120)))

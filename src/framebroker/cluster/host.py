@@ -711,11 +711,7 @@ class Cluster(Generic[M]):
         try:
             return info_from_wire(answer["info"]), FrameOut.from_wire(answer["frame"])
         except (KeyError, TypeError, ValueError) as e:
-            self.refusals.refuse("relay_malformed", f"attach_submit of {session_id!r}: {e!r:.200}")
-            raise ClusterUnavailable(
-                f"the owner of session {session_id!r} answered a frame this node cannot read",
-                operation="relay",
-            ) from None
+            raise self._unreadable(session_id, "attach_submit", e) from None
 
     async def _attach_here(
         self,
@@ -767,11 +763,15 @@ class Cluster(Generic[M]):
         try:
             return FrameOut.from_wire(answer)
         except (KeyError, TypeError, ValueError) as e:
-            self.refusals.refuse("relay_malformed", f"a FrameOut of {session_id!r}: {e!r:.200}")
-            raise ClusterUnavailable(
-                f"the owner of session {session_id!r} answered a frame this node cannot read",
-                operation="relay",
-            ) from None
+            raise self._unreadable(session_id, "submit", e) from None
+
+    def _unreadable(self, session_id: str, op: str, error: Exception) -> ClusterUnavailable:
+        """A relayed frame's answer that cannot be read: refused (counted), and a 503."""
+        self.refusals.refuse("relay_malformed", f"{op} of {session_id!r}: {error!r:.200}")
+        return ClusterUnavailable(
+            f"the owner of session {session_id!r} answered a frame this node cannot read",
+            operation="relay",
+        )
 
     async def _resume_here(self, session_id: str) -> None:
         """Run here a session that has no live owner: an orphan taken over and resumed from
