@@ -7,10 +7,10 @@ with the same minimal client as bench_rest.py. Three tables:
 
 1. One machine: the plain `framebroker serve` (one process, SQLite, no cluster), the baseline
    a user has today, beside `serve --workers 1` and `serve --workers 2` (a supervisor, its
-   workers on the inherited listening socket, a private redis-server, SQLite shared). A
-   session is made by its first request, on the worker its connection landed on, so every
-   request goes to the session's owner; how the kernel spread the connections shows in each
-   worker's share of the CPU.
+   workers each on a listening socket of its own on the port, a private redis-server,
+   SQLite shared). A session is made by its first request, on the worker its connection
+   landed on, so every request goes to the session's owner; how the kernel spread the
+   connections shows in each worker's share of the CPU.
 2. The cluster as it grows: N = 1, 2, 4 `serve --cluster` nodes, each on a loopback address
    of its own (127.0.0.1, .2, ...), sharing one redis-server and one PostgreSQL database
    (both started here: the tests' own helpers); the sessions spread evenly over the nodes,

@@ -3,6 +3,8 @@ death (the processes themselves: ``tests/e2e/test_workers.py``)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from framebroker.compat import COMPAT_PORTS
 from framebroker.config import load_settings
+from framebroker.server.serve import bind_worker_listeners
 from framebroker.server.supervisor import Supervisor, _prepare_store, worker_settings
 from framebroker.storage.face_files import FaceFolder
 
@@ -80,7 +84,7 @@ def died(supervisor: Supervisor, code: int, lived_s: float) -> Any:
 @pytest.fixture
 def supervisor(tmp_path: Path) -> Supervisor:
     return Supervisor(
-        [load_settings(node_id="n-w0")], {}, roster=tmp_path / "workers.json", app_dir=tmp_path
+        [load_settings(node_id="n-w0")], [{}], roster=tmp_path / "workers.json", app_dir=tmp_path
     )
 
 
@@ -137,3 +141,40 @@ def test_the_supervisor_sweeps_a_crash_s_face_crops_before_any_worker_starts(
     (settings.faces_dir / "notes.txt").write_text("not ours")
     _prepare_store(settings)
     assert [p.name for p in settings.faces_dir.iterdir()] == ["notes.txt"]
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_and_connections_spread_over_them() -> None:
+    """``SO_REUSEPORT``: the kernel spreads connections over the workers' sockets by a hash,
+    where one shared socket gives a burst to whichever worker accepts first."""
+    settings = load_settings(
+        host="127.0.0.1", port=0, compat=True, compat_ports=dict.fromkeys(COMPAT_PORTS, 0)
+    )
+    bound = bind_worker_listeners(settings, 2)
+    try:
+        assert bound[0].keys() == bound[1].keys()
+        assert "http" in bound[0]
+        assert len(bound[0]) > 1  # the compat listeners too
+        for name, (port, sock) in bound[0].items():
+            assert bound[1][name][0] == port == sock.getsockname()[1]
+            assert bound[1][name][1].fileno() != sock.fileno()
+        port = bound[0]["http"][0]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        accepted = []
+        for listeners in bound:
+            sock = listeners["http"][1]
+            sock.setblocking(False)
+            taken = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    taken.append(sock.accept()[0])
+            accepted.append(len(taken))
+            for conn in taken:
+                conn.close()
+        for client in clients:
+            client.close()
+        assert sum(accepted) == 64
+        assert min(accepted) >= 16, accepted  # even: 32 each, give or take the hash
+    finally:
+        for listeners in bound:
+            for _, sock in listeners.values():
+                sock.close()

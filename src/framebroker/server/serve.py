@@ -33,6 +33,7 @@ from .ws_protocol import PreframedWebSocketProtocol
 
 __all__ = [
     "bind_listeners",
+    "bind_worker_listeners",
     "build_services",
     "loop_factory",
     "run_serve",
@@ -209,12 +210,15 @@ async def serve(settings: Settings) -> None:
             sock.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``OSError`` if it cannot be had)."""
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``OSError`` if it cannot be had); with
+    ``reuse_port``, one of several on the port, among which the kernel spreads connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         # Listening now, not when uvicorn starts serving: a bound socket that does not listen
         # yet leaves the port to a second process that also sets SO_REUSEADDR.
@@ -225,7 +229,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
+def bind_listeners(
+    settings: Settings, *, reuse_port: bool = False
+) -> dict[str, tuple[int, socket.socket]]:
     """Every listener of ``settings`` by name ("http": the main port), bound and listening;
     raises :class:`ConfigError` naming the option that chose a port that cannot be had."""
     wanted = {"http": settings.port}
@@ -238,7 +244,7 @@ def bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
     try:
         for name, port in wanted.items():
             try:
-                sock = _listen(settings.host, port)
+                sock = _listen(settings.host, port, reuse_port=reuse_port)
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 if name == "http":
@@ -258,6 +264,32 @@ def bind_listeners(settings: Settings) -> dict[str, tuple[int, socket.socket]]:
             sock.close()
         raise
     return bound
+
+
+def bind_worker_listeners(
+    settings: Settings, count: int
+) -> list[dict[str, tuple[int, socket.socket]]]:
+    """For each of ``count`` workers, every listener of ``settings`` (as
+    :func:`bind_listeners`): sockets of their own on the same ports, with ``SO_REUSEPORT``,
+    so that the kernel spreads new connections evenly over the workers (a hash of each
+    connection's addresses), where one shared socket gives a burst of them to whichever
+    worker calls ``accept`` first. Raises :class:`ConfigError` as :func:`bind_listeners`."""
+    first = bind_listeners(settings, reuse_port=True)
+    copies = [first]
+    try:
+        for _ in range(count - 1):
+            more: dict[str, tuple[int, socket.socket]] = {}
+            copies.append(more)
+            for name, (port, _) in first.items():
+                more[name] = (port, _listen(settings.host, port, reuse_port=True))
+    except OSError as exc:
+        for listeners in copies:
+            for _, sock in listeners.values():
+                sock.close()
+        raise ConfigError(
+            f"cannot listen on {settings.host} a second time for a worker: {exc}"
+        ) from None
+    return copies
 
 
 def build_services(settings: Settings) -> Services:

@@ -3,9 +3,10 @@
 The supervisor checks the settings, binds every listener (the main port and each ``--compat``
 port) and takes the data directory's lock, as ``serve`` does; then it starts a private
 ``redis-server`` (unless ``--cluster`` names one) and N workers (:mod:`.worker`), each
-inheriting the listening sockets: the kernel hands each new connection to whichever worker
-accepts it first. Each worker is a node of one cluster (``<node>-w<i>``), so a request that
-lands on a worker that does not run its session is relayed to the one that does.
+inheriting listening sockets of its own on the same ports (``SO_REUSEPORT``): the kernel
+spreads new connections over the workers. Each worker is a node of one cluster
+(``<node>-w<i>``), so a request that lands on a worker that does not run its session is
+relayed to the one that does.
 
 It restarts a worker that dies (with a growing delay while one keeps dying at once): the new
 process is the next life of the same node, whose earlier life's sessions are taken over and
@@ -41,7 +42,7 @@ from .app import build_registry, open_configured_store
 from .data_lock import DataDirLock
 from .node_id import node_id
 from .private_redis import PrivateRedis, redis_server_binary
-from .serve import bind_listeners
+from .serve import bind_worker_listeners
 from .startup_checks import check_startup
 from .uvicorn_hooks import check_uvicorn
 from .workers import ROSTER_NAME, WorkerRecord, WorkerSpec, die_with_parent, write_roster
@@ -121,13 +122,15 @@ class _Slot:
 
 class Supervisor:
     """Keeps one worker process in each of ``len(settings)`` slots until :meth:`stop` (or a
-    signal, under :meth:`run`). ``listeners``: name → (port, listening socket), inherited by
-    every worker. ``redis``: the private Redis to keep running, if any."""
+    signal, under :meth:`run`). ``listeners[i]``: name → (port, listening socket), inherited
+    by worker ``i``, and again by each worker started in its place (the supervisor holds
+    them: connections that wait while it restarts are taken by the next one). ``redis``: the
+    private Redis to keep running, if any."""
 
     def __init__(
         self,
         settings: list[Settings],
-        listeners: dict[str, tuple[int, int]],
+        listeners: list[dict[str, tuple[int, int]]],
         *,
         roster: Path,
         app_dir: Path,
@@ -169,13 +172,14 @@ class Supervisor:
                         slot.process.kill()
 
     def _start(self, slot: _Slot) -> None:
+        listeners = self.listeners[slot.index]
         spec = WorkerSpec(
-            slot.index, slot.settings, self.listeners, self.roster, self.app_dir, os.getpid()
+            slot.index, slot.settings, listeners, self.roster, self.app_dir, os.getpid()
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "framebroker.server.worker"],
             stdin=subprocess.PIPE,
-            pass_fds=[fd for _, fd in self.listeners.values()],
+            pass_fds=[fd for _, fd in listeners.values()],
             # Its own session: a Ctrl-C at the terminal reaches the supervisor alone, which
             # stops each worker once (a second SIGINT would make uvicorn skip the clean stop).
             start_new_session=True,
@@ -289,7 +293,7 @@ def run_supervisor(settings: Settings, *, app_dir: Path) -> int:
     binary = redis_server_binary() if private else None
     # With --cluster: also a shared PostgreSQL store, SECRET_KEY and a Redis that answers.
     check_startup(settings, build_registry(settings))
-    bound = bind_listeners(settings)
+    bound = bind_worker_listeners(settings, count)
     try:
         with DataDirLock(settings.data_dir):
             _prepare_store(settings)
@@ -302,8 +306,11 @@ def run_supervisor(settings: Settings, *, app_dir: Path) -> int:
                 if secret is not None
                 else read_or_make_key(settings.data_dir / "secret.key").hex()
             )
-            ports = {name: port for name, (port, _) in bound.items()}
-            fds = {name: (port, sock.fileno()) for name, (port, sock) in bound.items()}
+            ports = {name: port for name, (port, _) in bound[0].items()}
+            fds = [
+                {name: (port, sock.fileno()) for name, (port, sock) in listeners.items()}
+                for listeners in bound
+            ]
             with contextlib.ExitStack() as stack:
                 redis = None
                 url = settings.cluster.url
@@ -335,8 +342,9 @@ def run_supervisor(settings: Settings, *, app_dir: Path) -> int:
             log.info("stopped")
             return status
     finally:
-        for _, sock in bound.values():
-            sock.close()
+        for listeners in bound:
+            for _, sock in listeners.values():
+                sock.close()
 
 
 def _prepare_store(settings: Settings) -> None:
