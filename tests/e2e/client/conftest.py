@@ -5,13 +5,16 @@ it through ``verify=CA file``), an API key, and limits low enough to reach: a 1 
 4 frames a second per session, 12 sessions in all, 150 KB Socket.IO frames. ``tight`` has
 limits a few sockets reach: 3 connections on its port, one session per client address.
 ``live`` (in test_live_client) runs the people counter on the bundled clip, without TLS or
-keys. :func:`loop_threads` names the sync clients' threads still running (none, once closed).
+keys. :func:`loop_threads` names the sync clients' threads still running (none, once closed);
+:func:`leaves_no_socket_open` fails a block that leaves a socket of its own open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -42,6 +45,30 @@ LOOP_THREADS = (
 def loop_threads() -> list[str]:
     """The sync clients' event loop threads still running."""
     return [t.name for t in threading.enumerate() if t.name in LOOP_THREADS]
+
+
+def open_sockets() -> set[socket.socket]:
+    """This process's sockets that are not closed, as the garbage collector finds them."""
+    found = set()
+    for thing in gc.get_objects():
+        try:
+            if isinstance(thing, socket.socket) and thing.fileno() != -1:
+                found.add(thing)
+        except ReferenceError:  # a weak proxy whose object is gone
+            continue
+    return found
+
+
+@contextlib.contextmanager
+def leaves_no_socket_open() -> Iterator[None]:
+    """Fails when a socket opened in the block is still open at its end. The check runs as
+    the block ends, with no turn of an event loop in between: a client that was refused or
+    failed has closed every connection it opened by the time it raised, so an event loop
+    that ends right after leaves nothing open ("unclosed transport")."""
+    before = open_sockets()
+    yield
+    left = open_sockets() - before
+    assert not left, f"{len(left)} socket(s) left open: {left}"
 
 
 @dataclass(frozen=True)
