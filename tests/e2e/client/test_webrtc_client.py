@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from framebroker.client import (
+    ConnectionFailed,
     Prediction,
     RateLimited,
     ServiceUnavailable,
@@ -19,8 +20,9 @@ from framebroker.client import (
     WebRTCClient,
 )
 
+from ...in_process import free_port
 from ...tools.clips import picture, write_clip
-from .conftest import KEY, Keyed, Tight, loop_threads
+from .conftest import KEY, Keyed, Tight, leaves_no_socket_open, loop_threads
 from .test_tracking_client import server_full
 
 
@@ -53,18 +55,36 @@ async def test_a_file_with_the_offer_over_https(keyed: Keyed, tmp_path: Path) ->
 
 
 async def test_a_wrong_key_is_401_over_either_signaling(keyed: Keyed) -> None:
+    """A refused stream leaves no socket open: signaling, HTTP, and the peer connection's
+    own (ICE) sockets; the same when ``open()`` is called outside ``async with``."""
     for url in (f"{keyed.ws}/webrtc/ws", keyed.url):
         client = WebRTCClient(url, api_key="wrong-" + "x" * 20, verify=keyed.cafile)
-        with pytest.raises(Unauthorized) as refused:
+        with leaves_no_socket_open(), pytest.raises(Unauthorized) as refused:
             async with client.stream(picture(i) for i in range(5)):
                 pass
         assert refused.value.status == 401
+        with leaves_no_socket_open(), pytest.raises(Unauthorized):
+            await client.stream(picture(i) for i in range(5)).open()
+
+
+async def test_no_server_is_a_connection_failed_that_leaves_nothing_open() -> None:
+    port = free_port()
+    for url in (f"ws://127.0.0.1:{port}/webrtc/ws", f"http://127.0.0.1:{port}"):
+        client = WebRTCClient(url, retries=0)
+        with leaves_no_socket_open(), pytest.raises(ConnectionFailed):
+            async with client.stream(picture(i) for i in range(5)):
+                pass
 
 
 async def test_503_when_the_server_is_full(keyed: Keyed) -> None:
     client = WebRTCClient(f"{keyed.ws}/webrtc/ws", api_key=KEY, verify=keyed.cafile, retries=0)
     tracking = TrackingClient(keyed.url, api_key=KEY, verify=keyed.cafile, retries=0)
-    with tracking, server_full(tracking), pytest.raises(ServiceUnavailable) as full:
+    with (
+        tracking,
+        server_full(tracking),
+        leaves_no_socket_open(),
+        pytest.raises(ServiceUnavailable) as full,
+    ):
         async with client.stream(picture(i) for i in range(5)):
             pass
     assert full.value.status == 503
