@@ -22,7 +22,7 @@ from framebroker.client import (
 from framebroker.client.images import encode_image
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_BODY, Keyed
+from .conftest import KEY, MAX_BODY, Keyed, leaves_no_socket_open
 from .test_tracking_client import server_full
 
 
@@ -50,7 +50,8 @@ async def test_the_async_client_streams_the_same_frames(keyed: Keyed) -> None:
 
 
 def test_a_missing_key_is_401_and_a_wrong_path_404(keyed: Keyed) -> None:
-    with FramesClient(f"{keyed.url}/", verify=keyed.cafile) as frames:
+    """A refused client, once closed, leaves no socket open, sync or async."""
+    with leaves_no_socket_open(), FramesClient(f"{keyed.url}/", verify=keyed.cafile) as frames:
         with pytest.raises(Unauthorized) as refused:
             frames.post(scene(32, 24))
         assert refused.value.code == "unauthorized"
@@ -58,6 +59,13 @@ def test_a_missing_key_is_401_and_a_wrong_path_404(keyed: Keyed) -> None:
         with pytest.raises(NotFound) as missing:
             frames.post(scene(32, 24))
         assert missing.value.status == 404
+
+
+async def test_the_async_client_is_refused_and_closes_its_connections(keyed: Keyed) -> None:
+    with leaves_no_socket_open():
+        async with AsyncFramesClient(f"{keyed.url}/", verify=keyed.cafile) as frames:
+            with pytest.raises(Unauthorized):
+                await frames.post(scene(32, 24))
 
 
 def test_a_frame_over_the_body_limit_is_413(keyed: Keyed) -> None:

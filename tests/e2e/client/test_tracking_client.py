@@ -25,7 +25,7 @@ from framebroker.client import (
 )
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_BODY, MAX_SESSIONS, Keyed
+from .conftest import KEY, MAX_BODY, MAX_SESSIONS, Keyed, leaves_no_socket_open
 
 FAST = Backoff(initial_s=0.05, max_s=0.2)
 
@@ -110,16 +110,28 @@ async def test_the_async_client_does_the_same(keyed: Keyed) -> None:
 
 
 def test_a_missing_or_wrong_key_is_401(keyed: Keyed) -> None:
+    """A refused client, once closed, leaves no socket open, sync or async."""
     for key in (None, "wrong-" + "x" * 20):
-        with TrackingClient(keyed.url, api_key=key, verify=keyed.cafile) as client:
+        with (
+            leaves_no_socket_open(),
+            TrackingClient(keyed.url, api_key=key, verify=keyed.cafile) as client,
+        ):
             with pytest.raises(Unauthorized) as refused:
                 client.list_sessions()
             assert refused.value.status == 401
             assert refused.value.code == "unauthorized"
 
 
+async def test_the_async_client_is_refused_and_closes_its_connections(keyed: Keyed) -> None:
+    with leaves_no_socket_open():
+        async with AsyncTrackingClient(keyed.url, verify=keyed.cafile) as client:
+            with pytest.raises(Unauthorized):
+                await client.create_session()
+
+
 def test_an_untrusted_certificate_cannot_connect(keyed: Keyed) -> None:
     with (
+        leaves_no_socket_open(),
         TrackingClient(keyed.url, api_key=KEY, retries=0) as client,
         pytest.raises(ConnectionFailed, match="certificate is not trusted"),
     ):
