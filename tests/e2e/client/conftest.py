@@ -6,7 +6,8 @@ it through ``verify=CA file``), an API key, and limits low enough to reach: a 1 
 limits a few sockets reach: 3 connections on its port, one session per client address.
 ``live`` (in test_live_client) runs the people counter on the bundled clip, without TLS or
 keys. :func:`loop_threads` names the sync clients' threads still running (none, once closed);
-:func:`leaves_no_socket_open` fails a block that leaves a socket of its own open.
+:func:`leaves_no_socket_open` fails a block that leaves a socket of its own open;
+:func:`killable` is a server of a test's own, for one that kills it under its client.
 """
 
 from __future__ import annotations
@@ -159,3 +160,16 @@ def server_on(port: int, data: Path, *args: str, timeout: float = 90) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def killable(data: Path) -> Iterator[RunningServer]:
+    """A plain server of the test's own, with the video analysis API (windows of 2 frames)
+    and the test WebRTC model, that the test may kill (``stop(signal.SIGKILL)``)."""
+    config = data / "fb.toml"
+    data.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        '[analysis]\nsecret_key = "a-client-e2e-secret-that-is-long-enough"\nwindow_frames = 2\n'
+    )
+    with running_server(data, "--config", str(config), "--model", f"{MODELS}:FrameNumber") as s:
+        yield s

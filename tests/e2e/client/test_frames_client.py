@@ -3,7 +3,9 @@ over HTTPS with an API key."""
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +19,13 @@ from framebroker.client import (
     RateLimited,
     ServiceUnavailable,
     TrackingClient,
+    TransportError,
     Unauthorized,
 )
 from framebroker.client.images import encode_image
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_BODY, Keyed, leaves_no_socket_open
+from .conftest import KEY, MAX_BODY, Keyed, killable, leaves_no_socket_open
 from .test_tracking_client import server_full
 
 
@@ -114,3 +117,13 @@ def test_503_when_the_server_holds_its_sessions(keyed: Keyed) -> None:
         with pytest.raises(ServiceUnavailable) as full:
             frames.post(scene(32, 24))
         assert full.value.code == "capacity_exceeded"
+
+
+def test_a_server_that_dies_is_a_transport_error(tmp_path: Path) -> None:
+    """The kept-alive connection is dropped under the client: the next frame is not sent
+    twice, but raised as a lost or failed connection."""
+    with killable(tmp_path) as running, FramesClient(f"{running.url}/", retries=1) as frames:
+        assert frames.post(scene(32, 24), {"frame_no": 0})["frame_no"] == 0
+        running.stop(signal.SIGKILL)
+        with pytest.raises(TransportError):
+            frames.post(scene(32, 24), {"frame_no": 1})

@@ -4,8 +4,10 @@ CA and an API key: the happy path, and every refusal a client can meet."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,12 @@ from framebroker.client import (
     RateLimited,
     ServiceUnavailable,
     TrackingClient,
+    TransportError,
     Unauthorized,
 )
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_BODY, MAX_SESSIONS, Keyed, leaves_no_socket_open
+from .conftest import KEY, MAX_BODY, MAX_SESSIONS, Keyed, killable, leaves_no_socket_open
 
 FAST = Backoff(initial_s=0.05, max_s=0.2)
 
@@ -219,3 +222,16 @@ def test_503_when_the_server_is_full_is_retried_then_raised(keyed: Keyed) -> Non
                 slow.create_session()
             assert time.monotonic() - started >= 0.2 + 0.4
         client.end_session(client.create_session().id)  # room again
+
+
+def test_a_server_that_dies_is_a_transport_error(tmp_path: Path) -> None:
+    """The kept-alive connection is dropped under the client: the next call cannot connect
+    (tried again with backoff, then raised), whether it tracks a frame or reads."""
+    with killable(tmp_path) as running, TrackingClient(running.url, backoff=FAST) as client:
+        session = client.create_session()
+        client.track(session.id, walking(0))
+        running.stop(signal.SIGKILL)
+        with pytest.raises(ConnectionFailed, match="connection refused"):
+            client.track(session.id, walking(1))
+        with pytest.raises(TransportError):
+            client.list_sessions()

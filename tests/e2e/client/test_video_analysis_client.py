@@ -3,7 +3,9 @@ HTTPS (custom CA, API key), windows of 2 frames."""
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from framebroker.media.sources import demo_clip
 
 from ...in_process import free_port
 from ...transports.images import scene
-from .conftest import KEY, MAX_SESSIONS, Keyed, leaves_no_socket_open, loop_threads
+from .conftest import KEY, MAX_SESSIONS, Keyed, killable, leaves_no_socket_open, loop_threads
 
 
 def client(keyed: Keyed, **kwargs: object) -> VideoAnalysisClient:
@@ -163,3 +165,17 @@ def test_the_sync_client_raises_the_servers_refusals(keyed: Keyed) -> None:
             analysis.process(noise)
         assert (big.value.status, big.value.field) == (413, "image")
         assert analysis.process(scene(32, 24)).frame == 0
+
+
+async def test_a_server_that_dies_ends_the_results_with_connection_lost(tmp_path: Path) -> None:
+    """A session id serves one connection, so a dropped one is not reopened: the results
+    and the next frame raise ConnectionLost."""
+    with killable(tmp_path) as running:
+        async with VideoAnalysisClient(running.url, timeout=5) as analysis:
+            await analysis.process(scene(32, 24))
+            running.stop(signal.SIGKILL)
+            with pytest.raises(ConnectionLost):
+                async for _ in analysis.results(timeout=20):
+                    pass
+            with pytest.raises(ConnectionLost):
+                await analysis.process(scene(32, 24))

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
 
 from framebroker.client import (
     ConnectionFailed,
+    ConnectionLost,
     Prediction,
     RateLimited,
     ServiceUnavailable,
@@ -22,7 +24,7 @@ from framebroker.client import (
 
 from ...in_process import free_port
 from ...tools.clips import picture, write_clip
-from .conftest import KEY, Keyed, Tight, leaves_no_socket_open, loop_threads
+from .conftest import KEY, Keyed, Tight, killable, leaves_no_socket_open, loop_threads
 from .test_tracking_client import server_full
 
 
@@ -150,3 +152,16 @@ async def test_429_when_the_client_holds_its_share_of_sessions(tight: Tight) -> 
         with pytest.raises(RateLimited):
             await asyncio.to_thread(offer_from_the_sync_client)
     assert loop_threads() == []
+
+
+async def test_a_server_that_dies_mid_stream_is_connection_lost(tmp_path: Path) -> None:
+    with killable(tmp_path / "server") as running:
+        client = WebRTCClient(f"{running.url.replace('http', 'ws')}/webrtc/ws", timeout=10)
+        async with client.stream((picture(i % 50) for i in range(100_000)), fps=10) as stream:
+            async for message in stream:
+                if isinstance(message, Prediction):
+                    break
+            running.stop(signal.SIGKILL)
+            with pytest.raises(ConnectionLost):
+                async for _ in stream:
+                    pass
