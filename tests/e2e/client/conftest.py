@@ -163,13 +163,15 @@ def server_on(port: int, data: Path, *args: str, timeout: float = 90) -> Iterato
 
 
 @contextlib.contextmanager
-def killable(data: Path) -> Iterator[RunningServer]:
-    """A plain server of the test's own, with the video analysis API (windows of 2 frames)
-    and the test WebRTC model, that the test may kill (``stop(signal.SIGKILL)``)."""
+def killable(data: Path, config_text: str = "") -> Iterator[RunningServer]:
+    """A plain server of the test's own, with the video analysis API (windows of 2 frames),
+    the test WebRTC model and ``config_text`` (more TOML), that the test may kill
+    (``stop(signal.SIGKILL)``)."""
     config = data / "fb.toml"
     data.mkdir(parents=True, exist_ok=True)
     config.write_text(
         '[analysis]\nsecret_key = "a-client-e2e-secret-that-is-long-enough"\nwindow_frames = 2\n'
+        + config_text
     )
     with running_server(data, "--config", str(config), "--model", f"{MODELS}:FrameNumber") as s:
         yield s

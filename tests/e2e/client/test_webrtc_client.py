@@ -12,6 +12,8 @@ import pytest
 from framebroker.client import (
     ConnectionFailed,
     ConnectionLost,
+    NotFound,
+    PayloadTooLarge,
     Prediction,
     RateLimited,
     ServiceUnavailable,
@@ -165,3 +167,24 @@ async def test_a_server_that_dies_mid_stream_is_connection_lost(tmp_path: Path) 
             with pytest.raises(ConnectionLost):
                 async for _ in stream:
                     pass
+
+
+async def test_an_offer_to_a_wrong_path_is_404(keyed: Keyed) -> None:
+    """The only 404 of this API: signaling has none (a WebSocket to no route is refused
+    with 403 by the server, before any signaling)."""
+    client = WebRTCClient(f"{keyed.url}/nowhere", api_key=KEY, verify=keyed.cafile)
+    with leaves_no_socket_open(), pytest.raises(NotFound) as missing:
+        async with client.stream(picture(i) for i in range(5)):
+            pass
+    assert missing.value.status == 404
+
+
+async def test_an_offer_over_max_message_bytes_is_413(tmp_path: Path) -> None:
+    """An SDP offer is a few kilobytes: over a limit of 1 KB, either signaling refuses it."""
+    with killable(tmp_path, "[webrtc]\nmax_message_bytes = 1024\n") as running:
+        for url in (f"{running.url.replace('http', 'ws')}/webrtc/ws", running.url):
+            client = WebRTCClient(url, retries=0)
+            with leaves_no_socket_open(), pytest.raises(PayloadTooLarge) as big:
+                async with client.stream(picture(i) for i in range(5)):
+                    pass
+            assert big.value.status == 413
