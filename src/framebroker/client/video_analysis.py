@@ -59,6 +59,7 @@ from .errors import (
 from .http import AsyncHttpClient, Call, read_json
 from .images import Image, encode_image
 from .loop_thread import GRACE_S, LoopThread, patience
+from .sockets import SocketLedger
 
 __all__ = [
     "FrameAck",
@@ -185,6 +186,8 @@ class VideoAnalysisClient:
         self.errors: list[ApiError] = []
         self._http = AsyncHttpClient(self.connection)
         self._sio: Any = None
+        self._http_session: Any = None  # aiohttp's, for Socket.IO
+        self._sockets = SocketLedger()
         self._results: asyncio.Queue[WindowResult | ClientError] = asyncio.Queue()
         self._refusal: Any = None
         self._lost = False
@@ -248,10 +251,16 @@ class VideoAnalysisClient:
         context = self.connection.ssl_context()
         if context is not None:
             extra["ssl"] = context
+        # The client's own aiohttp session, on sockets it keeps: closing waits until each
+        # one is closed (see .sockets), which engineio's own session does not.
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(socket_factory=self._sockets.open)
+        )
         sio = socketio.AsyncClient(
             reconnection=False,
             request_timeout=self.connection.timeout_s,
             websocket_extra_options=extra,
+            http_session=session,
         )
         sio.on("result", self._on_result)
         sio.on("error", self._on_error)
@@ -271,15 +280,19 @@ class VideoAnalysisClient:
                 wait_timeout=self.connection.timeout_s,
             )
         except socketio.exceptions.ConnectionError as exc:
-            await _shutdown(sio)
+            await self._shutdown(sio, session)
             if isinstance(self._refusal, dict) and isinstance(self._refusal.get("data"), dict):
                 raise socketio_error(self._refusal["data"]) from None
             reason = str(exc) or type(exc).__name__
             raise ConnectionFailed(f"cannot connect to {self.connection.url}: {reason}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            await _shutdown(sio)
+            await self._shutdown(sio, session)
             raise ConnectionFailed(f"cannot connect to {self.connection.url}: {exc}") from None
+        except BaseException:  # cancelled, or a bug: nothing stays open either way
+            await asyncio.shield(self._shutdown(sio, session))
+            raise
         self._sio = sio
+        self._http_session = session
         self._lost = False
 
     async def _on_result(self, data: Any = None) -> None:
@@ -404,14 +417,28 @@ class VideoAnalysisClient:
 
     async def close(self) -> None:
         """End the session (``end``: the server does not keep it for a reconnect), disconnect
-        and close the HTTP client."""
+        and close the HTTP client; returns once every connection the client opened is closed
+        (or after ``timeout``, should the server not answer the closing)."""
         sio, self._sio = self._sio, None
+        session, self._http_session = self._http_session, None
         if sio is not None:
             with contextlib.suppress(Exception):  # gone already: it ends on the server anyway
                 if sio.connected and not self._lost:
                     await sio.call("end", timeout=self.connection.timeout_s)
-            await _shutdown(sio)
+            await self._shutdown(sio, session)
         await self._http.aclose()
+
+    async def _shutdown(self, sio: Any, session: Any) -> None:
+        """Disconnect ``sio``, close its aiohttp ``session``, and wait until their sockets
+        are closed, on every path: connected, refused, or failed half-way."""
+        with contextlib.suppress(Exception):
+            if sio.connected:
+                await sio.disconnect()
+            await sio.shutdown()
+        if session is not None and not session.closed:
+            with contextlib.suppress(Exception):
+                await session.close()
+        await self._sockets.closed(self.connection.timeout_s)
 
 
 class SyncVideoAnalysisClient:
@@ -495,8 +522,9 @@ class SyncVideoAnalysisClient:
     def connect(self) -> None:
         """Get a session id when none was given, and connect with it; a client that could
         not connect is closed on the server's side: make a new one to try again."""
-        # Asking for the id, then connecting, each tried again as the connection says.
-        self._loop.run(self._client.connect(), patience(self.connection, steps=2))
+        # Asking for the id, then connecting (each tried again as the connection says), and
+        # after a refusal the wait for its sockets to close.
+        self._loop.run(self._client.connect(), patience(self.connection, steps=3))
 
     def test(self, data: Any = None) -> dict[str, Any]:
         """The original API's ``test`` event: the server echoes ``data`` with the session id."""
@@ -544,21 +572,9 @@ class SyncVideoAnalysisClient:
             return
         try:
             with contextlib.suppress(Timeout):  # the loop's own closing cancels what is left
-                # ``end``, then the disconnect: each bounded by timeout_s.
+                # ``end``, the disconnect, the sockets' closing: each bounded by timeout_s.
                 self._loop.run(
-                    self._client.close(), patience(self.connection, steps=2, retried=False)
+                    self._client.close(), patience(self.connection, steps=3, retried=False)
                 )
         finally:
             self._loop.close()
-
-
-async def _shutdown(sio: Any) -> None:
-    with contextlib.suppress(Exception):
-        if sio.connected:
-            await sio.disconnect()
-        await sio.shutdown()
-    # A refused handshake leaves engineio's aiohttp session open.
-    http = getattr(sio.eio, "http", None)
-    if http is not None and not http.closed:
-        with contextlib.suppress(Exception):
-            await http.close()

@@ -395,7 +395,15 @@ class WebRTCStream:
     async def open(self) -> None:
         """Start the source, send the offer and take the answer. Raises the source's
         ``SourceError``, :class:`~.errors.ConnectionFailed`, or the
-        :class:`~.errors.ApiError` the server refused the offer with."""
+        :class:`~.errors.ApiError` the server refused the offer with; a stream that could
+        not open is closed (source, peer connection, signaling socket) before it raises."""
+        try:
+            await self._open()
+        except BaseException:
+            await asyncio.shield(self.close())
+            raise
+
+    async def _open(self) -> None:
         self.track.open()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTrack(self.track)

@@ -5,13 +5,17 @@ it through ``verify=CA file``), an API key, and limits low enough to reach: a 1 
 4 frames a second per session, 12 sessions in all, 150 KB Socket.IO frames. ``tight`` has
 limits a few sockets reach: 3 connections on its port, one session per client address.
 ``live`` (in test_live_client) runs the people counter on the bundled clip, without TLS or
-keys. :func:`loop_threads` names the sync clients' threads still running (none, once closed).
+keys. :func:`loop_threads` names the sync clients' threads still running (none, once closed);
+:func:`leaves_no_socket_open` fails a block that leaves a socket of its own open;
+:func:`killable` is a server of a test's own, for one that kills it under its client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -42,6 +46,30 @@ LOOP_THREADS = (
 def loop_threads() -> list[str]:
     """The sync clients' event loop threads still running."""
     return [t.name for t in threading.enumerate() if t.name in LOOP_THREADS]
+
+
+def open_sockets() -> set[socket.socket]:
+    """This process's sockets that are not closed, as the garbage collector finds them."""
+    found = set()
+    for thing in gc.get_objects():
+        try:
+            if isinstance(thing, socket.socket) and thing.fileno() != -1:
+                found.add(thing)
+        except ReferenceError:  # a weak proxy whose object is gone
+            continue
+    return found
+
+
+@contextlib.contextmanager
+def leaves_no_socket_open() -> Iterator[None]:
+    """Fails when a socket opened in the block is still open at its end. The check runs as
+    the block ends, with no turn of an event loop in between: a client that was refused or
+    failed has closed every connection it opened by the time it raised, so an event loop
+    that ends right after leaves nothing open ("unclosed transport")."""
+    before = open_sockets()
+    yield
+    left = open_sockets() - before
+    assert not left, f"{len(left)} socket(s) left open: {left}"
 
 
 @dataclass(frozen=True)
@@ -132,3 +160,18 @@ def server_on(port: int, data: Path, *args: str, timeout: float = 90) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def killable(data: Path, config_text: str = "") -> Iterator[RunningServer]:
+    """A plain server of the test's own, with the video analysis API (windows of 2 frames),
+    the test WebRTC model and ``config_text`` (more TOML), that the test may kill
+    (``stop(signal.SIGKILL)``)."""
+    config = data / "fb.toml"
+    data.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        '[analysis]\nsecret_key = "a-client-e2e-secret-that-is-long-enough"\nwindow_frames = 2\n'
+        + config_text
+    )
+    with running_server(data, "--config", str(config), "--model", f"{MODELS}:FrameNumber") as s:
+        yield s

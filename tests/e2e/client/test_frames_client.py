@@ -3,7 +3,9 @@ over HTTPS with an API key."""
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +19,13 @@ from framebroker.client import (
     RateLimited,
     ServiceUnavailable,
     TrackingClient,
+    TransportError,
     Unauthorized,
 )
 from framebroker.client.images import encode_image
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_BODY, Keyed
+from .conftest import KEY, MAX_BODY, Keyed, killable, leaves_no_socket_open
 from .test_tracking_client import server_full
 
 
@@ -50,7 +53,8 @@ async def test_the_async_client_streams_the_same_frames(keyed: Keyed) -> None:
 
 
 def test_a_missing_key_is_401_and_a_wrong_path_404(keyed: Keyed) -> None:
-    with FramesClient(f"{keyed.url}/", verify=keyed.cafile) as frames:
+    """A refused client, once closed, leaves no socket open, sync or async."""
+    with leaves_no_socket_open(), FramesClient(f"{keyed.url}/", verify=keyed.cafile) as frames:
         with pytest.raises(Unauthorized) as refused:
             frames.post(scene(32, 24))
         assert refused.value.code == "unauthorized"
@@ -58,6 +62,13 @@ def test_a_missing_key_is_401_and_a_wrong_path_404(keyed: Keyed) -> None:
         with pytest.raises(NotFound) as missing:
             frames.post(scene(32, 24))
         assert missing.value.status == 404
+
+
+async def test_the_async_client_is_refused_and_closes_its_connections(keyed: Keyed) -> None:
+    with leaves_no_socket_open():
+        async with AsyncFramesClient(f"{keyed.url}/", verify=keyed.cafile) as frames:
+            with pytest.raises(Unauthorized):
+                await frames.post(scene(32, 24))
 
 
 def test_a_frame_over_the_body_limit_is_413(keyed: Keyed) -> None:
@@ -106,3 +117,13 @@ def test_503_when_the_server_holds_its_sessions(keyed: Keyed) -> None:
         with pytest.raises(ServiceUnavailable) as full:
             frames.post(scene(32, 24))
         assert full.value.code == "capacity_exceeded"
+
+
+def test_a_server_that_dies_is_a_transport_error(tmp_path: Path) -> None:
+    """The kept-alive connection is dropped under the client: the next frame is not sent
+    twice, but raised as a lost or failed connection."""
+    with killable(tmp_path) as running, FramesClient(f"{running.url}/", retries=1) as frames:
+        assert frames.post(scene(32, 24), {"frame_no": 0})["frame_no"] == 0
+        running.stop(signal.SIGKILL)
+        with pytest.raises(TransportError):
+            frames.post(scene(32, 24), {"frame_no": 1})

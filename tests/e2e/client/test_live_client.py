@@ -33,7 +33,15 @@ from framebroker.media.sources import demo_clip
 
 from ...in_process import free_port
 from ..server import RunningServer
-from .conftest import KEY, TIGHT_CONNECTIONS, Keyed, Tight, loop_threads, server_on
+from .conftest import (
+    KEY,
+    TIGHT_CONNECTIONS,
+    Keyed,
+    Tight,
+    leaves_no_socket_open,
+    loop_threads,
+    server_on,
+)
 
 FAST = Backoff(initial_s=0.2, max_s=1.0)
 
@@ -179,9 +187,15 @@ async def test_the_key_goes_first_and_a_wrong_one_is_told_at_once(keyed: Keyed) 
     async with LiveClient(keyed.url, api_key=KEY, verify=keyed.cafile) as client:
         assert isinstance(await client.get_all_faces(), list)
     wrong = LiveClient(keyed.url, api_key="wrong-" + "x" * 20, verify=keyed.cafile)
-    with pytest.raises(Unauthorized) as refused:
+    with leaves_no_socket_open(), pytest.raises(Unauthorized) as refused:
         await asyncio.wait_for(wrong.connect(), 5)
     assert refused.value.status == 401
+
+
+async def test_no_server_is_a_connection_failed_that_leaves_nothing_open() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws/live"
+    with leaves_no_socket_open(), pytest.raises(ConnectionFailed, match="connection refused"):
+        await LiveClient(url, retries=1, backoff=FAST).connect()
 
 
 def test_the_sync_client_raises_the_lost_connection_from_its_iteration(tmp_path: Path) -> None:
@@ -222,11 +236,15 @@ async def test_503_when_the_listener_holds_max_connections(tight: Tight) -> None
                 break
             held.append(client)
         assert 0 < len(held) <= TIGHT_CONNECTIONS
-        with pytest.raises(ServiceUnavailable) as full:
+        with leaves_no_socket_open(), pytest.raises(ServiceUnavailable) as full:
             await LiveClient(url, retries=0).connect()
         assert (full.value.status, full.value.code) == (503, "too_many_connections")
         assert full.value.retry_after_s == 1
-        with pytest.raises(ServiceUnavailable), SyncLiveClient(url, retries=0):
+        with (
+            leaves_no_socket_open(),
+            pytest.raises(ServiceUnavailable),
+            SyncLiveClient(url, retries=0),
+        ):
             pass
         assert loop_threads() == []
         patient = LiveClient(url, retries=3)

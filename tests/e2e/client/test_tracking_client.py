@@ -4,8 +4,10 @@ CA and an API key: the happy path, and every refusal a client can meet."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,12 @@ from framebroker.client import (
     RateLimited,
     ServiceUnavailable,
     TrackingClient,
+    TransportError,
     Unauthorized,
 )
 
 from ...transports.images import scene
-from .conftest import KEY, MAX_BODY, MAX_SESSIONS, Keyed
+from .conftest import KEY, MAX_BODY, MAX_SESSIONS, Keyed, killable, leaves_no_socket_open
 
 FAST = Backoff(initial_s=0.05, max_s=0.2)
 
@@ -110,16 +113,28 @@ async def test_the_async_client_does_the_same(keyed: Keyed) -> None:
 
 
 def test_a_missing_or_wrong_key_is_401(keyed: Keyed) -> None:
+    """A refused client, once closed, leaves no socket open, sync or async."""
     for key in (None, "wrong-" + "x" * 20):
-        with TrackingClient(keyed.url, api_key=key, verify=keyed.cafile) as client:
+        with (
+            leaves_no_socket_open(),
+            TrackingClient(keyed.url, api_key=key, verify=keyed.cafile) as client,
+        ):
             with pytest.raises(Unauthorized) as refused:
                 client.list_sessions()
             assert refused.value.status == 401
             assert refused.value.code == "unauthorized"
 
 
+async def test_the_async_client_is_refused_and_closes_its_connections(keyed: Keyed) -> None:
+    with leaves_no_socket_open():
+        async with AsyncTrackingClient(keyed.url, verify=keyed.cafile) as client:
+            with pytest.raises(Unauthorized):
+                await client.create_session()
+
+
 def test_an_untrusted_certificate_cannot_connect(keyed: Keyed) -> None:
     with (
+        leaves_no_socket_open(),
         TrackingClient(keyed.url, api_key=KEY, retries=0) as client,
         pytest.raises(ConnectionFailed, match="certificate is not trusted"),
     ):
@@ -207,3 +222,16 @@ def test_503_when_the_server_is_full_is_retried_then_raised(keyed: Keyed) -> Non
                 slow.create_session()
             assert time.monotonic() - started >= 0.2 + 0.4
         client.end_session(client.create_session().id)  # room again
+
+
+def test_a_server_that_dies_is_a_transport_error(tmp_path: Path) -> None:
+    """The kept-alive connection is dropped under the client: the next call cannot connect
+    (tried again with backoff, then raised), whether it tracks a frame or reads."""
+    with killable(tmp_path) as running, TrackingClient(running.url, backoff=FAST) as client:
+        session = client.create_session()
+        client.track(session.id, walking(0))
+        running.stop(signal.SIGKILL)
+        with pytest.raises(ConnectionFailed, match="connection refused"):
+            client.track(session.id, walking(1))
+        with pytest.raises(TransportError):
+            client.list_sessions()

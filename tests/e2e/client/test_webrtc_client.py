@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
 
 from framebroker.client import (
+    ConnectionFailed,
+    ConnectionLost,
+    NotFound,
+    PayloadTooLarge,
     Prediction,
     RateLimited,
     ServiceUnavailable,
@@ -19,8 +24,9 @@ from framebroker.client import (
     WebRTCClient,
 )
 
+from ...in_process import free_port
 from ...tools.clips import picture, write_clip
-from .conftest import KEY, Keyed, Tight, loop_threads
+from .conftest import KEY, Keyed, Tight, killable, leaves_no_socket_open, loop_threads
 from .test_tracking_client import server_full
 
 
@@ -53,18 +59,36 @@ async def test_a_file_with_the_offer_over_https(keyed: Keyed, tmp_path: Path) ->
 
 
 async def test_a_wrong_key_is_401_over_either_signaling(keyed: Keyed) -> None:
+    """A refused stream leaves no socket open: signaling, HTTP, and the peer connection's
+    own (ICE) sockets; the same when ``open()`` is called outside ``async with``."""
     for url in (f"{keyed.ws}/webrtc/ws", keyed.url):
         client = WebRTCClient(url, api_key="wrong-" + "x" * 20, verify=keyed.cafile)
-        with pytest.raises(Unauthorized) as refused:
+        with leaves_no_socket_open(), pytest.raises(Unauthorized) as refused:
             async with client.stream(picture(i) for i in range(5)):
                 pass
         assert refused.value.status == 401
+        with leaves_no_socket_open(), pytest.raises(Unauthorized):
+            await client.stream(picture(i) for i in range(5)).open()
+
+
+async def test_no_server_is_a_connection_failed_that_leaves_nothing_open() -> None:
+    port = free_port()
+    for url in (f"ws://127.0.0.1:{port}/webrtc/ws", f"http://127.0.0.1:{port}"):
+        client = WebRTCClient(url, retries=0)
+        with leaves_no_socket_open(), pytest.raises(ConnectionFailed):
+            async with client.stream(picture(i) for i in range(5)):
+                pass
 
 
 async def test_503_when_the_server_is_full(keyed: Keyed) -> None:
     client = WebRTCClient(f"{keyed.ws}/webrtc/ws", api_key=KEY, verify=keyed.cafile, retries=0)
     tracking = TrackingClient(keyed.url, api_key=KEY, verify=keyed.cafile, retries=0)
-    with tracking, server_full(tracking), pytest.raises(ServiceUnavailable) as full:
+    with (
+        tracking,
+        server_full(tracking),
+        leaves_no_socket_open(),
+        pytest.raises(ServiceUnavailable) as full,
+    ):
         async with client.stream(picture(i) for i in range(5)):
             pass
     assert full.value.status == 503
@@ -130,3 +154,37 @@ async def test_429_when_the_client_holds_its_share_of_sessions(tight: Tight) -> 
         with pytest.raises(RateLimited):
             await asyncio.to_thread(offer_from_the_sync_client)
     assert loop_threads() == []
+
+
+async def test_a_server_that_dies_mid_stream_is_connection_lost(tmp_path: Path) -> None:
+    with killable(tmp_path / "server") as running:
+        client = WebRTCClient(f"{running.url.replace('http', 'ws')}/webrtc/ws", timeout=10)
+        async with client.stream((picture(i % 50) for i in range(100_000)), fps=10) as stream:
+            async for message in stream:
+                if isinstance(message, Prediction):
+                    break
+            running.stop(signal.SIGKILL)
+            with pytest.raises(ConnectionLost):
+                async for _ in stream:
+                    pass
+
+
+async def test_an_offer_to_a_wrong_path_is_404(keyed: Keyed) -> None:
+    """The only 404 of this API: signaling has none (a WebSocket to no route is refused
+    with 403 by the server, before any signaling)."""
+    client = WebRTCClient(f"{keyed.url}/nowhere", api_key=KEY, verify=keyed.cafile)
+    with leaves_no_socket_open(), pytest.raises(NotFound) as missing:
+        async with client.stream(picture(i) for i in range(5)):
+            pass
+    assert missing.value.status == 404
+
+
+async def test_an_offer_over_max_message_bytes_is_413(tmp_path: Path) -> None:
+    """An SDP offer is a few kilobytes: over a limit of 1 KB, either signaling refuses it."""
+    with killable(tmp_path, "[webrtc]\nmax_message_bytes = 1024\n") as running:
+        for url in (f"{running.url.replace('http', 'ws')}/webrtc/ws", running.url):
+            client = WebRTCClient(url, retries=0)
+            with leaves_no_socket_open(), pytest.raises(PayloadTooLarge) as big:
+                async with client.stream(picture(i) for i in range(5)):
+                    pass
+            assert big.value.status == 413
