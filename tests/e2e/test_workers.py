@@ -5,8 +5,8 @@ Every request goes over a fresh connection, so requests land on whichever worker
 them: a session is answered the same wherever they land (seed 000, /v1, the frame server on
 its compat port); a worker killed with kill -9 is started again by the supervisor, the other
 worker's sessions never notice, and the killed one's session continues with the same track
-ids; /metrics shows the restart; a stop (or the supervisor's own kill -9) leaves no process
-behind.
+ids; /metrics shows the restart; a Socket.IO stream of a killed worker resumes where its
+client reconnects; a stop (or the supervisor's own kill -9) leaves no process behind.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
+import socketio
 
 from ..transports.images import scene
-from ..transports.socketio_harness import polling, stream_windows
+from ..transports.socketio_harness import jpeg, polling, stream_windows
 from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
 from .server import RunningServer, compat_flags, free_port, running_server
 from .test_frame_server import files, seed_frame
@@ -252,3 +253,83 @@ def test_a_killed_supervisor_takes_its_workers_and_redis_with_it(
         wait_until("the worker ended", lambda: not alive(worker), timeout_s=30)
         wait_until("redis-server ended", lambda: not holders(redis), timeout_s=30)
         shutil.rmtree(redis, ignore_errors=True)  # what the supervisor had no time to remove
+
+
+class Reconnecting:
+    """A python-socketio client that reconnects by itself (to the same URL, the same id), as
+    python-socketio's clients do by default; what it gets waits in queues."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection_delay=0.2, reconnection_delay_max=1)
+        self.results: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.connects = 0
+        self.sio.on("result", self._result)
+        self.sio.on("connect", self._connected)
+
+    async def _result(self, data: Any = None) -> None:
+        self.results.put_nowait(data)
+
+    async def _connected(self) -> None:
+        self.connects += 1
+
+    async def frames(self, first: int, count: int) -> list[tuple[int, int]]:
+        acks = []
+        for i in range(first, first + count):
+            ack = await self.sio.call("process", jpeg(scene(64, 48, seed=i)), timeout=10)
+            acks.append((ack["frame"], ack["window"]))
+        return acks
+
+    async def result(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.results.get(), 30)
+
+
+def test_a_stream_resumes_on_a_live_worker_when_its_worker_is_killed(
+    tmp_path: Path, config: Path
+) -> None:
+    """kill -9 of the worker that runs a Socket.IO stream: the client reconnects by itself with
+    the same id, lands on a live worker (the other, or the restarted one), and its stream goes
+    on from its last snapshot: its next frames are answered and numbered on, its next window
+    is numbered after every window it got."""
+    config.write_text(CONFIG + ANALYSIS)
+    args = ("--config", str(config), "--workers", "2")
+    with running_server(tmp_path / "data", *args, timeout=120) as server:
+        url, data = server.url, tmp_path / "data"
+        wait_until("both workers in the roster", lambda: len(roster(data)) == 2)
+        sid = fresh("GET", f"{url}/get_session_id").json()["session_id"]
+
+        async def stream() -> None:
+            client = Reconnecting()
+            await client.sio.connect(
+                f"{url}?session_id={sid}", transports=["websocket"], wait_timeout=10
+            )
+            try:
+                assert await client.frames(0, 7) == [(i, i // 3) for i in range(7)]
+                assert [(await client.result())["window"] for _ in range(2)] == [0, 1]
+                owner = fresh("GET", f"{url}/v1/sessions/{sid}").json()["node"]
+                worker = next(w for w in roster(data) if w["node"] == owner)
+                await asyncio.sleep(0.6)  # past a snapshot (every 0.2 s) of frame 6
+                os.kill(worker["pid"], signal.SIGKILL)
+                killed = time.monotonic()
+                for _ in range(300):
+                    if client.connects == 2 and client.sio.connected:
+                        break
+                    await asyncio.sleep(0.1)
+                assert client.connects == 2, "the client did not reconnect"
+                # Window 2 (frame 6) was open at the snapshot: lost; numbering goes on.
+                assert await client.frames(7, 3) == [(7, 3), (8, 3), (9, 3)]
+                took = time.monotonic() - killed
+                window = await client.result()
+                assert (window["window"], window["first_frame"], window["frames"]) == (3, 7, 3)
+                assert window["result"]["tracks"]["frames"] == 3
+                assert took < 20, took
+                info = fresh("GET", f"{url}/v1/sessions/{sid}").json()
+                assert info["state"] == "active", info
+                assert info["node"] in [w["node"] for w in roster(data)]
+                await client.sio.call("end", timeout=10)
+            finally:
+                await client.sio.disconnect()
+                await client.sio.shutdown()
+
+        asyncio.run(stream())
+        assert fresh("GET", f"{url}/v1/sessions/{sid}").json()["state"] == "ended"
+        assert "Traceback" not in server.output(), server.output()[-6000:]

@@ -137,6 +137,18 @@ class WindowWriter:
             closed.append(self._finish("frames", at))
         return index, closed
 
+    def number_from(self, frames_added: int, windows_opened: int) -> None:
+        """Carry on another writer's numbering (a stream resumed from its counters): the next
+        frame is number ``frames_added``, the next window ``windows_opened``. Only before any
+        frame is added here; raises ``ValueError`` otherwise, or for a negative count."""
+        if self._open is not None or self.frames_added or self.windows_opened:
+            raise ValueError("a writer can take over numbering only before its first frame")
+        for name, value in (("frames_added", frames_added), ("windows_opened", windows_opened)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self.frames_added = frames_added
+        self.windows_opened = windows_opened
+
     def _cost(self, image: Image) -> int:
         return image.nbytes if self.keep_frames else 0
 

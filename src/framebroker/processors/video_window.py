@@ -10,6 +10,14 @@ A frame without an image whose ``meta`` holds :data:`CLOSE` closes the open wind
 purpose: ``{"close": "seconds", "window": 3}`` closes window 3 if it is still the open one
 (a timer that fired late must not close the next window), ``{"close": "end"}`` whatever is
 open. Ending the session drops the open window unencoded: nobody is left to receive it.
+
+Its snapshot is the stream's numbering alone (frames and windows numbered so far), not the
+open window: a stream resumed from it (its node died) numbers its next frame and its next
+window on from there, and the frames of the window that was open at the snapshot are lost.
+Keeping them would make every snapshot as big as a window (a raw frame of 640x480 is
+900 KB, an encoded window up to ``max_bytes``), written every second or so for each stream,
+to save at most one window's frames, which the client was told had arrived but never
+answered for.
 """
 
 from __future__ import annotations
@@ -92,6 +100,22 @@ class VideoWindow(Processor):
         if writer.open_index is None:
             return None
         return {"window": writer.open_index, "since": writer.open_since}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The numbering: ``{"frames": next frame's number, "windows": next window's index}``
+        (the open window, if any, counts as used: its index is never given again)."""
+        return {"frames": self.writer.frames_added, "windows": self.writer.windows_opened}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Number on from :meth:`snapshot`'s output; raises ``ValueError`` for a state of
+        another shape, or once frames were added here."""
+        try:
+            frames, windows = state["frames"], state["windows"]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"{self.name}: expected a snapshot with 'frames' and 'windows', got {state!r:.200}"
+            ) from None
+        self.writer.number_from(frames, windows)
 
     def end(self, ctx: ProcessContext) -> dict[str, Any]:
         self.writer.abandon()

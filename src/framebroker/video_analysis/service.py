@@ -30,11 +30,17 @@ from .fanout import Fanout, HttpService, HttpServices, InProcessPipelines, Video
 from .session_ids import SessionIds
 from .streams import TRANSPORT, Emit, RunBlocking, StreamConfig, VideoStream, VideoStreams
 
-__all__ = ["VideoAnalysis", "signing_key"]
+__all__ = ["OWNER_GONE", "VideoAnalysis", "signing_key"]
 
 log = logging.getLogger(__name__)
 
 Image = NDArray[np.uint8]
+
+OWNER_GONE: frozenset[str] = frozenset({"node_lost", "server_restarted"})
+"""The reasons the store gives a session whose process died under it: in a cluster another
+node found it orphaned (``node_lost``), or the process's next life did (``server_restarted``).
+A stream that ended so was not ended by anyone: its id is not used up, and a connection with
+it resumes the stream from its last snapshot (:meth:`VideoAnalysis.open_stream`)."""
 
 
 def signing_key(settings: AnalysisSettings, key_file: Path | None) -> bytes:
@@ -167,9 +173,13 @@ class VideoAnalysis:
 
         The id must be allowed (configured, or handed out and unused) and not connected
         already; with ``generate_session_id_on_connect`` a missing or unknown id gets a new
-        one instead. The stream is a session, which ``client`` (the connection's address) holds
-        as one of its ``max_sessions_per_client`` until :meth:`close_stream`; its frames are
-        bounded by ``max_fps_per_session``. Raises :class:`InvalidInput`, :class:`SessionNotFound`,
+        one instead. An id whose stream's process died (its session ended for a reason of
+        :data:`OWNER_GONE`) is not used up: its stream resumes here from its last snapshot,
+        numbering its frames and windows on (the window open at that snapshot is lost); it
+        is used up if that process died before any snapshot. The stream is a session, which
+        ``client`` (the connection's address) holds as one of its ``max_sessions_per_client``
+        until :meth:`close_stream`; its frames are bounded by ``max_fps_per_session``.
+        Raises :class:`InvalidInput`, :class:`SessionNotFound`,
         :class:`~framebroker.errors.SessionConflict`,
         :class:`~framebroker.errors.CapacityExceeded` or
         :class:`~framebroker.errors.ClientSessionLimit`, and nothing is kept then.
@@ -184,11 +194,11 @@ class VideoAnalysis:
             log.info("video analysis session %s reconnected", stream.id)
             return stream, False
         self.sessions.check_client(client)
-        generated = False
+        generated = resume = False
         try:
             sid = self.ids.claim(session_id)
             try:
-                await self._unused_elsewhere(sid)
+                resume = await self._resumable(sid)
             except SessionNotFound:
                 self.ids.release(sid)  # used up elsewhere: remembered here too
                 raise
@@ -202,7 +212,25 @@ class VideoAnalysis:
                 raise
             sid, generated = self.ids.claim_new(), True
         try:
-            stream = await VideoStream.open(
+            stream = await self._start(sid, names, emit, client, resume=resume)
+        except SessionNotFound:
+            if not resume or not self.settings.generate_session_id_on_connect:
+                raise
+            sid, generated, resume = self.ids.claim_new(), True, False
+            stream = await self._start(sid, names, emit, client, resume=False)
+        self.streams.add(connection, stream)
+        how = "resumed from its last snapshot" if resume else "made" if generated else "given"
+        log.info("video analysis session %s connected (%s)", sid, how)
+        return stream, generated
+
+    async def _start(
+        self, sid: str, names: list[str], emit: Emit, client: str | None, *, resume: bool
+    ) -> VideoStream:
+        """The stream of the claimed id ``sid``: a new session, or with ``resume`` the one
+        its dead process left (``SessionNotFound`` when it left no snapshot: the id is used
+        up then, as nothing can carry its numbering on)."""
+        try:
+            return await VideoStream.open(
                 sid,
                 sessions=self.sessions,
                 offload=self.offload,
@@ -211,26 +239,35 @@ class VideoAnalysis:
                 config=self.stream_config,
                 emit=emit,
                 client=client,
+                resume=resume,
             )
+        except SessionNotFound:
+            if not resume:
+                self.ids.unclaim(sid)
+                raise
+            log.info("video analysis session %s: its process died before a snapshot", sid)
+            self.ids.release(sid)
+            raise
         except BaseException:
             # Nothing ran (no capacity, the store or the cluster away): the id stays good.
             # A stream that did start and end is in the store, which says so next time.
             self.ids.unclaim(sid)
             raise
-        self.streams.add(connection, stream)
-        log.info("video analysis session %s connected (%s)", sid, "made" if generated else "given")
-        return stream, generated
 
-    async def _unused_elsewhere(self, session_id: str) -> None:
+    async def _resumable(self, session_id: str) -> bool:
         """What this process's id table cannot know: whether another process (a node of the
         cluster, or this server before a restart) has the id's session running, or ran it
-        and so used the id up. The store and the cluster's directory know, through
+        and so used the id up, or ran it and died under it (then ``True``: the stream is to
+        be resumed). The store and the cluster's directory know, through
         :meth:`Sessions.info`. Raises :class:`SessionConflict` or :class:`SessionNotFound`."""
         try:
             info = await self.sessions.info(session_id)
         except SessionNotFound:
-            return
+            return False
         if info.state == "ended":
+            reason = (info.summary or {}).get("reason")
+            if info.transport == TRANSPORT and reason in OWNER_GONE:
+                return True
             raise SessionNotFound(session_id, field="session_id")
         where = f" on node {info.node!r}" if info.node else ""
         raise SessionConflict(

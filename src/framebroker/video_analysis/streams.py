@@ -130,9 +130,15 @@ class VideoStream:
         emit: Emit,
         client: str | None = None,
         transport: str = TRANSPORT,
+        resume: bool = False,
     ) -> VideoStream:
         """Start the stream's session (``client`` holds it, within its share of sessions);
-        raises what :meth:`~framebroker.sessions.Sessions.create` raises."""
+        raises what :meth:`~framebroker.sessions.Sessions.create` raises.
+
+        With ``resume``, take over instead the session of a stream whose process died
+        (:meth:`~framebroker.sessions.Sessions.attach` without ``create``: from its last
+        snapshot, its window numbering carried on); raises ``SessionNotFound`` when there is
+        nothing to resume from."""
         encoder = config.encoder
         keep_frames = fanout.has_pipelines and any(n not in fanout.http.services for n in names)
         window: dict[str, Any] = {
@@ -144,9 +150,14 @@ class VideoStream:
             "crf": encoder.crf,
             "keep_frames": keep_frames,
         }
-        await sessions.create(
-            session_id=session_id, transport=transport, pipeline=[window], client=client
-        )
+        if resume:
+            await sessions.attach(
+                session_id, transport=transport, pipeline=[window], client=client, create=False
+            )
+        else:
+            await sessions.create(
+                session_id=session_id, transport=transport, pipeline=[window], client=client
+            )
         return cls(
             session_id,
             sessions=sessions,
