@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from framebroker.storage import head
+
 from ..in_process import free_port
 from ..storage.legacy_schema import write_version_1
 from .server import running_server
@@ -34,7 +36,7 @@ def test_an_older_database_is_served_only_with_migrate(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         f"framebroker: database sqlite:///{data / 'framebroker.sqlite3'} is at schema revision "
-        "0002 (schema version 2, from before Alembic), older than 0003; back it up, then run "
+        f"0002 (schema version 2, from before Alembic), older than {head()}; back it up, then run "
         "`framebroker db upgrade` (or serve with --migrate)"
     ]
     with running_server(data, "--migrate") as server:
@@ -51,6 +53,6 @@ def test_an_older_database_is_served_only_with_migrate(tmp_path: Path) -> None:
     assert newer.returncode == 2
     (line,) = newer.stderr.strip().splitlines()
     assert line.endswith(
-        "is at schema revision 0042, newer than 0003 that this framebroker knows; upgrade "
+        f"is at schema revision 0042, newer than {head()} that this framebroker knows; upgrade "
         "framebroker or point database_url at another database"
     )
