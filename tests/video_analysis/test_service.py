@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from framebroker.config import AnalysisSettings
-from framebroker.errors import SessionConflict, SessionNotFound
+from framebroker.errors import ClusterUnavailable, SessionConflict, SessionNotFound
 from framebroker.plugins import ProcessorRegistry
 from framebroker.processors.video_window import VideoWindow
 from framebroker.runtime import Broker, BrokerConfig
@@ -192,3 +192,31 @@ async def test_only_a_stream_is_resumed_by_a_stream(processes: Processes) -> Non
     assert (await survivor.info(SID)).summary["reason"] == "server_restarted"  # type: ignore[index]
     with pytest.raises(SessionNotFound):
         await connect(analysis(survivor), "c1", Recorder())
+
+
+async def test_a_connection_that_cannot_learn_where_its_id_runs_is_refused_soon(
+    processes: Processes,
+) -> None:
+    """An owner that died holds its lease for seconds, and asking for it waits that long: the
+    connection is refused (retry) within a python-socketio client's connect timeout, rather
+    than resumed for a client that gave up, and its id stays good."""
+    broker = await processes.start("a")
+
+    class Waits:
+        """The broker, with its owner lookups as slow as a dead owner's lease."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(broker, name)
+
+        async def info(self, session_id: str) -> Any:
+            await asyncio.sleep(5)
+            return await broker.info(session_id)
+
+    config = AnalysisSettings(allowed_session_ids=[SID], window_frames=3)
+    slow = VideoAnalysis(config, Waits(), broker.run_blocking)  # type: ignore[arg-type]
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ClusterUnavailable):
+        await slow.open_stream("c1", SID, emit=Recorder())
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert slow.ids.check(SID) == SID  # neither in use nor used up: as good as it was
+    await slow.stop()

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnalysisSettings
-from ..errors import InvalidInput, SessionConflict, SessionNotFound
+from ..errors import ClusterUnavailable, InvalidInput, SessionConflict, SessionNotFound
 from ..media.container import open_source
 from ..media.convert import to_bgr
 from ..media.encode import EncoderOptions
@@ -35,6 +35,14 @@ __all__ = ["OWNER_GONE", "VideoAnalysis", "signing_key"]
 log = logging.getLogger(__name__)
 
 Image = NDArray[np.uint8]
+
+ASK_ELSEWHERE_S = 0.8
+"""How long a connection waits to learn whether its id runs in another process: less than
+the 1 s a python-socketio client waits for its connect by default. An owner that died holds
+its lease for seconds (a cluster's ``ttl_s``); a connect that waited that long would be given
+up by its client, and a stream resumed for it left to nobody. It is refused with
+``cluster_unavailable`` instead, its id as good as it was, and the client's retry finds the
+lease run out."""
 
 OWNER_GONE: frozenset[str] = frozenset({"node_lost", "server_restarted"})
 """The reasons the store gives a session whose process died under it: in a cluster another
@@ -198,7 +206,7 @@ class VideoAnalysis:
         try:
             sid = self.ids.claim(session_id)
             try:
-                resume = await self._resumable(sid)
+                resume = await self._resumable_soon(sid)
             except SessionNotFound:
                 self.ids.release(sid)  # used up elsewhere: remembered here too
                 raise
@@ -253,6 +261,17 @@ class VideoAnalysis:
             # A stream that did start and end is in the store, which says so next time.
             self.ids.unclaim(sid)
             raise
+
+    async def _resumable_soon(self, session_id: str) -> bool:
+        """:meth:`_resumable`, or ``ClusterUnavailable`` past :data:`ASK_ELSEWHERE_S`."""
+        try:
+            return await asyncio.wait_for(self._resumable(session_id), ASK_ELSEWHERE_S)
+        except TimeoutError:
+            raise ClusterUnavailable(
+                f"session {session_id!r}: the process that ran it does not answer yet; "
+                "retry in a few seconds",
+                operation="connect",
+            ) from None
 
     async def _resumable(self, session_id: str) -> bool:
         """What this process's id table cannot know: whether another process (a node of the
