@@ -310,6 +310,54 @@ def test_socket_io_clients_on_two_nodes_share_a_stream_and_its_id(
         assert node.proc.poll() is None, node.output()
 
 
+def test_a_socket_io_stream_of_a_killed_node_resumes_on_another_where_it_left_off(
+    cluster: Callable[..., RunningServer],
+) -> None:
+    """kill -9 of the node that runs a Socket.IO stream: a connection with its id to another
+    node is told to retry while the dead node's lease runs (never left waiting past a
+    client's connect timeout), then resumes the stream from its last snapshot: frames and
+    windows numbered on, the window open at the snapshot lost."""
+    node_a = cluster("a", analysis=ANALYSIS, toml=PIPELINES)
+    node_b = cluster("b", analysis=ANALYSIS, toml=PIPELINES)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            sid = (await http.get(f"{node_a.url}/get_session_id")).json()["session_id"]
+        async with connected(node_a.url, f"session_id={sid}") as runs:
+            acks = [await runs.frame(scene(96, 64, seed=i)) for i in range(7)]
+            assert [(a["frame"], a["window"]) for a in acks] == [(i, i // 3) for i in range(7)]
+            assert [(await runs.next("result", 30))["window"] for _ in range(2)] == [0, 1]
+            await asyncio.sleep(0.6)  # past a snapshot (every 0.2 s) of frame 6
+            node_a.stop(signal.SIGKILL)
+        killed, refusals = time.monotonic(), set()
+        while True:
+            client = Client()
+            asked = time.monotonic()
+            try:
+                await client.connect(node_b.url, f"session_id={sid}")
+                break
+            except socketio.exceptions.ConnectionError:
+                assert time.monotonic() - asked < 2.5  # refused, not left waiting
+                refusals.add(client.refusal["data"]["code"])
+                await client.close()
+                assert time.monotonic() - killed < 20, refusals
+                await asyncio.sleep(0.3)
+        assert refusals <= {"cluster_unavailable"}, refusals
+        try:
+            acks = [await client.frame(scene(96, 64, seed=i)) for i in range(7, 10)]
+            assert [(a["frame"], a["window"]) for a in acks] == [(7, 3), (8, 3), (9, 3)]
+            window = await client.next("result", 30)
+            assert (window["window"], window["first_frame"], window["frames"]) == (3, 7, 3)
+        finally:
+            await client.close()
+        async with httpx.AsyncClient(timeout=30) as http:
+            info = (await http.get(f"{node_b.url}/v1/sessions/{sid}")).json()
+        assert info["state"] == "ended", info  # ended by its client, on b
+
+    asyncio.run(scenario())
+    assert node_b.proc.poll() is None, node_b.output()
+
+
 def test_socket_io_streams_go_on_while_redis_is_away_and_observers_come_back_after(
     cluster: Callable[..., RunningServer], redis: RedisServer
 ) -> None:
