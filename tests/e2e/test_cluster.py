@@ -37,6 +37,7 @@ from ..transports.socketio_harness import Client, connected, jpeg, polling, stre
 from ..transports.test_box_tracking import SEED_BOXES, SEED_TRACKED, walking
 from ..transports.webrtc_client import ColourTrack, client_peer, negotiate, recv_type
 from .server import RunningServer, running_server
+from .test_frame_server import files, seed_frame
 
 CONFIG = """
 [analysis]
@@ -131,6 +132,68 @@ def test_three_nodes_answer_as_one_server(cluster: Callable[..., RunningServer])
 
         metrics = b.get("/metrics").text
         assert 'framebroker_cluster_relays_served_total{op="attach_submit"}' in metrics
+
+
+def test_three_nodes_serve_every_transport_wherever_its_requests_land(
+    cluster: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three nodes, a real client of each transport, each session fed or read through nodes
+    that do not run it: seed 001 (a listener on c follows the source a runs), seed 002 (a
+    stream handed out by b runs on c, observed from a), seed 003 (one source's frames
+    posted to b and c in turn), seed 004 (a peer on b, read and ended through c)."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    extra = ("--model", "tests.e2e.webrtc_models:FrameNumber")
+    frames_pipeline = '[frames]\npipeline = ["tests.transports.test_frame_upload:FrameCounter"]\n'
+    toml = PIPELINES + frames_pipeline
+    node_a = cluster(
+        "a", *extra, "--source", f"demo={demo_clip()}", "--loop", analysis=ANALYSIS, toml=toml
+    )
+    node_b = cluster("b", *extra, analysis=ANALYSIS, toml=toml)
+    node_c = cluster("c", *extra, analysis=ANALYSIS, toml=toml)
+
+    # Seed 003: the frames of one source, posted to b and c in turn, are one session.
+    image = scene(1920, 1080)  # the seed's raw frames: 1920x1080 unless the frame says
+    for i in range(4):
+        node = (node_b, node_c)[i % 2]
+        r = httpx.post(f"{node.url}/", files=files(image, seed_frame(i)), timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["counter"] == {"frames": i + 1}
+
+    async def scenario() -> None:
+        # Seed 001: a listener on c follows the source that a runs.
+        seen = await follow(node_c.url.replace("http://", "ws://"), "demo")
+        assert seen["frame"] >= 3
+        async with httpx.AsyncClient(timeout=30) as http:
+            # Seed 002: an id handed out by b, its stream on c, observed from a.
+            sid = (await http.get(f"{node_b.url}/get_session_id")).json()["session_id"]
+            async with (
+                connected(node_c.url, f"session_id={sid}") as runs,
+                connected(node_a.url, f"session_id={sid}&observe=1") as watches,
+            ):
+                for i in range(3):
+                    assert (await runs.frame(scene(96, 64, seed=i)))["frame"] == i
+                assert await runs.next("result", 30) == await watches.next("result", 30)
+            # Seed 004: a peer on b; its session read and ended through c.
+            peer = client_peer(ColourTrack(size=(160, 120)))
+            try:
+                url = node_b.url.replace("http://", "ws://") + "/webrtc/ws"
+                async with websockets.connect(url) as ws:
+                    rtc = (await negotiate(peer, ws))["session_id"]
+                    await recv_type(ws, "prediction", timeout=30)
+                    info = (await http.get(f"{node_c.url}/v1/sessions/{rtc}")).json()
+                    assert (info["node"], info["transport"]) == ("b", "webrtc")
+                    r = await http.delete(f"{node_c.url}/v1/sessions/{rtc}")
+                    assert r.status_code == 200, r.text
+                    result, _ = await recv_type(ws, "result", timeout=30)
+                    assert result["session_id"] == rtc
+            finally:
+                await peer.close()
+
+    asyncio.run(scenario())
+    for node in (node_a, node_b, node_c):
+        assert node.proc.poll() is None, node.output()
 
 
 def test_kill_9_of_a_node_its_session_continues_on_a_survivor(
